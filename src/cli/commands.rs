@@ -1,0 +1,171 @@
+//! What each command does: parse, call a service (directly, or through the
+//! server's API), render.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::client::Client;
+use super::render;
+use super::{ClientArgs, Command, OwnerCommand, ServerArgs, UserCommand};
+use crate::config::{Config, Limits, Overrides};
+use crate::db::Db;
+use crate::service::{self, App};
+use crate::storage::archive::ArchiveLimits;
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { server } => serve(&server).await,
+        Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
+        Command::Upload { files, client } => {
+            let api = Client::new(&client)?;
+            for file in &files {
+                let receipt = api.upload(file).await?;
+                render::receipt(&receipt, client.json)?;
+            }
+            Ok(())
+        }
+        Command::Queue { client } => {
+            render::queue(&Client::new(&client)?.queue().await?, client.json)
+        }
+        Command::Status { target, client } => status(target, &client).await,
+        Command::User { command, server } => {
+            let db = open_db(&server).await?;
+            let result = user(&db, command).await;
+            db.close().await;
+            result
+        }
+        Command::Owner { command, server } => {
+            let db = open_db(&server).await?;
+            let result = match command {
+                OwnerCommand::Add { name, email } => {
+                    service::owners::add_owner(&db, &name, &email).await?;
+                    println!("{email} now owns {name}");
+                    Ok(())
+                }
+                OwnerCommand::Remove { name, email } => {
+                    service::owners::remove_owner(&db, &name, &email).await?;
+                    println!("{email} no longer owns {name}");
+                    Ok(())
+                }
+            };
+            db.close().await;
+            result
+        }
+    }
+}
+
+fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
+    let flags = Overrides {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+        public_url: None,
+    };
+    Config::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)
+}
+
+async fn open_db(args: &ServerArgs) -> anyhow::Result<Db> {
+    let config = load_config(args)?;
+    Db::connect(&config.database_url).await
+}
+
+async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
+    init_tracing("info");
+    let config = load_config(args)?;
+    tracing::debug!(config = ?config, "configuration");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = App::open(config).await?;
+    tracing::info!(
+        data_dir = %app.config.data_dir.display(),
+        platforms = ?app.config.platforms.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        "holdq started"
+    );
+    tokio::select! {
+        result = crate::http::serve(listener, app.clone()) => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down");
+            app.db.close().await;
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn pack(dir: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let limits = Limits::default();
+    let (path, summary) = crate::storage::pack::pack(
+        dir,
+        out,
+        ArchiveLimits {
+            unpacked_bytes: limits.unpacked_bytes.0,
+            entries: limits.entries,
+        },
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "path": path,
+                "name": summary.manifest.name,
+                "version": summary.manifest.version.to_string(),
+                "entries": summary.entries,
+                "unpacked_bytes": summary.unpacked_bytes,
+            })
+        );
+    } else {
+        println!(
+            "packed {} {} into {} ({} entries, {} bytes unpacked)",
+            summary.manifest.name,
+            summary.manifest.version,
+            path.display(),
+            summary.entries,
+            summary.unpacked_bytes
+        );
+    }
+    Ok(())
+}
+
+async fn status(target: Option<String>, args: &ClientArgs) -> anyhow::Result<()> {
+    let api = Client::new(args)?;
+    match target {
+        None => render::queue(&api.queue().await?, args.json),
+        Some(t) => match t.parse::<i64>() {
+            Ok(id) => render::upload(&api.upload_status(id).await?, args.json),
+            Err(_) => {
+                crate::domain::PackageName::parse(&t)?;
+                render::uploads(&api.package_uploads(&t).await?, args.json)
+            }
+        },
+    }
+}
+
+async fn user(db: &Db, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { email, operator } => {
+            let (user, token) = service::users::add_user(db, &email, operator).await?;
+            let role = if user.is_operator { "operator" } else { "user" };
+            eprintln!(
+                "added {role} {} (id {}); their API token, shown this once:",
+                user.email, user.id
+            );
+            println!("{token}");
+        }
+        UserCommand::Token { email } => {
+            let token = service::users::issue_token(db, &email).await?;
+            eprintln!("a new API token for {email}, shown this once:");
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The `holdq` command line (SPEC section 8): one binary for the server,
+//! the operator's database commands, and the maintainer's client commands.
+
+mod client;
+mod commands;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// holdq: a package repository whose stable repository cannot be broken by an upload.
+#[derive(Debug, Parser)]
+#[command(name = "holdq", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: HTTP API and holding queue.
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Make an archive from a directory holding package.toml, and check it as the server would.
+    Pack {
+        /// The package directory (its own name does not matter).
+        dir: PathBuf,
+        /// Output file or directory (default: ./NAME-VERSION.tar.gz).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload archives into the holding queue; prints each upload's id and queue position.
+    Upload {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The holding queue, front first.
+    Queue {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The state of an upload (by id) or of a package's uploads (by name); the queue when neither.
+    Status {
+        /// An upload id or a package name.
+        target: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Users and API tokens (on the server's machine, straight on its database).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Owners of a package (on the server's machine, straight on its database).
+    Owner {
+        #[command(subcommand)]
+        command: OwnerCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user and print their new API token (shown once).
+    Add {
+        email: String,
+        /// Make the user an operator.
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Print a new API token for an existing user (shown once).
+    Token { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OwnerCommand {
+    /// Make a user a co-owner of a package.
+    Add { name: String, email: String },
+    /// Remove a user from a package's owners (never the last one).
+    Remove { name: String, email: String },
+}
+
+/// Where the server's configuration comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Config file (default: ./holdq.toml when present, else embedded defaults).
+    #[arg(long, env = "HOLDQ_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [env: HOLDQ_LISTEN].
+    #[arg(long, global = true)]
+    pub listen: Option<String>,
+    /// Data directory [env: HOLDQ_DATA_DIR].
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL, sqlite:// or postgres:// [env: HOLDQ_DATABASE_URL].
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+}
+
+/// How a client command reaches the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server URL (default: the user config file, else http://127.0.0.1:8080).
+    #[arg(long, env = "HOLDQ_SERVER")]
+    pub server: Option<String>,
+    /// API token (default: the user config file).
+    #[arg(long, env = "HOLDQ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command line; errors are printed on one line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! How client commands print: a table or lines for people, JSON with `--json`.
+
+use super::client::Receipt;
+use crate::service::queue::UploadView;
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn receipt(r: &Receipt, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(r);
+    }
+    println!(
+        "upload {} of {} {}: {}, position {} in the holding queue",
+        r.id, r.name, r.version, r.state, r.position
+    );
+    for old in &r.superseded {
+        println!("  supersedes upload {old}");
+    }
+    Ok(())
+}
+
+pub fn queue(uploads: &[UploadView], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&uploads);
+    }
+    if uploads.is_empty() {
+        println!("the holding queue is empty");
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:>6}  {:<24} {:<14} {:<10} since",
+        "POS", "ID", "NAME", "VERSION", "STATE"
+    );
+    for u in uploads {
+        println!(
+            "{:>4}  {:>6}  {:<24} {:<14} {:<10} {}",
+            u.position.unwrap_or_default(),
+            u.id,
+            u.name,
+            u.version,
+            u.state.as_str(),
+            u.created_at
+        );
+    }
+    Ok(())
+}
+
+pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(u);
+    }
+    println!("upload {}: {} {}", u.id, u.name, u.version);
+    println!("  state:       {}", u.state);
+    if let Some(p) = u.position {
+        println!("  position:    {p} in the holding queue");
+    }
+    if let Some(by) = u.superseded_by {
+        println!("  superseded by upload {by}");
+    }
+    if let Some(reason) = &u.reason {
+        println!("  reason:      {reason}");
+    }
+    println!("  sha256:      {}", u.sha256);
+    println!("  size:        {} bytes", u.size_bytes);
+    println!("  maintainers: {}", u.maintainers.join(", "));
+    println!("  uploaded:    {}", u.created_at);
+    Ok(())
+}
+
+pub fn uploads(list: &[UploadView], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    for u in list {
+        let place = u
+            .position
+            .map(|p| format!(" (position {p})"))
+            .unwrap_or_default();
+        println!(
+            "{:>6}  {} {}  {}{}  {}",
+            u.id, u.name, u.version, u.state, place, u.created_at
+        );
+    }
+    Ok(())
+}

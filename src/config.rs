@@ -1,0 +1,485 @@
+//! Server configuration: `holdq.toml`, then `HOLDQ_<KEY>` environment
+//! variables for top-level keys, then command-line flags; validated once at
+//! start-up into one [`Config`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::domain::PackageName;
+
+/// The configuration every component reads from.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub public_url: String,
+    pub limits: Limits,
+    pub mail: MailConfig,
+    pub passmark: PassMarkConfig,
+    pub revdeps: RevdepsConfig,
+    pub platforms: Vec<PlatformConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub upload_bytes: ByteSize,
+    pub unpacked_bytes: ByteSize,
+    pub entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            upload_bytes: ByteSize(256 << 20),
+            unpacked_bytes: ByteSize(512 << 20),
+            entries: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub from: String,
+    pub smtp_url: Option<String>,
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            from: "holdq <holdq@localhost>".into(),
+            smtp_url: None,
+            templates_dir: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassMarkConfig {
+    pub threshold: f64,
+}
+
+impl Default for PassMarkConfig {
+    fn default() -> Self {
+        Self { threshold: 1.0 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevdepsConfig {
+    pub min_fraction: f64,
+    pub max_dependents: u32,
+}
+
+impl Default for RevdepsConfig {
+    fn default() -> Self {
+        Self {
+            min_fraction: 1.0,
+            max_dependents: 100,
+        }
+    }
+}
+
+/// One platform that checks run on.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    pub name: PackageName,
+    #[serde(default = "one")]
+    pub weight: f64,
+    #[serde(default = "one_worker")]
+    pub local_workers: u32,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_env")]
+    pub env: Vec<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn one_worker() -> u32 {
+    1
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_memory() -> ByteSize {
+    ByteSize(2 << 30)
+}
+fn default_env() -> Vec<String> {
+    vec!["PATH".into(), "LANG".into()]
+}
+
+impl PlatformConfig {
+    /// The platform of this host, e.g. `linux-x86_64`.
+    pub fn host() -> Self {
+        let name = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+            .to_lowercase()
+            .replace(
+                |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "_",
+            );
+        Self {
+            name: PackageName::parse(&name).expect("OS-ARCH is a valid platform name"),
+            weight: 1.0,
+            local_workers: 1,
+            timeout: default_timeout(),
+            memory: default_memory(),
+            retries: 0,
+            env: default_env(),
+        }
+    }
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+/// A size in bytes, written in config as `"256MiB"`, `"2GiB"`, `"100kB"` or a
+/// plain number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size such as \"256MiB\""))?;
+        let factor: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        Ok(Self((number * factor as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Self(n)),
+            Raw::Text(s) => Self::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    mail: MailConfig,
+    #[serde(default)]
+    passmark: PassMarkConfig,
+    #[serde(default)]
+    revdeps: RevdepsConfig,
+    #[serde(default)]
+    platform: Vec<PlatformConfig>,
+}
+
+impl fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("from", &self.from)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("templates_dir", &self.templates_dir)
+            .finish()
+    }
+}
+
+/// Top-level overrides from flags; they win over the environment and the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+}
+
+/// The default file looked for when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "holdq.toml";
+
+impl Config {
+    /// Loads `path` (or `./holdq.toml` when it exists), applies `HOLDQ_*`
+    /// from `env`, then `flags`, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> anyhow::Result<Self> {
+        let file = match path {
+            Some(path) => Some(read_file(path)?),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                Some(read_file(Path::new(DEFAULT_CONFIG_FILE))?)
+            }
+            None => None,
+        };
+        Self::from_parts(file.unwrap_or_default(), env, flags)
+    }
+
+    /// Parses a configuration from TOML text, with no environment or flags.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let file: FileConfig = toml::from_str(text).context("invalid configuration")?;
+        Self::from_parts(file, |_| None, &Overrides::default())
+    }
+
+    /// The embedded defaults, rooted at `data_dir`: what tests start from.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        let flags = Overrides {
+            data_dir: Some(data_dir.to_owned()),
+            ..Default::default()
+        };
+        Self::from_parts(FileConfig::default(), |_| None, &flags).expect("defaults are valid")
+    }
+
+    fn from_parts(
+        file: FileConfig,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> anyhow::Result<Self> {
+        let pick = |flag: &Option<String>, key: &str, file: Option<String>| {
+            flag.clone().or_else(|| env(key)).or(file)
+        };
+        let listen = pick(&flags.listen, "HOLDQ_LISTEN", file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen.parse().with_context(|| {
+            format!("listen: {listen:?} is not an address such as 127.0.0.1:8080")
+        })?;
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or_else(|| env("HOLDQ_DATA_DIR").map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("holdq-data"));
+        let database_url = pick(&flags.database_url, "HOLDQ_DATABASE_URL", file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}/holdq.db", data_dir.display()));
+        let public_url = pick(&flags.public_url, "HOLDQ_PUBLIC_URL", file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+
+        let mut mail = file.mail;
+        if let Some(url) = env("HOLDQ_SMTP_URL") {
+            mail.smtp_url = Some(url);
+        }
+        let platforms = if file.platform.is_empty() {
+            vec![PlatformConfig::host()]
+        } else {
+            file.platform
+        };
+
+        let config = Self {
+            listen,
+            data_dir,
+            database_url,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            limits: file.limits,
+            mail,
+            passmark: file.passmark,
+            revdeps: file.revdeps,
+            platforms,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            bail!(
+                "database_url: {} is neither sqlite:// nor postgres://",
+                redact_url(&self.database_url)
+            );
+        }
+        if !(0.0..=1.0).contains(&self.passmark.threshold) {
+            bail!("passmark.threshold must lie between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.revdeps.min_fraction) {
+            bail!("revdeps.min_fraction must lie between 0 and 1");
+        }
+        if self.limits.upload_bytes.0 == 0
+            || self.limits.unpacked_bytes.0 == 0
+            || self.limits.entries == 0
+        {
+            bail!("limits must be greater than zero");
+        }
+        for (i, p) in self.platforms.iter().enumerate() {
+            if self.platforms[..i].iter().any(|q| q.name == p.name) {
+                bail!("platform {:?} is configured twice", p.name.as_str());
+            }
+            if p.weight < 0.0 {
+                bail!("platform {}: weight must not be negative", p.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The platform configured under `name`.
+    pub fn platform(&self, name: &str) -> Option<&PlatformConfig> {
+        self.platforms.iter().find(|p| p.name.as_str() == name)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("public_url", &self.public_url)
+            .field("limits", &self.limits)
+            .field("mail", &self.mail)
+            .field("passmark", &self.passmark)
+            .field("revdeps", &self.revdeps)
+            .field("platforms", &self.platforms)
+            .finish()
+    }
+}
+
+/// Hides the password of a URL such as `postgres://user:secret@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_embedded_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://holdq-data/holdq.db");
+        assert_eq!(c.limits.upload_bytes, ByteSize(256 << 20));
+        assert_eq!(c.platforms.len(), 1);
+        assert_eq!(c.passmark.threshold, 1.0);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_flags_override_both() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:1\"").unwrap();
+        let env = |k: &str| (k == "HOLDQ_LISTEN").then(|| "127.0.0.1:2".to_owned());
+        let c = Config::from_parts(file, env, &Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:1\"").unwrap();
+        let c = Config::from_parts(file, env, &flags).unwrap();
+        assert_eq!(c.listen.port(), 3);
+    }
+
+    #[test]
+    fn sizes_and_platforms_parse() {
+        let c = Config::from_toml(
+            "[limits]\nupload_bytes = \"1GiB\"\n[[platform]]\nname = \"linux-aarch64\"\ntimeout = \"90s\"\nmemory = \"512MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.upload_bytes, ByteSize(1 << 30));
+        assert_eq!(c.platforms[0].timeout, Duration::from_secs(90));
+        assert_eq!(c.platforms[0].memory.to_string(), "512MiB");
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_start_up() {
+        assert!(Config::from_toml("lisen = \"x\"").is_err());
+        assert!(Config::from_toml("[limits]\nupload_bytes = \"lots\"").is_err());
+        assert!(Config::from_toml("[passmark]\nthreshold = 1.5").is_err());
+        assert!(Config::from_toml("database_url = \"mysql://x\"").is_err());
+        assert!(Config::from_toml("[[platform]]\nname=\"a\"\n[[platform]]\nname=\"a\"").is_err());
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let c = Config::from_toml("database_url = \"postgres://holdq:hunter2@db/holdq\"").unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://holdq:***@db/holdq"));
+    }
+}

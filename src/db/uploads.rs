@@ -1,0 +1,135 @@
+//! Uploads in the holding queue. Queue order is the upload id: a later
+//! upload always has a larger id, so "the back of the queue" needs no
+//! separate counter.
+
+use sqlx::FromRow;
+
+use super::{Conn, now_ms};
+
+#[derive(Clone, Debug, FromRow)]
+pub struct UploadRow {
+    pub id: i64,
+    pub package_id: i64,
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub manifest: String,
+    pub uploader_id: i64,
+    pub uploader_email: String,
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub superseded_by: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const SELECT: &str = "SELECT u.id, u.package_id, p.name, u.version, u.sha256, u.size_bytes, \
+     u.manifest, u.uploader_id, us.email AS uploader_email, u.state, u.state_reason, \
+     u.superseded_by, u.created_at, u.updated_at \
+     FROM uploads u JOIN packages p ON p.id = u.package_id JOIN users us ON us.id = u.uploader_id";
+
+pub struct NewUpload<'a> {
+    pub package_id: i64,
+    pub version: &'a str,
+    pub sha256: &'a str,
+    pub size_bytes: i64,
+    pub manifest_json: &'a str,
+    pub uploader_id: i64,
+}
+
+/// Inserts a queued upload at the back of the queue; returns its id.
+pub async fn insert(conn: &mut Conn, new: NewUpload<'_>) -> sqlx::Result<i64> {
+    let now = now_ms();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO uploads (package_id, version, sha256, size_bytes, manifest, uploader_id, \
+         state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7) \
+         RETURNING id",
+    )
+    .bind(new.package_id)
+    .bind(new.version)
+    .bind(new.sha256)
+    .bind(new.size_bytes)
+    .bind(new.manifest_json)
+    .bind(new.uploader_id)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+/// The pending (queued or checking) uploads of a package.
+pub async fn pending_of_package(conn: &mut Conn, package_id: i64) -> sqlx::Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM uploads WHERE package_id = $1 AND state IN ('queued', 'checking') \
+         ORDER BY id",
+    )
+    .bind(package_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Marks pending uploads `superseded` by `by`; returns how many changed.
+pub async fn mark_superseded(conn: &mut Conn, ids: &[i64], by: i64) -> sqlx::Result<u64> {
+    let mut changed = 0;
+    for id in ids {
+        changed += sqlx::query(
+            "UPDATE uploads SET state = 'superseded', superseded_by = $1, updated_at = $2 \
+             WHERE id = $3 AND state IN ('queued', 'checking')",
+        )
+        .bind(by)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(changed)
+}
+
+pub async fn get(conn: &mut Conn, id: i64) -> sqlx::Result<Option<UploadRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE u.id = $1")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The holding queue, front first.
+pub async fn pending(conn: &mut Conn) -> sqlx::Result<Vec<UploadRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE u.state IN ('queued', 'checking') ORDER BY u.id"
+    )))
+    .fetch_all(conn)
+    .await
+}
+
+/// Every upload of a package, newest first.
+pub async fn of_package(conn: &mut Conn, name: &str, limit: i64) -> sqlx::Result<Vec<UploadRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE p.name = $1 ORDER BY u.id DESC LIMIT $2"
+    )))
+    .bind(name)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// 1-based position of a pending upload in the queue.
+pub async fn position(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking') AND id <= $1",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(n)
+}
+
+/// How many uploads there are in each state.
+pub async fn count_all(conn: &mut Conn) -> sqlx::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM uploads")
+        .fetch_one(conn)
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,10 @@
+//! Pure rules of holdq: package names, manifests and the holding-queue state
+//! machine. Nothing here touches a database, the network or the filesystem.
+
+pub mod manifest;
+pub mod name;
+pub mod upload;
+
+pub use manifest::{Maintainer, Manifest, ManifestError};
+pub use name::{InvalidName, PackageName};
+pub use upload::UploadState;

@@ -1,0 +1,94 @@
+//! Uploads and the holding queue: `POST /uploads`, `GET /uploads/{id}`,
+//! `GET /uploads?package=NAME`, `GET /queue`.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::ApiError;
+use super::auth::Authenticated;
+use crate::service::App;
+use crate::service::queue::{self, UploadView};
+use crate::service::upload::{self, UploadReceipt};
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/uploads", get(list_uploads).post(upload_package))
+        .route("/uploads/{id}", get(show_upload))
+        .route("/queue", get(show_queue))
+}
+
+/// `POST /api/v1/uploads`: the archive is the raw body.
+async fn upload_package(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<UploadReceipt>), ApiError> {
+    let limit = app.config.limits.upload_bytes.0;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(upload::UploadError::TooLarge { limit }.into());
+    }
+    if let Some(kind) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        && !matches!(
+            kind,
+            "application/gzip" | "application/x-gzip" | "application/octet-stream"
+        )
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the archive as application/gzip, not {kind}"),
+        ));
+    }
+    let checksum = headers
+        .get("x-checksum-sha256")
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let receipt = upload::upload_package(&app, &user, body.into_data_stream(), checksum).await?;
+    Ok((StatusCode::CREATED, Json(receipt)))
+}
+
+async fn show_upload(
+    State(app): State<App>,
+    Authenticated(_): Authenticated,
+    Path(id): Path<i64>,
+) -> Result<Json<UploadView>, ApiError> {
+    Ok(Json(queue::get_upload(&app.db, id).await?))
+}
+
+#[derive(Deserialize)]
+struct ListUploads {
+    package: String,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    20
+}
+
+async fn list_uploads(
+    State(app): State<App>,
+    Authenticated(_): Authenticated,
+    Query(q): Query<ListUploads>,
+) -> Result<Json<Vec<UploadView>>, ApiError> {
+    Ok(Json(
+        queue::package_uploads(&app.db, &q.package, q.limit.clamp(1, 1000)).await?,
+    ))
+}
+
+async fn show_queue(
+    State(app): State<App>,
+    Authenticated(_): Authenticated,
+) -> Result<Json<Vec<UploadView>>, ApiError> {
+    Ok(Json(queue::list_queue(&app.db).await?))
+}

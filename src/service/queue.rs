@@ -1,0 +1,106 @@
+//! Reading the holding queue: the pending uploads in order with their
+//! positions, one upload's status, and a package's upload history.
+
+use serde::{Deserialize, Serialize};
+
+use super::format_time;
+use crate::db::{self, Db, uploads::UploadRow};
+use crate::domain::{Manifest, UploadState};
+
+/// An upload as the API and the command line show it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadView {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    pub state: UploadState,
+    /// 1-based place in the holding queue, while pending.
+    pub position: Option<i64>,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub maintainers: Vec<String>,
+    pub superseded_by: Option<i64>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("no upload {0}")]
+    NoSuchUpload(i64),
+    #[error("no uploads of a package named {0:?}")]
+    NoSuchPackage(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl UploadView {
+    fn from_row(row: UploadRow, position: Option<i64>) -> Self {
+        let maintainers = serde_json::from_str::<Manifest>(&row.manifest)
+            .map(|m| m.maintainers.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        Self {
+            id: row.id,
+            name: row.name,
+            version: row.version,
+            state: UploadState::parse(&row.state).unwrap_or(UploadState::Queued),
+            position,
+            sha256: row.sha256,
+            size_bytes: row.size_bytes,
+            maintainers,
+            superseded_by: row.superseded_by,
+            reason: row.state_reason,
+            created_at: format_time(row.created_at),
+            updated_at: format_time(row.updated_at),
+        }
+    }
+}
+
+/// The holding queue, front first, each with its position.
+pub async fn list_queue(db: &Db) -> Result<Vec<UploadView>, QueueError> {
+    let mut conn = db.pool().acquire().await?;
+    let rows = db::uploads::pending(&mut conn).await?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| UploadView::from_row(row, Some(i as i64 + 1)))
+        .collect())
+}
+
+/// One upload, with its position while it is pending.
+pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
+    let mut tx = db.begin_read().await?;
+    let row = db::uploads::get(&mut tx, id)
+        .await?
+        .ok_or(QueueError::NoSuchUpload(id))?;
+    let position = match UploadState::parse(&row.state) {
+        Some(s) if s.is_pending() => Some(db::uploads::position(&mut tx, id).await?),
+        _ => None,
+    };
+    tx.commit().await?;
+    Ok(UploadView::from_row(row, position))
+}
+
+/// The latest uploads of a package, newest first.
+pub async fn package_uploads(
+    db: &Db,
+    name: &str,
+    limit: i64,
+) -> Result<Vec<UploadView>, QueueError> {
+    let mut tx = db.begin_read().await?;
+    let rows = db::uploads::of_package(&mut tx, name, limit).await?;
+    if rows.is_empty() {
+        return Err(QueueError::NoSuchPackage(name.into()));
+    }
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        let position = match UploadState::parse(&row.state) {
+            Some(s) if s.is_pending() => Some(db::uploads::position(&mut tx, row.id).await?),
+            _ => None,
+        };
+        views.push(UploadView::from_row(row, position));
+    }
+    tx.commit().await?;
+    Ok(views)
+}

@@ -1,0 +1,295 @@
+//! Uploading a package into the holding queue (SPEC section 3): receive and
+//! inspect the archive, then, in one transaction, apply ownership,
+//! obsolescence and immutability, supersede the package's pending upload,
+//! and queue the new one at the back.
+
+use std::fmt;
+
+use bytes::Bytes;
+use futures::Stream;
+use semver::Version;
+use serde::Serialize;
+
+use super::App;
+use super::users::User;
+use crate::db::{self, events::NewEvent, uploads::NewUpload};
+use crate::domain::{Manifest, UploadState};
+use crate::storage::archive::ArchiveError;
+use crate::storage::receive::{self, ReceiveError};
+
+/// What the uploader is told: the upload's id, state and queue position.
+#[derive(Clone, Debug, Serialize)]
+pub struct UploadReceipt {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    pub state: UploadState,
+    pub position: i64,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// Pending uploads of the same package that this one superseded.
+    pub superseded: Vec<i64>,
+}
+
+/// Why an upload was refused; nothing of it is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the upload exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the upload was cut off: {0}")]
+    Body(String),
+    #[error("X-Checksum-Sha256 must be 64 hexadecimal digits, got {0:?}")]
+    BadChecksumHeader(String),
+    #[error("sha256 mismatch: the header says {expected}, the body hashes to {actual}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(
+        "build.platforms names {platform:?}, which this server does not know (it knows: {known})"
+    )]
+    UnknownPlatform { platform: String, known: String },
+    #[error("you do not own {name:?}; ask one of its owners to add you")]
+    NotOwner { name: String },
+    #[error("{name:?} is obsolete and accepts no new uploads")]
+    Obsolete { name: String },
+    #[error(
+        "{name} {version} is already in the stable repository; a stable version can never be uploaded again, even with identical bytes: bump the version"
+    )]
+    VersionExists { name: String, version: String },
+    #[error("{name} {version} is lower than {highest}, the highest stable version")]
+    VersionTooLow {
+        name: String,
+        version: String,
+        highest: String,
+    },
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for UploadError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<ReceiveError> for UploadError {
+    fn from(e: ReceiveError) -> Self {
+        match e {
+            ReceiveError::TooLarge { limit } => Self::TooLarge { limit },
+            ReceiveError::Body(m) => Self::Body(m),
+            ReceiveError::Io(e) => {
+                Self::Internal(anyhow::Error::new(e).context("storing the upload"))
+            }
+        }
+    }
+}
+
+/// Receives an archive from `body` and queues it for `user`.
+pub async fn upload_package<S, E>(
+    app: &App,
+    user: &User,
+    body: S,
+    expected_sha256: Option<&str>,
+) -> Result<UploadReceipt, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let expected = expected_sha256.map(parse_sha256).transpose()?;
+    let received = receive::receive(
+        body,
+        &app.storage.incoming_dir(),
+        app.config.limits.upload_bytes.0,
+        app.archive_limits(),
+    )
+    .await?;
+    if let Some(expected) = expected
+        && expected != received.sha256
+    {
+        return Err(UploadError::ChecksumMismatch {
+            expected,
+            actual: received.sha256,
+        });
+    }
+    let summary = received.inspection?;
+    check_platforms(app, &summary.manifest)?;
+
+    let receipt = queue_upload(
+        app,
+        user,
+        &summary.manifest,
+        &received.sha256,
+        received.size,
+        received.file,
+    )
+    .await?;
+    tracing::info!(
+        upload.id = receipt.id,
+        package.name = %receipt.name,
+        package.version = %receipt.version,
+        upload.position = receipt.position,
+        upload.superseded = ?receipt.superseded,
+        "upload queued"
+    );
+    Ok(receipt)
+}
+
+fn parse_sha256(header: &str) -> Result<String, UploadError> {
+    let hex = header.trim().to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(UploadError::BadChecksumHeader(header.to_owned()))
+    }
+}
+
+fn check_platforms(app: &App, manifest: &Manifest) -> Result<(), UploadError> {
+    for platform in manifest.build.platforms.iter().flatten() {
+        if app.config.platform(platform.as_str()).is_none() {
+            let known: Vec<&str> = app
+                .config
+                .platforms
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(UploadError::UnknownPlatform {
+                platform: platform.to_string(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The transaction of SPEC section 3. The archive is moved into the blob
+/// store (durably) before the commit, so a committed upload always has its
+/// archive; a crash in between leaves an unreferenced blob, never a lost one.
+async fn queue_upload(
+    app: &App,
+    user: &User,
+    manifest: &Manifest,
+    sha256: &str,
+    size: u64,
+    file: tempfile::NamedTempFile,
+) -> Result<UploadReceipt, UploadError> {
+    let name = manifest.name.as_str();
+    let version = manifest.version.to_string();
+    let mut tx = app.db.begin_write().await?;
+
+    let created = db::packages::insert_if_missing(&mut tx, name).await?;
+    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("package {name} vanished inside its transaction"))?;
+    if package.state == "obsolete" {
+        return Err(UploadError::Obsolete { name: name.into() });
+    }
+    if created {
+        db::packages::add_owner(&mut tx, package.id, user.id).await?;
+    } else if !user.is_operator && !db::packages::is_owner(&mut tx, package.id, user.id).await? {
+        return Err(UploadError::NotOwner { name: name.into() });
+    }
+    check_immutability(&mut tx, package.id, manifest).await?;
+
+    let manifest_json = serde_json::to_string(manifest).map_err(anyhow::Error::new)?;
+    let id = db::uploads::insert(
+        &mut tx,
+        NewUpload {
+            package_id: package.id,
+            version: &version,
+            sha256,
+            size_bytes: size as i64,
+            manifest_json: &manifest_json,
+            uploader_id: user.id,
+        },
+    )
+    .await?;
+    let superseded: Vec<i64> = db::uploads::pending_of_package(&mut tx, package.id)
+        .await?
+        .into_iter()
+        .filter(|&old| old != id)
+        .collect();
+    db::uploads::mark_superseded(&mut tx, &superseded, id).await?;
+
+    db::events::record(
+        &mut tx,
+        NewEvent {
+            kind: "upload.queued",
+            package_id: Some(package.id),
+            upload_id: Some(id),
+            actor_id: Some(user.id),
+            detail: serde_json::json!({ "version": version, "sha256": sha256 }),
+        },
+    )
+    .await?;
+    for &old in &superseded {
+        db::events::record(
+            &mut tx,
+            NewEvent {
+                kind: "upload.superseded",
+                package_id: Some(package.id),
+                upload_id: Some(old),
+                actor_id: Some(user.id),
+                detail: serde_json::json!({ "by": id }),
+            },
+        )
+        .await?;
+    }
+
+    let storage = app.storage.clone();
+    let hash = sha256.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (_, path) = file.keep().map_err(|e| anyhow::Error::new(e.error))?;
+        storage.keep_blob(&path, &hash).inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })
+    })
+    .await
+    .map_err(anyhow::Error::new)??;
+
+    tx.commit().await?;
+
+    let mut conn = app.db.pool().acquire().await?;
+    let position = db::uploads::position(&mut conn, id).await?;
+    Ok(UploadReceipt {
+        id,
+        name: name.into(),
+        version,
+        state: UploadState::Queued,
+        position,
+        sha256: sha256.into(),
+        size_bytes: size,
+        superseded,
+    })
+}
+
+/// A stable version is never uploaded again, and never undercut.
+async fn check_immutability(
+    tx: &mut db::Tx,
+    package_id: i64,
+    manifest: &Manifest,
+) -> Result<(), UploadError> {
+    let stable = db::packages::stable_versions(tx, package_id).await?;
+    let mut highest: Option<Version> = None;
+    for row in stable {
+        let Ok(v) = Version::parse(&row.version) else {
+            continue;
+        };
+        if v.cmp_precedence(&manifest.version).is_eq() {
+            return Err(UploadError::VersionExists {
+                name: manifest.name.to_string(),
+                version: row.version,
+            });
+        }
+        if highest.as_ref().is_none_or(|h| v > *h) {
+            highest = Some(v);
+        }
+    }
+    match highest {
+        Some(h) if h > manifest.version => Err(UploadError::VersionTooLow {
+            name: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+            highest: h.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,123 @@
+//! Receiving an upload: the body streams to a temporary file in
+//! `incoming/` while it is hashed (sha256) and, at the same time, inflated
+//! and inspected, so a large archive costs one pass and is never held in
+//! memory. Writing and inspecting run on two blocking threads fed by the
+//! request; back-pressure comes from their bounded channels.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+use tokio::sync::mpsc;
+
+use super::archive::{self, ArchiveError, ArchiveLimits, ArchiveSummary};
+
+/// An upload fully written to disk (and synced), with what inspection said.
+pub struct Received {
+    pub file: NamedTempFile,
+    pub sha256: String,
+    pub size: u64,
+    pub inspection: Result<ArchiveSummary, ArchiveError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("the upload exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the upload was cut off: {0}")]
+    Body(String),
+    #[error("cannot store the upload: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Chunks in flight to each thread; bounds memory per upload to a few MiB.
+const CHANNEL_DEPTH: usize = 32;
+
+/// Streams `body` into `dir`, refusing it once it passes `max_bytes`.
+pub async fn receive<S, E>(
+    body: S,
+    dir: &Path,
+    max_bytes: u64,
+    limits: ArchiveLimits,
+) -> Result<Received, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let file = NamedTempFile::new_in(dir)?;
+    let (to_writer, mut writer_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (to_inspector, inspector_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<(NamedTempFile, String)> {
+        let mut hasher = Sha256::new();
+        let mut out = file.as_file();
+        while let Some(chunk) = writer_rx.blocking_recv() {
+            hasher.update(&chunk);
+            out.write_all(&chunk)?;
+        }
+        out.sync_data()?;
+        Ok((file, hex::encode(hasher.finalize())))
+    });
+    let inspector = tokio::task::spawn_blocking(move || {
+        archive::inspect(ChannelReader::new(inspector_rx), limits)
+    });
+
+    let mut size = 0u64;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ReceiveError::Body(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(ReceiveError::TooLarge { limit: max_bytes });
+        }
+        if to_writer.send(chunk.clone()).await.is_err() {
+            break; // the writer failed; its error is collected below
+        }
+        // The inspector stops reading once it has refused the archive.
+        let _ = to_inspector.send(chunk).await;
+    }
+    drop(to_writer);
+    drop(to_inspector);
+
+    let (file, sha256) = writer.await.map_err(io::Error::other)??;
+    let inspection = inspector.await.map_err(io::Error::other)?;
+    Ok(Received {
+        file,
+        sha256,
+        size,
+        inspection,
+    })
+}
+
+/// A blocking `Read` over chunks arriving on a channel.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
