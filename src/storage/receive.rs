@@ -67,12 +67,20 @@ where
     });
 
     let mut size = 0u64;
+    let mut refusal = None;
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ReceiveError::Body(e.to_string()))?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                refusal = Some(ReceiveError::Body(e.to_string()));
+                break;
+            }
+        };
         size += chunk.len() as u64;
         if size > max_bytes {
-            return Err(ReceiveError::TooLarge { limit: max_bytes });
+            refusal = Some(ReceiveError::TooLarge { limit: max_bytes });
+            break;
         }
         if to_writer.send(chunk.clone()).await.is_err() {
             break; // the writer failed; its error is collected below
@@ -83,8 +91,14 @@ where
     drop(to_writer);
     drop(to_inspector);
 
-    let (file, sha256) = writer.await.map_err(io::Error::other)??;
+    // Join both threads even when refusing, so the partial file is gone
+    // by the time the refusal is answered.
+    let written = writer.await.map_err(io::Error::other)?;
     let inspection = inspector.await.map_err(io::Error::other)?;
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    let (file, sha256) = written?;
     Ok(Received {
         file,
         sha256,

@@ -1,1 +1,10 @@
+//! The integration tests: one binary, so it links once. Each test that
+//! touches the database runs on SQLite, and on PostgreSQL when
+//! `HOLDQ_TEST_POSTGRES_URL` is set.
 
+mod support;
+
+mod bad_inputs;
+mod cli;
+mod migrations;
+mod queue_rules;
