@@ -18,6 +18,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .nest("/api/v1", uploads::router())
+        .fallback(not_found)
         .with_state(app)
 }
 
@@ -27,6 +28,14 @@ pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     tracing::info!(listen = %addr, "serving the API");
     axum::serve(listener, router(app)).await?;
     Ok(())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such endpoint: {}", uri.path()),
+    )
 }
 
 /// `GET /healthz`: 200 when the database answers.

@@ -60,8 +60,15 @@ async fn upload_package(
 async fn show_upload(
     State(app): State<App>,
     Authenticated(_): Authenticated,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<UploadView>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{id:?} is not an upload id"),
+        )
+    })?;
     Ok(Json(queue::get_upload(&app.db, id).await?))
 }
 

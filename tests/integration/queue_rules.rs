@@ -218,6 +218,16 @@ async fn an_upload_can_be_read_back_by_id_and_by_package(db: TestDb) {
     let missing = app.get(Some(&ada), "/api/v1/uploads/999999").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.code(), "not_found");
+    let bad = app.get(Some(&ada), "/api/v1/uploads/latest").await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+    let nowhere = app.get(None, "/api/v1/nowhere").await;
+    assert_eq!(
+        (nowhere.status, nowhere.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     // The archive is kept under its hash.
     let blob = app
         .app
