@@ -3,6 +3,7 @@
 
 pub mod manifest;
 pub mod name;
+pub mod resolve;
 pub mod upload;
 
 pub use manifest::{Maintainer, Manifest, ManifestError};
