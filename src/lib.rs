@@ -11,5 +11,6 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod sandbox;
 pub mod service;
 pub mod storage;

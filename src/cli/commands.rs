@@ -35,6 +35,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             db.close().await;
             result
         }
+        Command::Sandbox(_) => unreachable!("handled before the runtime starts"),
         Command::Owner { command, server } => {
             let db = open_db(&server).await?;
             let result = match command {

@@ -68,6 +68,9 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Internal: the inside of a check's sandbox, spawned by workers.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(crate::sandbox::exec::ExecArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +128,12 @@ pub struct ClientArgs {
 /// Runs the command line; errors are printed on one line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sandbox(args) = cli.command {
+        // No async runtime here: the sandbox forks, and must do so from a
+        // single-threaded process.
+        let status = crate::sandbox::exec::exec(args);
+        return ExitCode::from(u8::try_from(status).unwrap_or(1));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
