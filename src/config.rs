@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
 use crate::domain::PackageName;
+use crate::domain::check::CheckKind;
 
 /// The configuration every component reads from.
 #[derive(Clone)]
@@ -32,6 +35,10 @@ pub struct Limits {
     pub upload_bytes: ByteSize,
     pub unpacked_bytes: ByteSize,
     pub entries: u64,
+    /// Output kept per check (the tail).
+    pub check_output: ByteSize,
+    /// Most processes a check may run at once.
+    pub check_processes: u64,
 }
 
 impl Default for Limits {
@@ -40,6 +47,8 @@ impl Default for Limits {
             upload_bytes: ByteSize(256 << 20),
             unpacked_bytes: ByteSize(512 << 20),
             entries: 100_000,
+            check_output: ByteSize(1 << 20),
+            check_processes: 512,
         }
     }
 }
@@ -62,15 +71,36 @@ impl Default for MailConfig {
     }
 }
 
+/// The pass mark as the config file starts it: the threshold, a weight per
+/// check kind (multiplied by the platform's weight for per-platform
+/// checks), and which kinds are required.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassMarkConfig {
     pub threshold: f64,
+    pub weights: BTreeMap<CheckKind, f64>,
+    pub required: Vec<CheckKind>,
 }
 
 impl Default for PassMarkConfig {
     fn default() -> Self {
-        Self { threshold: 1.0 }
+        Self {
+            threshold: 1.0,
+            weights: BTreeMap::new(),
+            required: vec![CheckKind::Validate, CheckKind::Resolve, CheckKind::Build],
+        }
+    }
+}
+
+impl PassMarkConfig {
+    /// The weight of a kind of check (1.0 unless configured).
+    pub fn weight(&self, kind: CheckKind) -> f64 {
+        self.weights.get(&kind).copied().unwrap_or(1.0)
+    }
+
+    /// Whether a kind of check must pass; `validate` and `resolve` always must.
+    pub fn is_required(&self, kind: CheckKind) -> bool {
+        kind.always_required() || self.required.contains(&kind)
     }
 }
 
@@ -359,6 +389,14 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.passmark.threshold) {
             bail!("passmark.threshold must lie between 0 and 1");
+        }
+        if self
+            .passmark
+            .weights
+            .values()
+            .any(|w| *w < 0.0 || !w.is_finite())
+        {
+            bail!("passmark.weights must be finite and not negative");
         }
         if !(0.0..=1.0).contains(&self.revdeps.min_fraction) {
             bail!("revdeps.min_fraction must lie between 0 and 1");

@@ -10,12 +10,17 @@ use super::render;
 use super::{ClientArgs, Command, OwnerCommand, ServerArgs, UserCommand};
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
-use crate::service::{self, App};
+use crate::service::{self, App, scheduler};
 use crate::storage::archive::ArchiveLimits;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { server } => serve(&server).await,
+        Command::Worker {
+            platform,
+            count,
+            server,
+        } => worker(&server, &platform, count).await,
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
         Command::Upload { files, client } => {
             let api = Client::new(&client)?;
@@ -84,13 +89,63 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         platforms = ?app.config.platforms.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         "holdq started"
     );
-    tokio::select! {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // Finish what a crash interrupted before taking new work.
+    scheduler::reconcile(&app).await?;
+    let mut tasks = vec![scheduler::spawn_scheduler(&app, shutdown.clone())];
+    for platform in &app.config.platforms {
+        tasks.extend(scheduler::spawn_workers(
+            &app,
+            platform,
+            platform.local_workers,
+            shutdown.clone(),
+        ));
+    }
+    let result = tokio::select! {
         result = crate::http::serve(listener, app.clone()) => result,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
-            app.db.close().await;
-            Ok(())
-        }
+        _ = stop_signal() => Ok(()),
+    };
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    app.db.close().await;
+    result
+}
+
+/// `holdq worker`: workers for one platform, against the server's database.
+async fn worker(args: &ServerArgs, platform: &str, count: u32) -> anyhow::Result<()> {
+    init_tracing("info");
+    let config = load_config(args)?;
+    let app = App::open(config).await?;
+    let Some(platform) = app.config.platform(platform).cloned() else {
+        anyhow::bail!(
+            "no platform {platform:?} in the config (it has: {})",
+            app.config
+                .platforms
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tasks = scheduler::spawn_workers(&app, &platform, count, shutdown.clone());
+    stop_signal().await;
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
 }
 

@@ -25,6 +25,17 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run check workers for one platform against the server's database (scale-out).
+    Worker {
+        /// The platform whose queue to consume, as named in the config.
+        #[arg(long)]
+        platform: String,
+        /// How many checks to run at once.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Make an archive from a directory holding package.toml, and check it as the server would.
     Pack {
         /// The package directory (its own name does not matter).

@@ -67,6 +67,47 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
     println!("  size:        {} bytes", u.size_bytes);
     println!("  maintainers: {}", u.maintainers.join(", "));
     println!("  uploaded:    {}", u.created_at);
+    if let Some(v) = &u.verdict {
+        let word = if v.accepted { "accepted" } else { "rejected" };
+        println!(
+            "  verdict:     {word}, score {:.2} against a pass mark of {:.2}",
+            v.score, v.threshold
+        );
+        if v.stable_moved {
+            println!(
+                "               the stable repository moved under this upload: sync with it and upload again"
+            );
+        }
+    }
+    if !u.checks.is_empty() {
+        println!("  checks:");
+    }
+    for c in &u.checks {
+        let label = if c.platform.is_empty() {
+            c.kind.clone()
+        } else {
+            format!("{}@{}", c.kind, c.platform)
+        };
+        let took = c
+            .duration_ms
+            .map(|ms| format!(" ({:.1}s)", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let required = if c.required { ", required" } else { "" };
+        println!(
+            "    {label:<24} {:<8} weight {:.2}{required}{took}  {}",
+            c.state,
+            c.weight,
+            c.summary.as_deref().unwrap_or("")
+        );
+        if c.state == "failed"
+            && let Some(log) = &c.log
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                println!("      | {line}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -4,8 +4,10 @@
 //! into row structs) and written once with `$N` placeholders, which both
 //! backends accept.
 
+pub mod checks;
 pub mod events;
 pub mod packages;
+pub mod stable;
 pub mod uploads;
 pub mod users;
 

@@ -126,6 +126,63 @@ pub async fn position(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
     Ok(n)
 }
 
+/// Moves an upload from `from` to `to`; false when it was not in `from`.
+pub async fn transition(conn: &mut Conn, id: i64, from: &str, to: &str) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query("UPDATE uploads SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
+            .bind(to)
+            .bind(now_ms())
+            .bind(id)
+            .bind(from)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records the resolution of the upload's closure at queue time or at check time.
+pub async fn set_resolution(
+    conn: &mut Conn,
+    id: i64,
+    at_upload: bool,
+    json: &str,
+) -> sqlx::Result<()> {
+    let sql = if at_upload {
+        "UPDATE uploads SET resolved_at_upload = $1 WHERE id = $2"
+    } else {
+        "UPDATE uploads SET resolved = $1 WHERE id = $2"
+    };
+    sqlx::query(sql).bind(json).bind(id).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn resolutions(
+    conn: &mut Conn,
+    id: i64,
+) -> sqlx::Result<(Option<String>, Option<String>)> {
+    sqlx::query_as("SELECT resolved_at_upload, resolved FROM uploads WHERE id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Queued uploads, front first.
+pub async fn queued_ids(conn: &mut Conn) -> sqlx::Result<Vec<i64>> {
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("SELECT id FROM uploads WHERE state = 'queued' ORDER BY id")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Uploads being checked: what the verdict sweep looks at.
+pub async fn checking_ids(conn: &mut Conn) -> sqlx::Result<Vec<i64>> {
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("SELECT id FROM uploads WHERE state = 'checking' ORDER BY id")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// How many uploads there are in each state.
 pub async fn count_all(conn: &mut Conn) -> sqlx::Result<i64> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM uploads")

@@ -1,6 +1,7 @@
 //! Pure rules of holdq: package names, manifests and the holding-queue state
 //! machine. Nothing here touches a database, the network or the filesystem.
 
+pub mod check;
 pub mod manifest;
 pub mod name;
 pub mod resolve;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod stable;
 mod uploads;
 
 use axum::Router;
@@ -17,7 +18,7 @@ pub use error::ApiError;
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(health))
-        .nest("/api/v1", uploads::router())
+        .nest("/api/v1", uploads::router().merge(stable::router()))
         .fallback(not_found)
         .with_state(app)
 }

@@ -1,36 +1,67 @@
 //! Use cases, one function each, each owning its transaction. The HTTP API
 //! and the command line both call these; no use case is written twice.
 
+pub mod build;
+pub mod checks;
 pub mod owners;
 pub mod queue;
+pub mod scheduler;
+pub mod stable;
 pub mod upload;
 pub mod users;
+pub mod verdict;
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::jobs::Queues;
+use crate::sandbox::Sandbox;
 use crate::storage::Storage;
 use crate::storage::archive::ArchiveLimits;
+use crate::storage::stable::StableStore;
 
-/// Everything a use case may reach: configuration, database and files.
+/// Everything a use case may reach: configuration, database, job queues,
+/// files, the sandbox, and this process's halt signals.
 #[derive(Clone, Debug)]
 pub struct App {
     pub config: Arc<Config>,
     pub db: Db,
+    pub queues: Queues,
     pub storage: Storage,
+    pub stable: StableStore,
+    pub sandbox: Sandbox,
+    pub halts: checks::Halts,
+    /// Wakes the scheduler when an upload arrives.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// One index writer at a time in this process.
+    pub index_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl App {
-    /// Opens the database (applying migrations) and the data directory.
-    pub async fn open(config: Config) -> anyhow::Result<Self> {
+    /// Opens the database (applying migrations), the job queues and the
+    /// data directory. Checks run through the `holdq` executable `sandbox`.
+    pub async fn open_with(config: Config, sandbox: Sandbox) -> anyhow::Result<Self> {
         let storage = Storage::open(&config.data_dir)?;
+        let stable = StableStore::open(&config.data_dir)?;
         let db = Db::connect(&config.database_url).await?;
+        let queues = Queues::connect(&config.database_url).await?;
         Ok(Self {
             config: Arc::new(config),
             db,
+            queues,
             storage,
+            stable,
+            sandbox,
+            halts: checks::Halts::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            index_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// [`App::open_with`] the running executable as the sandbox.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        Self::open_with(config, Sandbox::current()?).await
     }
 
     pub fn archive_limits(&self) -> ArchiveLimits {

@@ -23,6 +23,38 @@ pub struct UploadView {
     pub reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The checks, when one upload is shown.
+    #[serde(default)]
+    pub checks: Vec<CheckView>,
+    #[serde(default)]
+    pub verdict: Option<VerdictView>,
+}
+
+/// One check of an upload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckView {
+    pub kind: String,
+    pub platform: String,
+    pub state: String,
+    pub weight: f64,
+    pub required: bool,
+    pub attempts: i64,
+    pub duration_ms: Option<i64>,
+    pub summary: Option<String>,
+    /// The tail of the output (capped at `limits.check_output`).
+    pub log: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The verdict of an upload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerdictView {
+    pub accepted: bool,
+    pub score: f64,
+    pub threshold: f64,
+    pub stable_moved: bool,
+    pub failed: Vec<String>,
+    pub decided_at: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +85,8 @@ impl UploadView {
             reason: row.state_reason,
             created_at: format_time(row.created_at),
             updated_at: format_time(row.updated_at),
+            checks: Vec::new(),
+            verdict: None,
         }
     }
 }
@@ -78,8 +112,37 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
         Some(s) if s.is_pending() => Some(db::uploads::position(&mut tx, id).await?),
         _ => None,
     };
+    let checks = db::checks::of_upload(&mut tx, id).await?;
+    let verdict = db::checks::verdict(&mut tx, id).await?;
     tx.commit().await?;
-    Ok(UploadView::from_row(row, position))
+    let mut view = UploadView::from_row(row, position);
+    view.checks = checks
+        .into_iter()
+        .map(|c| CheckView {
+            kind: c.kind,
+            platform: c.platform,
+            state: c.state,
+            weight: c.weight,
+            required: c.required != 0,
+            attempts: c.attempts,
+            duration_ms: c.duration_ms,
+            summary: c.summary,
+            log: c.log.filter(|l| !l.is_empty()),
+            metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        })
+        .collect();
+    view.verdict = verdict.map(|v| {
+        let summary: serde_json::Value = serde_json::from_str(&v.summary).unwrap_or_default();
+        VerdictView {
+            accepted: v.accepted != 0,
+            score: v.score,
+            threshold: v.threshold,
+            stable_moved: v.stable_moved != 0,
+            failed: serde_json::from_value(summary["failed"].clone()).unwrap_or_default(),
+            decided_at: format_time(v.decided_at),
+        }
+    });
+    Ok(view)
 }
 
 /// The latest uploads of a package, newest first.

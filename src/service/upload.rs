@@ -209,6 +209,9 @@ async fn queue_upload(
         .filter(|&old| old != id)
         .collect();
     db::uploads::mark_superseded(&mut tx, &superseded, id).await?;
+    for &old in &superseded {
+        db::checks::halt_upload(&mut tx, old).await?;
+    }
 
     db::events::record(
         &mut tx,
@@ -247,6 +250,10 @@ async fn queue_upload(
     .map_err(anyhow::Error::new)??;
 
     tx.commit().await?;
+    for &old in &superseded {
+        app.halts.halt(old);
+    }
+    app.wake.notify_one();
 
     let mut conn = app.db.pool().acquire().await?;
     let position = db::uploads::position(&mut conn, id).await?;

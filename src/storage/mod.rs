@@ -5,6 +5,8 @@
 pub mod archive;
 pub mod pack;
 pub mod receive;
+pub mod stable;
+pub mod unpack;
 
 use std::fs;
 use std::path::{Path, PathBuf};

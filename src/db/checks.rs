@@ -1,0 +1,194 @@
+//! Check rows: one per (upload, kind, platform), and the verdict of an
+//! upload. Our tables, not the job queue, are the truth about checks.
+
+use sqlx::FromRow;
+
+use super::{Conn, now_ms};
+
+#[derive(Clone, Debug, FromRow)]
+pub struct CheckRow {
+    pub id: i64,
+    pub upload_id: i64,
+    pub kind: String,
+    pub platform: String,
+    pub state: String,
+    pub weight: f64,
+    pub required: i64,
+    pub attempts: i64,
+    pub worker: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub summary: Option<String>,
+    pub log: Option<String>,
+    pub metadata: Option<String>,
+}
+
+const COLUMNS: &str = "id, upload_id, kind, platform, state, weight, required, attempts, worker, \
+     started_at, finished_at, duration_ms, summary, log, metadata";
+
+pub struct NewCheck<'a> {
+    pub upload_id: i64,
+    pub kind: &'a str,
+    pub platform: &'a str,
+    pub weight: f64,
+    pub required: bool,
+}
+
+pub async fn insert(conn: &mut Conn, new: NewCheck<'_>) -> sqlx::Result<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO checks (upload_id, kind, platform, state, weight, required) \
+         VALUES ($1, $2, $3, 'pending', $4, $5) RETURNING id",
+    )
+    .bind(new.upload_id)
+    .bind(new.kind)
+    .bind(new.platform)
+    .bind(new.weight)
+    .bind(i64::from(new.required))
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn get(conn: &mut Conn, id: i64) -> sqlx::Result<Option<CheckRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM checks WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<CheckRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM checks WHERE upload_id = $1 ORDER BY id"
+    )))
+    .bind(upload_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The check of `upload_id` of this kind on this platform.
+pub async fn find(
+    conn: &mut Conn,
+    upload_id: i64,
+    kind: &str,
+    platform: &str,
+) -> sqlx::Result<Option<CheckRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM checks WHERE upload_id = $1 AND kind = $2 AND platform = $3"
+    )))
+    .bind(upload_id)
+    .bind(kind)
+    .bind(platform)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Marks a pending (or, after a lost worker, running) check as running
+/// under `worker`; false when it is already final.
+pub async fn mark_running(conn: &mut Conn, id: i64, worker: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE checks SET state = 'running', worker = $1, attempts = attempts + 1, started_at = $2 \
+         WHERE id = $3 AND state IN ('pending', 'running')",
+    )
+    .bind(worker)
+    .bind(now_ms())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a finished check records.
+pub struct Finished<'a> {
+    pub state: &'a str,
+    pub duration_ms: i64,
+    pub summary: &'a str,
+    pub log: &'a str,
+    pub metadata: &'a serde_json::Value,
+}
+
+/// Records a final state; false when the check was already final (a
+/// duplicate delivery of its job), which leaves the first result standing.
+pub async fn finish(conn: &mut Conn, id: i64, f: Finished<'_>) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE checks SET state = $1, finished_at = $2, duration_ms = $3, summary = $4, log = $5, \
+         metadata = $6 WHERE id = $7 AND state IN ('pending', 'running')",
+    )
+    .bind(f.state)
+    .bind(now_ms())
+    .bind(f.duration_ms)
+    .bind(f.summary)
+    .bind(f.log)
+    .bind(f.metadata.to_string())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Halts every unfinished check of an upload.
+pub async fn halt_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE checks SET state = 'halted', finished_at = $1, summary = 'halted: the upload was superseded' \
+         WHERE upload_id = $2 AND state IN ('pending', 'running')",
+    )
+    .bind(now_ms())
+    .bind(upload_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Build checks still to run, of uploads being checked: what the reconcile
+/// sweep makes sure has a job.
+pub async fn unfinished_builds(conn: &mut Conn) -> sqlx::Result<Vec<(i64, String, i64)>> {
+    sqlx::query_as(
+        "SELECT c.id, c.platform, c.attempts FROM checks c JOIN uploads u ON u.id = c.upload_id \
+         WHERE c.kind = 'build' AND c.state IN ('pending', 'running') AND u.state = 'checking' \
+         ORDER BY c.id",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct VerdictRow {
+    pub upload_id: i64,
+    pub accepted: i64,
+    pub score: f64,
+    pub threshold: f64,
+    pub passmark: String,
+    pub summary: String,
+    pub stable_moved: i64,
+    pub decided_at: i64,
+}
+
+pub async fn insert_verdict(conn: &mut Conn, v: &VerdictRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO verdicts (upload_id, accepted, score, threshold, passmark, summary, stable_moved, decided_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(v.upload_id)
+    .bind(v.accepted)
+    .bind(v.score)
+    .bind(v.threshold)
+    .bind(&v.passmark)
+    .bind(&v.summary)
+    .bind(v.stable_moved)
+    .bind(v.decided_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn verdict(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Option<VerdictRow>> {
+    sqlx::query_as(
+        "SELECT upload_id, accepted, score, threshold, passmark, summary, stable_moved, decided_at \
+         FROM verdicts WHERE upload_id = $1",
+    )
+    .bind(upload_id)
+    .fetch_optional(conn)
+    .await
+}

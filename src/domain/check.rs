@@ -1,0 +1,249 @@
+//! Integrity checks and the verdict (SPEC section 4): each check has a
+//! kind, a platform where it applies, a weight and a `required` flag;
+//! score = passed weight / total weight; an upload is accepted when every
+//! required check passed and the score reaches the pass mark's threshold.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a check verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Validate,
+    Resolve,
+    Build,
+    Test,
+    Revdeps,
+}
+
+impl CheckKind {
+    pub const ALL: [CheckKind; 5] = [
+        Self::Validate,
+        Self::Resolve,
+        Self::Build,
+        Self::Test,
+        Self::Revdeps,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Resolve => "resolve",
+            Self::Build => "build",
+            Self::Test => "test",
+            Self::Revdeps => "revdeps",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the check runs once per platform.
+    pub fn per_platform(self) -> bool {
+        matches!(self, Self::Build | Self::Test | Self::Revdeps)
+    }
+
+    /// `validate`, `resolve` and builds are required unless the pass mark
+    /// says otherwise; `validate` and `resolve` always are.
+    pub fn always_required(self) -> bool {
+        matches!(self, Self::Validate | Self::Resolve)
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a check stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckState {
+    Pending,
+    Running,
+    Passed,
+    Failed,
+    /// Not run because a check it needs failed; counts as not passed.
+    Skipped,
+    /// Stopped because its upload was superseded or cancelled.
+    Halted,
+}
+
+impl CheckState {
+    pub const ALL: [CheckState; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::Passed,
+        Self::Failed,
+        Self::Skipped,
+        Self::Halted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Halted => "halted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A final state: nothing more will happen to the check.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+impl fmt::Display for CheckState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One check as scoring sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub kind: CheckKind,
+    /// Empty for checks that do not run per platform.
+    pub platform: String,
+    pub weight: f64,
+    pub required: bool,
+    pub passed: bool,
+}
+
+impl CheckResult {
+    /// `build@linux-x86_64`, or `resolve`.
+    pub fn label(&self) -> String {
+        label(self.kind, &self.platform)
+    }
+}
+
+/// `KIND@PLATFORM`, or `KIND` for checks that are not per platform.
+pub fn label(kind: CheckKind, platform: &str) -> String {
+    if platform.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}@{platform}")
+    }
+}
+
+/// The outcome of scoring an upload's checks against a threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub accepted: bool,
+    pub score: f64,
+    pub threshold: f64,
+    /// Labels of required checks that did not pass.
+    pub failed_required: Vec<String>,
+    /// Labels of every check that did not pass.
+    pub failed: Vec<String>,
+}
+
+/// Scores `checks` against `threshold`. With no weight at all, the score is 1.
+pub fn score(checks: &[CheckResult], threshold: f64) -> Verdict {
+    let total: f64 = checks.iter().map(|c| c.weight).sum();
+    let passed: f64 = checks.iter().filter(|c| c.passed).map(|c| c.weight).sum();
+    let score = if total > 0.0 { passed / total } else { 1.0 };
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(CheckResult::label)
+        .collect();
+    let failed_required: Vec<String> = checks
+        .iter()
+        .filter(|c| c.required && !c.passed)
+        .map(CheckResult::label)
+        .collect();
+    // Scores are ratios of sums of floats: allow for rounding at the mark.
+    let reaches = score + 1e-9 >= threshold;
+    Verdict {
+        accepted: failed_required.is_empty() && reaches,
+        score,
+        threshold,
+        failed_required,
+        failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        kind: CheckKind,
+        platform: &str,
+        weight: f64,
+        required: bool,
+        passed: bool,
+    ) -> CheckResult {
+        CheckResult {
+            kind,
+            platform: platform.into(),
+            weight,
+            required,
+            passed,
+        }
+    }
+
+    #[test]
+    fn everything_passing_scores_one_and_is_accepted() {
+        let v = score(
+            &[
+                check(CheckKind::Validate, "", 1.0, true, true),
+                check(CheckKind::Build, "a", 1.0, true, true),
+            ],
+            1.0,
+        );
+        assert_eq!(v.score, 1.0);
+        assert!(v.accepted);
+        assert!(v.failed.is_empty());
+    }
+
+    #[test]
+    fn a_failed_optional_check_lowers_the_score_against_the_threshold() {
+        let checks = [
+            check(CheckKind::Validate, "", 1.0, true, true),
+            check(CheckKind::Resolve, "", 1.0, true, true),
+            check(CheckKind::Build, "a", 1.0, false, true),
+            check(CheckKind::Build, "b", 1.0, false, false),
+        ];
+        let strict = score(&checks, 1.0);
+        assert_eq!(strict.score, 0.75);
+        assert!(!strict.accepted);
+        assert_eq!(strict.failed, ["build@b"]);
+        assert!(score(&checks, 0.75).accepted);
+    }
+
+    #[test]
+    fn a_failed_required_check_rejects_whatever_the_score() {
+        let checks = [
+            check(CheckKind::Resolve, "", 1.0, true, false),
+            check(CheckKind::Build, "a", 100.0, true, true),
+        ];
+        let v = score(&checks, 0.0);
+        assert!(!v.accepted);
+        assert_eq!(v.failed_required, ["resolve"]);
+    }
+
+    #[test]
+    fn states_and_kinds_round_trip() {
+        for s in CheckState::ALL {
+            assert_eq!(CheckState::parse(s.as_str()), Some(s));
+        }
+        for k in CheckKind::ALL {
+            assert_eq!(CheckKind::parse(k.as_str()), Some(k));
+        }
+        assert!(CheckState::Halted.is_final());
+        assert!(!CheckState::Running.is_final());
+    }
+}

@@ -1,0 +1,212 @@
+//! The durable job queues (apalis 1.0): one queue per platform on
+//! apalis-sqlite or apalis-postgres, beside our own tables. A job carries
+//! only the id of a check; our tables hold its state, and the handler
+//! re-reads them, so a job delivered twice does no harm.
+//!
+//! Two sharp edges of apalis are handled here: its SQLite `setup` would
+//! switch `synchronous` off, so we run its migrations ourselves on a pool
+//! whose every connection gets our pragmas; and it cannot enqueue inside
+//! our transaction, so jobs are pushed after the commit with an idempotency
+//! key, and a reconcile sweep pushes again what a crash in between lost.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Backend;
+
+/// "Run the checks of platform P for the upload of build check N."
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunCheck {
+    pub check_id: i64,
+}
+
+/// How often an idle worker looks for work.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The queues of one database.
+#[derive(Clone, Debug)]
+pub enum Queues {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The queue a platform's checks go to.
+pub fn queue_name(platform: &str) -> String {
+    format!("holdq-checks-{platform}")
+}
+
+impl Queues {
+    /// Connects to the same database as our tables and applies apalis'
+    /// migrations (beside ours: both migrators ignore each other's rows).
+    pub async fn connect(database_url: &str) -> anyhow::Result<Self> {
+        match Backend::of_url(database_url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(database_url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options)
+                    .await
+                    .context("cannot open the job queue database")?;
+                let mut migrator = SqliteStorage::<()>::migrations();
+                migrator.set_ignore_missing(true);
+                migrator
+                    .run(&pool)
+                    .await
+                    .context("cannot apply the job queue migrations")?;
+                Ok(Self::Sqlite(pool))
+            }
+            Backend::Postgres => {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect(database_url)
+                    .await
+                    .context("cannot open the job queue database")?;
+                let mut migrator = PostgresStorage::<()>::migrations();
+                migrator.set_ignore_missing(true);
+                migrator
+                    .run(&pool)
+                    .await
+                    .context("cannot apply the job queue migrations")?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    /// Enqueues the checks of `check_id` on its platform's queue. The key
+    /// makes a second push of the same attempt a no-op.
+    pub async fn push_check(
+        &self,
+        platform: &str,
+        check_id: i64,
+        attempt: i64,
+    ) -> anyhow::Result<()> {
+        let task = TaskBuilder::new(RunCheck { check_id })
+            .idempotency_key(format!("check-{check_id}-{attempt}"))
+            .build();
+        let result = match self {
+            Self::Sqlite(pool) => {
+                let config = apalis_sqlite::Config::default().queue(queue_name(platform));
+                let mut storage = SqliteStorage::<RunCheck>::new(pool).with_config(config);
+                storage
+                    .push_task(task)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            }
+            Self::Postgres(pool) => {
+                let config = apalis_postgres::Config::default().queue(queue_name(platform));
+                let mut storage = PostgresStorage::<RunCheck>::new(pool).with_config(config);
+                storage
+                    .push_task(task)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(e.context(format!("cannot enqueue check {check_id}"))),
+        }
+    }
+
+    /// Runs one worker on `platform`'s queue until `shutdown`, calling
+    /// `handler` for each job, one at a time.
+    pub async fn run_worker(
+        self,
+        platform: String,
+        name: String,
+        handler: Handler,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let platform = platform.as_str();
+        let stop = async move {
+            shutdown.cancelled().await;
+            Ok::<(), std::io::Error>(())
+        };
+        let strategy = || Strategy::new().interval(POLL_INTERVAL);
+        match self {
+            Self::Sqlite(pool) => {
+                let config = apalis_sqlite::Config::default()
+                    .queue(queue_name(platform))
+                    .batch_size(1);
+                let storage = SqliteStorage::<RunCheck>::new(&pool)
+                    .with_config(config)
+                    .poll_with_strategy(strategy());
+                WorkerBuilder::new(name)
+                    .backend(storage)
+                    .concurrency(1)
+                    .data(handler)
+                    .build(handle)
+                    .run_until(stop)
+                    .await?;
+            }
+            Self::Postgres(pool) => {
+                let config = apalis_postgres::Config::default()
+                    .queue(queue_name(platform))
+                    .batch_size(1);
+                let storage = PostgresStorage::<RunCheck>::new(&pool)
+                    .with_config(config)
+                    .poll_with_strategy(strategy());
+                WorkerBuilder::new(name)
+                    .backend(storage)
+                    .concurrency(1)
+                    .data(handler)
+                    .build(handle)
+                    .run_until(stop)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a worker does with a job: the service's check runner, given by the
+/// caller so this layer knows nothing of use cases.
+/// (A named type, not an alias: the compiler cannot prove `Send` for the
+/// worker's future through a bare `dyn Fn` in apalis' generic signatures.)
+#[derive(Clone)]
+pub struct Handler(
+    pub Arc<dyn Fn(RunCheck) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>,
+);
+
+async fn handle(job: RunCheck, handler: Data<Handler>) -> Result<(), BoxDynError> {
+    (handler.0.0)(job)
+        .await
+        .map_err(|e| -> BoxDynError { e.into() })
+}
+
+fn is_duplicate(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}").to_lowercase();
+    text.contains("unique") || text.contains("duplicate")
+}
+
+/// A worker name unique to this process: host, pid and a random suffix,
+/// so a restarted worker never inherits the locks of its previous life.
+pub fn worker_name(platform: &str, index: u32) -> String {
+    use rand::Rng;
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let suffix: u32 = rand::rng().random();
+    format!(
+        "holdq-{host}-{}-{suffix:08x}-{platform}-{index}",
+        std::process::id()
+    )
+}

@@ -1,0 +1,128 @@
+//! A check's workspace and its sandboxed runs: the package unpacked in a
+//! fresh directory, its resolved dependencies under `$HOLDQ_DEPS/<name>/`
+//! with `resolved.toml`, an empty `$HOLDQ_DESTDIR`, a scratch `HOME`, and
+//! the platform's limits.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use crate::config::PlatformConfig;
+use crate::domain::resolve::Resolution;
+use crate::sandbox::{RunOutcome, RunSpec};
+use crate::storage::unpack;
+
+/// A fresh directory holding one package and its dependencies.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    pub package_dir: PathBuf,
+    pub deps_dir: PathBuf,
+    pub dest_dir: PathBuf,
+    pub home_dir: PathBuf,
+}
+
+/// Where the archive of the package to build comes from.
+pub struct Source {
+    pub archive: PathBuf,
+    /// `NAME-VERSION`, the archive's top directory.
+    pub top: String,
+}
+
+impl Workspace {
+    /// Unpacks `source` and the archives of `resolution` (from stable,
+    /// except `overlay`: a package whose archive comes from elsewhere, such
+    /// as the upload under test) into a new directory under the data dir.
+    pub async fn prepare(
+        app: &App,
+        source: Source,
+        resolution: &Resolution,
+        overlay: Option<(&str, &Source)>,
+    ) -> anyhow::Result<Self> {
+        let work_root = app.config.data_dir.join("work");
+        fs::create_dir_all(&work_root)
+            .with_context(|| format!("cannot create {}", work_root.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("check-")
+            .tempdir_in(&work_root)?;
+        let deps_dir = dir.path().join("deps");
+        let dest_dir = dir.path().join("dest");
+        let home_dir = dir.path().join("home");
+        for d in [&deps_dir, &dest_dir, &home_dir] {
+            fs::create_dir_all(d)?;
+        }
+        let mut deps: Vec<(String, PathBuf, String)> = Vec::new();
+        let mut resolved_toml = String::new();
+        for (name, version) in resolution {
+            resolved_toml.push_str(&format!("{name} = \"{version}\"\n"));
+            let top = format!("{name}-{version}");
+            let archive = match overlay {
+                Some((over, src)) if over == name.as_str() => src.archive.clone(),
+                _ => app.stable.archive_path(name.as_str(), &version.to_string()),
+            };
+            deps.push((name.to_string(), archive, top));
+        }
+        let src_root = dir.path().join("src");
+        let package_dir = {
+            let deps_dir = deps_dir.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<PathBuf> {
+                for (name, archive, top) in deps {
+                    let staging = deps_dir.join(format!(".{name}"));
+                    let unpacked = unpack::unpack(&archive, &staging, &top)?;
+                    fs::rename(&unpacked, deps_dir.join(&name))?;
+                    fs::remove_dir_all(&staging)?;
+                }
+                fs::write(deps_dir.join("resolved.toml"), resolved_toml)?;
+                unpack::unpack(&source.archive, &src_root, &source.top)
+            })
+            .await??
+        };
+        Ok(Self {
+            dir,
+            package_dir,
+            deps_dir,
+            dest_dir,
+            home_dir,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `command` in the package directory under the platform's limits.
+    pub async fn run(
+        &self,
+        app: &App,
+        platform: &PlatformConfig,
+        command: &str,
+        halt: &CancellationToken,
+    ) -> anyhow::Result<RunOutcome> {
+        let mut env: Vec<(String, String)> = platform
+            .env
+            .iter()
+            .filter_map(|key| std::env::var(key).ok().map(|v| (key.clone(), v)))
+            .collect();
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        env.extend([
+            ("HOLDQ_DEPS".to_owned(), path(&self.deps_dir)),
+            ("HOLDQ_PLATFORM".to_owned(), platform.name.to_string()),
+            ("HOLDQ_DESTDIR".to_owned(), path(&self.dest_dir)),
+            ("HOME".to_owned(), path(&self.home_dir)),
+            ("TMPDIR".to_owned(), "/tmp".to_owned()),
+        ]);
+        let spec = RunSpec {
+            root: self.root().to_owned(),
+            cwd: self.package_dir.clone(),
+            command: command.to_owned(),
+            env,
+            timeout: platform.timeout,
+            memory_bytes: platform.memory.0,
+            max_processes: app.config.limits.check_processes,
+            output_cap: app.config.limits.check_output.0 as usize,
+        };
+        app.sandbox.run(&spec, halt).await
+    }
+}

@@ -1,0 +1,729 @@
+//! The check chain of an upload (SPEC section 4): `validate` and `resolve`
+//! when it leaves the queue, then per platform `build`, `test` and
+//! `revdeps` on that platform's workers. Every step re-reads the upload and
+//! does nothing once it is no longer being checked.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use semver::Version;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::App;
+use super::build::{Source, Workspace};
+use super::stable::{dependents, load_universe};
+use crate::config::PlatformConfig;
+use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
+use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::resolve::{Release, Resolution, Universe};
+use crate::domain::{Manifest, PackageName, UploadState};
+use crate::sandbox::{Ending, RunOutcome};
+use crate::storage::archive;
+
+/// Halt signals of the uploads whose checks run in this process.
+#[derive(Clone, Debug, Default)]
+pub struct Halts(Arc<Mutex<HashMap<i64, CancellationToken>>>);
+
+impl Halts {
+    /// The token that halts `upload_id`'s runs.
+    pub fn token(&self, upload_id: i64) -> CancellationToken {
+        self.0
+            .lock()
+            .expect("halts lock")
+            .entry(upload_id)
+            .or_default()
+            .clone()
+    }
+
+    /// Halts every run of `upload_id` in this process, at once.
+    pub fn halt(&self, upload_id: i64) {
+        if let Some(token) = self.0.lock().expect("halts lock").remove(&upload_id) {
+            token.cancel();
+        }
+    }
+
+    pub fn forget(&self, upload_id: i64) {
+        self.0.lock().expect("halts lock").remove(&upload_id);
+    }
+}
+
+/// Takes every queued upload out of the queue, front first.
+pub async fn start_queued(app: &App) -> anyhow::Result<usize> {
+    let ids = {
+        let mut conn = app.db.pool().acquire().await?;
+        db::uploads::queued_ids(&mut conn).await?
+    };
+    let mut started = 0;
+    for id in ids {
+        if start_upload(app, id).await? {
+            started += 1;
+        }
+    }
+    Ok(started)
+}
+
+fn parse_manifest(row: &UploadRow) -> anyhow::Result<Manifest> {
+    serde_json::from_str(&row.manifest).context("stored manifest")
+}
+
+/// The universe an upload is checked in: stable, with the upload standing
+/// in for every stable version of its own package.
+fn with_upload(mut universe: Universe, manifest: &Manifest) -> Universe {
+    universe.replace(
+        manifest.name.clone(),
+        Release {
+            version: manifest.version.clone(),
+            dependencies: manifest.dependencies.clone(),
+        },
+    );
+    universe
+}
+
+/// The platforms an upload is checked on.
+fn platforms_of<'a>(app: &'a App, manifest: &Manifest) -> Vec<&'a PlatformConfig> {
+    app.config
+        .platforms
+        .iter()
+        .filter(|p| {
+            manifest
+                .build
+                .platforms
+                .as_ref()
+                .is_none_or(|list| list.contains(&p.name))
+        })
+        .collect()
+}
+
+/// Moves one upload from `queued` to `checking`: runs `validate` and
+/// `resolve`, creates the per-platform checks and enqueues them. False when
+/// the upload was no longer queued.
+pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
+    let row = {
+        let mut conn = app.db.pool().acquire().await?;
+        match db::uploads::get(&mut conn, upload_id).await? {
+            Some(row) if row.state == UploadState::Queued.as_str() => row,
+            _ => return Ok(false),
+        }
+    };
+    let manifest = parse_manifest(&row)?;
+
+    // validate: the kept archive still has its hash and obeys section 2.
+    let blob = app.storage.blob_path(&row.sha256);
+    let limits = app.archive_limits();
+    let expected = row.sha256.clone();
+    let validate = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let file =
+            std::fs::File::open(&blob).map_err(|e| format!("the archive is missing: {e}"))?;
+        let mut hashing = HashingReader::new(std::io::BufReader::new(file));
+        archive::inspect(&mut hashing, limits).map_err(|e| e.to_string())?;
+        let actual = hex::encode(hashing.hasher.finalize());
+        if actual != expected {
+            return Err(format!(
+                "the kept archive hashes to {actual}, not {expected}"
+            ));
+        }
+        Ok(())
+    })
+    .await?;
+
+    // resolve: against stable as it is now.
+    let universe = with_upload(load_universe(app).await?, &manifest);
+    let resolution = universe.resolve(&manifest.name, &manifest.version);
+    let resolved_json = resolution.as_ref().ok().map(resolution_json);
+
+    let passmark = &app.config.passmark;
+    let mut tx = app.db.begin_write().await?;
+    if !db::uploads::transition(&mut tx, upload_id, "queued", "checking").await? {
+        return Ok(false);
+    }
+    if let Some(json) = &resolved_json {
+        db::uploads::set_resolution(&mut tx, upload_id, true, json).await?;
+    }
+    let record = async |tx: &mut db::Tx,
+                        kind: CheckKind,
+                        platform: &str,
+                        weight: f64,
+                        state: CheckState,
+                        summary: &str|
+           -> anyhow::Result<i64> {
+        let id = db::checks::insert(
+            tx,
+            NewCheck {
+                upload_id,
+                kind: kind.as_str(),
+                platform,
+                weight,
+                required: passmark.is_required(kind),
+            },
+        )
+        .await?;
+        if state.is_final() {
+            db::checks::finish(
+                tx,
+                id,
+                Finished {
+                    state: state.as_str(),
+                    duration_ms: 0,
+                    summary,
+                    log: "",
+                    metadata: &json!({}),
+                },
+            )
+            .await?;
+        }
+        Ok(id)
+    };
+    let (v_state, v_summary) = match &validate {
+        Ok(()) => (
+            CheckState::Passed,
+            "archive and manifest are valid".to_owned(),
+        ),
+        Err(e) => (CheckState::Failed, e.clone()),
+    };
+    record(
+        &mut tx,
+        CheckKind::Validate,
+        "",
+        passmark.weight(CheckKind::Validate),
+        v_state,
+        &v_summary,
+    )
+    .await?;
+    let (r_state, r_summary) = match &resolution {
+        Ok(r) if r.is_empty() => (CheckState::Passed, "no dependencies".to_owned()),
+        Ok(r) => (CheckState::Passed, format!("resolved {} packages", r.len())),
+        Err(e) => (CheckState::Failed, e.to_string()),
+    };
+    record(
+        &mut tx,
+        CheckKind::Resolve,
+        "",
+        passmark.weight(CheckKind::Resolve),
+        r_state,
+        &r_summary,
+    )
+    .await?;
+    let ready = validate.is_ok() && resolution.is_ok();
+    let mut builds = Vec::new();
+    for platform in platforms_of(app, &manifest) {
+        let name = platform.name.as_str();
+        let (state, why) = if ready {
+            (CheckState::Pending, "")
+        } else {
+            (CheckState::Skipped, "skipped: validate or resolve failed")
+        };
+        let mut kinds = vec![CheckKind::Build];
+        if manifest.build.test.is_some() {
+            kinds.push(CheckKind::Test);
+        }
+        kinds.push(CheckKind::Revdeps);
+        for kind in kinds {
+            let weight = passmark.weight(kind) * platform.weight;
+            let id = record(&mut tx, kind, name, weight, state, why).await?;
+            if kind == CheckKind::Build && ready {
+                builds.push((name.to_owned(), id));
+            }
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(upload.id = upload_id, package.name = %manifest.name, checks.platforms = builds.len(), "checks started");
+
+    if builds.is_empty() {
+        super::verdict::decide(app, upload_id).await?;
+    }
+    for (platform, check_id) in builds {
+        app.queues.push_check(&platform, check_id, 0).await?;
+    }
+    Ok(true)
+}
+
+fn resolution_json(r: &Resolution) -> String {
+    let map: std::collections::BTreeMap<String, String> = r
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    serde_json::to_string(&map).expect("a map of strings serializes")
+}
+
+/// Runs the checks of one platform for the upload of build check
+/// `check_id`: build, then test, then revdeps. Idempotent.
+pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Result<()> {
+    let mut conn = app.db.pool().acquire().await?;
+    let Some(build) = db::checks::get(&mut conn, check_id).await? else {
+        return Ok(());
+    };
+    let upload_id = build.upload_id;
+    let Some(row) = db::uploads::get(&mut conn, upload_id).await? else {
+        return Ok(());
+    };
+    drop(conn);
+    if row.state != UploadState::Checking.as_str() {
+        return Ok(()); // superseded or already decided: no side effect
+    }
+    let Some(platform) = app.config.platform(&build.platform).cloned() else {
+        anyhow::bail!(
+            "check {check_id} is for platform {:?}, which this worker's config lacks",
+            build.platform
+        );
+    };
+    let manifest = parse_manifest(&row)?;
+    let halt = app.halts.token(upload_id);
+    let watcher = watch_upload(app.clone(), upload_id, halt.clone());
+    let result = run_chain(app, &row, &manifest, &platform, worker, &halt).await;
+    watcher.abort();
+    result?;
+    super::verdict::decide(app, upload_id).await?;
+    Ok(())
+}
+
+/// Halts the runs of `upload_id` when it stops being checked, for workers in
+/// other processes than the one that superseded it.
+fn watch_upload(app: App, upload_id: i64, halt: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = halt.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            let Ok(mut conn) = app.db.pool().acquire().await else {
+                continue;
+            };
+            if let Ok(Some(row)) = db::uploads::get(&mut conn, upload_id).await
+                && row.state != UploadState::Checking.as_str()
+            {
+                halt.cancel();
+                return;
+            }
+        }
+    })
+}
+
+async fn find_check(
+    app: &App,
+    upload_id: i64,
+    kind: CheckKind,
+    platform: &str,
+) -> anyhow::Result<Option<db::checks::CheckRow>> {
+    let mut conn = app.db.pool().acquire().await?;
+    Ok(db::checks::find(&mut conn, upload_id, kind.as_str(), platform).await?)
+}
+
+/// Records a check's result unless the upload was halted meanwhile.
+async fn finish(
+    app: &App,
+    check_id: i64,
+    state: CheckState,
+    summary: &str,
+    log: &str,
+    duration: Duration,
+    metadata: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut conn = app.db.pool().acquire().await?;
+    db::checks::finish(
+        &mut conn,
+        check_id,
+        Finished {
+            state: state.as_str(),
+            duration_ms: duration.as_millis() as i64,
+            summary,
+            log,
+            metadata: &metadata,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+fn describe(outcome: &RunOutcome) -> String {
+    match &outcome.ending {
+        Ending::Exited(0) => format!("exited 0 in {:.1}s", outcome.duration.as_secs_f64()),
+        Ending::Exited(code) => {
+            format!("exited {code} after {:.1}s", outcome.duration.as_secs_f64())
+        }
+        Ending::TimedOut => format!(
+            "killed at the time limit after {:.1}s",
+            outcome.duration.as_secs_f64()
+        ),
+        Ending::Halted => "halted".into(),
+    }
+}
+
+fn state_of(outcome: &RunOutcome) -> CheckState {
+    if outcome.succeeded() {
+        CheckState::Passed
+    } else {
+        CheckState::Failed
+    }
+}
+
+async fn run_chain(
+    app: &App,
+    row: &UploadRow,
+    manifest: &Manifest,
+    platform: &PlatformConfig,
+    worker: &str,
+    halt: &CancellationToken,
+) -> anyhow::Result<()> {
+    let p = platform.name.as_str();
+    let upload_id = row.id;
+    let Some(build) = find_check(app, upload_id, CheckKind::Build, p).await? else {
+        return Ok(());
+    };
+    let test = find_check(app, upload_id, CheckKind::Test, p).await?;
+    let revdeps = find_check(app, upload_id, CheckKind::Revdeps, p).await?;
+
+    // Resolve again now, against stable as it is when the build runs.
+    let universe = with_upload(load_universe(app).await?, manifest);
+    let source = Source {
+        archive: app.storage.blob_path(&row.sha256),
+        top: manifest.dir_name(),
+    };
+    let mut build_passed = CheckState::parse(&build.state) == Some(CheckState::Passed);
+    if !CheckState::parse(&build.state).is_some_and(CheckState::is_final) {
+        let mut conn = app.db.pool().acquire().await?;
+        if !db::checks::mark_running(&mut conn, build.id, worker).await? {
+            return Ok(());
+        }
+        drop(conn);
+        let resolution = match universe.resolve(&manifest.name, &manifest.version) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("the dependencies no longer resolve against stable: {e}");
+                finish(
+                    app,
+                    build.id,
+                    CheckState::Failed,
+                    &why,
+                    "",
+                    Duration::ZERO,
+                    json!({}),
+                )
+                .await?;
+                return skip_rest(app, test.as_ref(), revdeps.as_ref()).await;
+            }
+        };
+        let ws = Workspace::prepare(
+            app,
+            Source {
+                archive: source.archive.clone(),
+                top: source.top.clone(),
+            },
+            &resolution,
+            None,
+        )
+        .await?;
+        let outcome = ws.run(app, platform, &manifest.build.command, halt).await?;
+        if outcome.ending == Ending::Halted {
+            return Ok(());
+        }
+        let (installed, files) = crate::storage::unpack::file_list(&ws.dest_dir)?;
+        let metadata = json!({
+            "duration_ms": outcome.duration.as_millis() as u64,
+            "installed_bytes": installed,
+            "files": files,
+            "resolved": resolution.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        build_passed = outcome.succeeded();
+        finish(
+            app,
+            build.id,
+            state_of(&outcome),
+            &describe(&outcome),
+            &outcome.output,
+            outcome.duration,
+            metadata,
+        )
+        .await?;
+        tracing::info!(upload.id = upload_id, check.platform = p, check.kind = "build", check.state = %state_of(&outcome), duration_ms = outcome.duration.as_millis() as u64, "check finished");
+
+        if let (Some(test), Some(command)) = (&test, &manifest.build.test)
+            && !CheckState::parse(&test.state).is_some_and(CheckState::is_final)
+        {
+            if build_passed {
+                let outcome = ws.run(app, platform, command, halt).await?;
+                if outcome.ending == Ending::Halted {
+                    return Ok(());
+                }
+                finish(
+                    app,
+                    test.id,
+                    state_of(&outcome),
+                    &describe(&outcome),
+                    &outcome.output,
+                    outcome.duration,
+                    json!({}),
+                )
+                .await?;
+            } else {
+                finish(
+                    app,
+                    test.id,
+                    CheckState::Skipped,
+                    "skipped: the build failed",
+                    "",
+                    Duration::ZERO,
+                    json!({}),
+                )
+                .await?;
+            }
+        }
+    }
+    if let Some(revdeps) = &revdeps
+        && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
+    {
+        if build_passed {
+            run_revdeps(app, manifest, &source, platform, revdeps.id, halt).await?;
+        } else {
+            finish(
+                app,
+                revdeps.id,
+                CheckState::Skipped,
+                "skipped: the build failed",
+                "",
+                Duration::ZERO,
+                json!({}),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn skip_rest(
+    app: &App,
+    test: Option<&db::checks::CheckRow>,
+    revdeps: Option<&db::checks::CheckRow>,
+) -> anyhow::Result<()> {
+    for check in [test, revdeps].into_iter().flatten() {
+        finish(
+            app,
+            check.id,
+            CheckState::Skipped,
+            "skipped: the build failed",
+            "",
+            Duration::ZERO,
+            json!({}),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the stable dependents of the package whose requirement admits
+/// the new version, against it; passes when the fraction that still build
+/// reaches `revdeps.min_fraction`. A dependent that already fails against
+/// stable is no regression and does not count.
+async fn run_revdeps(
+    app: &App,
+    manifest: &Manifest,
+    source: &Source,
+    platform: &PlatformConfig,
+    check_id: i64,
+    halt: &CancellationToken,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let stable = load_universe(app).await?;
+    let candidates = revdep_candidates(
+        &stable,
+        &manifest.name,
+        &manifest.version,
+        app.config.revdeps.max_dependents as usize,
+    );
+    let with_new = with_upload(stable.clone(), manifest);
+    let (mut ok, mut regressions, mut already_broken) = (0u32, Vec::new(), Vec::new());
+    let mut log = String::new();
+    let mut results = Vec::new();
+    for (dependent, version) in &candidates {
+        let Some(release) = stable.release(dependent, version) else {
+            continue;
+        };
+        let dep_manifest_source = Source {
+            archive: app
+                .stable
+                .archive_path(dependent.as_str(), &version.to_string()),
+            top: format!("{dependent}-{version}"),
+        };
+        let command = dependent_build_command(app, dependent, version).await?;
+        let outcome = match with_new.resolve(dependent, &release.version) {
+            Ok(resolution) => {
+                let ws = Workspace::prepare(
+                    app,
+                    dep_manifest_source,
+                    &resolution,
+                    Some((manifest.name.as_str(), source)),
+                )
+                .await?;
+                let outcome = ws.run(app, platform, &command, halt).await?;
+                if outcome.ending == Ending::Halted {
+                    return Ok(());
+                }
+                Some(outcome)
+            }
+            Err(e) => {
+                log.push_str(&format!(
+                    "== {dependent} {version}: does not resolve with the new version: {e}\n"
+                ));
+                None
+            }
+        };
+        if outcome.as_ref().is_some_and(RunOutcome::succeeded) {
+            ok += 1;
+            results.push(
+                json!({"name": dependent.as_str(), "version": version.to_string(), "result": "ok"}),
+            );
+            continue;
+        }
+        if let Some(o) = &outcome {
+            log.push_str(&format!(
+                "== {dependent} {version} against the new version: {}\n{}\n",
+                describe(o),
+                o.output
+            ));
+        }
+        // Does it build against stable as it is? If not, it was broken already.
+        let baseline_ok = match stable.resolve(dependent, &release.version) {
+            Ok(resolution) => {
+                let src = Source {
+                    archive: app
+                        .stable
+                        .archive_path(dependent.as_str(), &version.to_string()),
+                    top: format!("{dependent}-{version}"),
+                };
+                let ws = Workspace::prepare(app, src, &resolution, None).await?;
+                let outcome = ws.run(app, platform, &command, halt).await?;
+                if outcome.ending == Ending::Halted {
+                    return Ok(());
+                }
+                outcome.succeeded()
+            }
+            Err(_) => false,
+        };
+        let result = if baseline_ok {
+            "regression"
+        } else {
+            "already broken"
+        };
+        results.push(
+            json!({"name": dependent.as_str(), "version": version.to_string(), "result": result}),
+        );
+        if baseline_ok {
+            regressions.push(format!("{dependent} {version}"));
+        } else {
+            already_broken.push(format!("{dependent} {version}"));
+        }
+    }
+    let counted = ok as usize + regressions.len();
+    let fraction = if counted == 0 {
+        1.0
+    } else {
+        ok as f64 / counted as f64
+    };
+    let passed = fraction + 1e-9 >= app.config.revdeps.min_fraction;
+    let summary = if candidates.is_empty() {
+        "no stable dependents".to_owned()
+    } else {
+        let mut s = format!(
+            "{ok} of {counted} dependents still build ({:.0}%)",
+            fraction * 100.0
+        );
+        if !regressions.is_empty() {
+            s.push_str(&format!("; broken: {}", regressions.join(", ")));
+        }
+        if !already_broken.is_empty() {
+            s.push_str(&format!(
+                "; already broken, not counted: {}",
+                already_broken.join(", ")
+            ));
+        }
+        s
+    };
+    let state = if passed {
+        CheckState::Passed
+    } else {
+        CheckState::Failed
+    };
+    finish(
+        app,
+        check_id,
+        state,
+        &summary,
+        &log,
+        started.elapsed(),
+        json!({"fraction": fraction, "dependents": results}),
+    )
+    .await
+}
+
+/// Stable dependents whose latest version requires the package in a way
+/// that admits `version`, most-depended-upon first, at most `max`.
+pub fn revdep_candidates(
+    stable: &Universe,
+    name: &PackageName,
+    version: &Version,
+    max: usize,
+) -> Vec<(PackageName, Version)> {
+    let direct = dependents(stable, name);
+    let mut admitted: Vec<(usize, PackageName, Version)> = direct
+        .into_iter()
+        .filter_map(|d| {
+            let latest = stable.latest(&d)?;
+            let req = latest.dependencies.get(name)?;
+            req.matches(version).then(|| {
+                (
+                    dependents(stable, &d).len(),
+                    d.clone(),
+                    latest.version.clone(),
+                )
+            })
+        })
+        .collect();
+    admitted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    admitted
+        .into_iter()
+        .take(max)
+        .map(|(_, n, v)| (n, v))
+        .collect()
+}
+
+async fn dependent_build_command(
+    app: &App,
+    name: &PackageName,
+    version: &Version,
+) -> anyhow::Result<String> {
+    let mut conn = app.db.pool().acquire().await?;
+    let rows = db::stable::versions_of(&mut conn, name.as_str()).await?;
+    let row = rows
+        .iter()
+        .find(|r| r.version == version.to_string())
+        .with_context(|| format!("{name} {version} vanished from stable"))?;
+    let manifest: Manifest = serde_json::from_str(&row.manifest)?;
+    Ok(manifest.build.command)
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

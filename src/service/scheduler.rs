@@ -1,0 +1,127 @@
+//! What runs in the background of a server or a worker process: the
+//! scheduler that takes uploads out of the queue in arrival order, the
+//! platform workers, and the reconcile sweep that re-enqueues checks whose
+//! job was lost and decides uploads whose last check finished unseen.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, checks, stable, verdict};
+use crate::config::PlatformConfig;
+use crate::db;
+use crate::jobs::worker_name;
+
+/// How often the sweep runs even when nothing wakes it.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts the scheduler and sweep (a server's duty).
+pub fn spawn_scheduler(app: &App, shutdown: CancellationToken) -> JoinHandle<()> {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
+        loop {
+            if let Err(e) = checks::start_queued(&app).await {
+                tracing::error!(error = format!("{e:#}"), "cannot start queued uploads");
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                if let Err(e) = reconcile(&app).await {
+                    tracing::error!(error = format!("{e:#}"), "reconcile sweep failed");
+                }
+                last_sweep = std::time::Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = app.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    })
+}
+
+/// Starts `count` workers for `platform`.
+pub fn spawn_workers(
+    app: &App,
+    platform: &PlatformConfig,
+    count: u32,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    (0..count)
+        .map(|i| {
+            let name = worker_name(platform.name.as_str(), i);
+            let app = app.clone();
+            let platform = platform.name.to_string();
+            let shutdown = shutdown.clone();
+            let handler_app = app.clone();
+            let handler_name = name.clone();
+            let handler =
+                crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::RunCheck| {
+                    let app = handler_app.clone();
+                    let name = handler_name.clone();
+                    Box::pin(async move {
+                        let result = checks::run_platform(&app, job.check_id, &name).await;
+                        if let Err(e) = &result {
+                            tracing::error!(
+                                check.id = job.check_id,
+                                error = format!("{e:#}"),
+                                "check failed to run; it will be retried"
+                            );
+                        }
+                        result
+                    })
+                }));
+            tokio::spawn(async move {
+                tracing::info!(worker = %name, check.platform = %platform, "worker started");
+                if let Err(e) = app
+                    .queues
+                    .clone()
+                    .run_worker(platform.clone(), name.clone(), handler, shutdown)
+                    .await
+                {
+                    tracing::error!(worker = %name, error = format!("{e:#}"), "worker stopped");
+                }
+            })
+        })
+        .collect()
+}
+
+/// Re-enqueues the build checks that should have a job, decides uploads
+/// whose checks are all final, and publishes the index if it lags.
+pub async fn reconcile(app: &App) -> anyhow::Result<()> {
+    stable::publish_index(app).await?;
+    let (builds, checking) = {
+        let mut conn = app.db.pool().acquire().await?;
+        (
+            db::checks::unfinished_builds(&mut conn).await?,
+            db::uploads::checking_ids(&mut conn).await?,
+        )
+    };
+    for (check_id, platform, attempts) in builds {
+        // A running check is left to its worker; apalis re-enqueues the job
+        // of a worker that stops beating. Pending ones get a job (again).
+        let stale_running = {
+            let mut conn = app.db.pool().acquire().await?;
+            let check = db::checks::get(&mut conn, check_id).await?;
+            let limit = app
+                .config
+                .platform(&platform)
+                .map(|p| p.timeout)
+                .unwrap_or(Duration::from_secs(900));
+            check.is_some_and(|c| {
+                c.state == "running"
+                    && c.started_at.is_some_and(|t| {
+                        db::now_ms() - t > (limit + Duration::from_secs(120)).as_millis() as i64
+                    })
+            })
+        };
+        let pending = attempts == 0 || stale_running;
+        if pending {
+            app.queues.push_check(&platform, check_id, attempts).await?;
+        }
+    }
+    for upload_id in checking {
+        verdict::decide(app, upload_id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The verdict (SPEC section 4) and promotion: once every check of an
+//! upload is final, score it against the pass mark; accept it into the
+//! stable repository, atomically, or reject it. Idempotent: the first
+//! caller decides, the others find the upload decided.
+//!
+//! Promotion order, so that a crash at any instant leaves the old or the new
+//! stable repository: (1) the archive is made durable in stable storage;
+//! (2) one transaction records the version, the verdict, the new state and
+//! a new serial; (3) the index is regenerated beside the old one and renamed
+//! over it. A crash after (2) is repaired at start-up by (3).
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::App;
+use crate::db::{self, checks::VerdictRow};
+use crate::domain::check::{CheckKind, CheckResult, CheckState, score};
+use crate::domain::{Manifest, UploadState};
+
+/// A test-only crash point: `HOLDQ_FAILPOINT=NAME` aborts the process when
+/// promotion reaches `NAME`, as a power cut would.
+fn failpoint(name: &str) {
+    if std::env::var("HOLDQ_FAILPOINT").is_ok_and(|f| f == name) {
+        eprintln!("holdq: failpoint {name} reached, aborting");
+        std::process::abort();
+    }
+}
+
+/// Decides the upload if all its checks are final; returns whether it was
+/// accepted, or `None` when nothing was decided now.
+pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
+    let mut tx = app.db.begin_write().await?;
+    let Some(upload) = db::uploads::get(&mut tx, upload_id).await? else {
+        return Ok(None);
+    };
+    // Lock the upload's package: promotion and supersession serialise on it.
+    db::packages::lock_by_name(&mut tx, &upload.name, app.db.for_update()).await?;
+    let upload = db::uploads::get(&mut tx, upload_id)
+        .await?
+        .expect("still there");
+    if upload.state != UploadState::Checking.as_str() {
+        return Ok(None);
+    }
+    let checks = db::checks::of_upload(&mut tx, upload_id).await?;
+    if checks.is_empty()
+        || checks
+            .iter()
+            .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final))
+    {
+        return Ok(None);
+    }
+    let results: Vec<CheckResult> = checks
+        .iter()
+        .map(|c| CheckResult {
+            kind: CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build),
+            platform: c.platform.clone(),
+            weight: c.weight,
+            required: c.required != 0,
+            passed: c.state == CheckState::Passed.as_str(),
+        })
+        .collect();
+    let passmark = &app.config.passmark;
+    let verdict = score(&results, passmark.threshold);
+    let stable_moved = !verdict.accepted && stable_moved(&mut tx, upload_id, &checks).await?;
+    let summary = json!({
+        "failed": verdict.failed,
+        "failed_required": verdict.failed_required,
+        "stable_moved": stable_moved,
+        "checks": results,
+    });
+    db::checks::insert_verdict(
+        &mut tx,
+        &VerdictRow {
+            upload_id,
+            accepted: i64::from(verdict.accepted),
+            score: verdict.score,
+            threshold: verdict.threshold,
+            passmark: serde_json::to_string(&json!({
+                "threshold": passmark.threshold,
+                "required": passmark.required,
+                "weights": passmark.weights,
+            }))?,
+            summary: summary.to_string(),
+            stable_moved: i64::from(stable_moved),
+            decided_at: db::now_ms(),
+        },
+    )
+    .await?;
+
+    if verdict.accepted {
+        let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
+        let (blob, stable, name, version) = (
+            app.storage.blob_path(&upload.sha256),
+            app.stable.clone(),
+            upload.name.clone(),
+            upload.version.clone(),
+        );
+        tokio::task::spawn_blocking(move || stable.store_archive(&blob, &name, &version)).await??;
+        failpoint("promote-after-archive");
+        db::stable::insert_version(
+            &mut tx,
+            db::stable::NewVersion {
+                package_id: upload.package_id,
+                version: &upload.version,
+                sha256: &upload.sha256,
+                size_bytes: upload.size_bytes,
+                manifest: &upload.manifest,
+                upload_id,
+            },
+        )
+        .await?;
+        let serial = db::stable::bump_serial(&mut tx).await?;
+        db::uploads::transition(&mut tx, upload_id, "checking", "accepted").await?;
+        event(
+            &mut tx,
+            "upload.accepted",
+            &upload,
+            json!({ "score": verdict.score, "serial": serial }),
+        )
+        .await?;
+        tx.commit().await?;
+        failpoint("promote-after-commit");
+        tracing::info!(upload.id = upload_id, package.name = %manifest.name, package.version = %manifest.version, score = verdict.score, stable.serial = serial, "upload accepted and promoted");
+        super::stable::publish_index(app).await?;
+    } else {
+        db::uploads::transition(&mut tx, upload_id, "checking", "rejected").await?;
+        event(
+            &mut tx,
+            "upload.rejected",
+            &upload,
+            json!({ "score": verdict.score, "failed": verdict.failed }),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(upload.id = upload_id, package.name = %upload.name, score = verdict.score, failed = ?verdict.failed, "upload rejected");
+    }
+    app.halts.forget(upload_id);
+    Ok(Some(verdict.accepted))
+}
+
+async fn event(
+    tx: &mut db::Tx,
+    kind: &str,
+    upload: &db::uploads::UploadRow,
+    detail: serde_json::Value,
+) -> sqlx::Result<()> {
+    db::events::record(
+        tx,
+        db::events::NewEvent {
+            kind,
+            package_id: Some(upload.package_id),
+            upload_id: Some(upload.id),
+            actor_id: None,
+            detail,
+        },
+    )
+    .await
+}
+
+/// Whether the stable versions of the upload's dependencies changed
+/// between its upload and the builds that failed.
+async fn stable_moved(
+    tx: &mut db::Tx,
+    upload_id: i64,
+    checks: &[db::checks::CheckRow],
+) -> anyhow::Result<bool> {
+    let (at_upload, _) = db::uploads::resolutions(tx, upload_id).await?;
+    let Some(at_upload) =
+        at_upload.and_then(|j| serde_json::from_str::<BTreeMap<String, String>>(&j).ok())
+    else {
+        return Ok(false);
+    };
+    Ok(checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Build.as_str() && c.state == CheckState::Failed.as_str())
+        .filter_map(|c| c.metadata.as_deref())
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .filter_map(|m| {
+            serde_json::from_value::<BTreeMap<String, String>>(m["resolved"].clone()).ok()
+        })
+        .any(|built_against| built_against != at_upload))
+}
