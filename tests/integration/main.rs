@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_inputs;
+mod checks;
 mod cli;
 mod migrations;
 mod queue_rules;

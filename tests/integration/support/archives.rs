@@ -20,6 +20,28 @@ pub fn manifest(name: &str, version: &str, deps: &[(&str, &str)]) -> String {
     text
 }
 
+/// A package whose build (and optional test) run `build` (and `test`).
+pub fn package_building(
+    name: &str,
+    version: &str,
+    deps: &[(&str, &str)],
+    build: &str,
+    test: Option<&str>,
+) -> Vec<u8> {
+    let mut text = manifest(name, version, deps).replace(
+        "command = \"sh build.sh\"",
+        &format!("command = {}", toml_string(build)),
+    );
+    if let Some(test) = test {
+        text.push_str(&format!("test = {}\n", toml_string(test)));
+    }
+    package_with_manifest(&format!("{name}-{version}"), &text)
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// A valid package archive.
 pub fn package(name: &str, version: &str) -> Vec<u8> {
     package_with_manifest(&format!("{name}-{version}"), &manifest(name, version, &[]))

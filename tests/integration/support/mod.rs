@@ -126,7 +126,10 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         tweak(&mut config);
         let database_url = config.database_url.clone();
-        let app = App::open(config).await.expect("the app opens");
+        let sandbox = holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into());
+        let app = App::open_with(config, sandbox)
+            .await
+            .expect("the app opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(holdq::http::serve(listener, app.clone()));
@@ -141,6 +144,82 @@ impl TestApp {
             _dir: dir,
             database_url,
         }
+    }
+
+    /// Starts the scheduler and every platform's local workers, as
+    /// `holdq serve` does; they stop when the test's runtime ends.
+    pub fn start_workers(&self) {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        holdq::service::scheduler::spawn_scheduler(&self.app, shutdown.clone());
+        for platform in &self.app.config.platforms {
+            holdq::service::scheduler::spawn_workers(
+                &self.app,
+                platform,
+                platform.local_workers,
+                shutdown.clone(),
+            );
+        }
+        std::mem::forget(shutdown);
+    }
+
+    /// Runs every queued upload's checks to their verdict in this task,
+    /// calling the worker step directly: no job queue, no sleeping.
+    pub async fn drain(&self) {
+        use holdq::service::checks;
+        checks::start_queued(&self.app)
+            .await
+            .expect("start queued uploads");
+        loop {
+            let builds = {
+                let mut conn = self.app.db.pool().acquire().await.unwrap();
+                holdq::db::checks::unfinished_builds(&mut conn)
+                    .await
+                    .unwrap()
+            };
+            if builds.is_empty() {
+                break;
+            }
+            for (check_id, _, _) in builds {
+                checks::run_platform(&self.app, check_id, "test-drain")
+                    .await
+                    .expect("run the checks");
+            }
+        }
+    }
+
+    /// Waits (bounded) until `upload_id` has a verdict, for tests that run
+    /// the real workers; returns the upload as the API shows it.
+    pub async fn wait_for_verdict(&self, upload_id: i64) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let a = self
+                .get(
+                    Some(&self.operator),
+                    &format!("/api/v1/uploads/{upload_id}"),
+                )
+                .await;
+            if !a.body["verdict"].is_null() || std::time::Instant::now() > deadline {
+                return a.body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Uploads and returns the new upload's id, asserting it was queued.
+    pub async fn upload_ok(&self, token: &str, body: Vec<u8>) -> i64 {
+        let a = self.upload(Some(token), body).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+        a.body["id"].as_i64().unwrap()
+    }
+
+    /// The upload as `GET /api/v1/uploads/{id}` shows it.
+    pub async fn upload_view(&self, upload_id: i64) -> Value {
+        self.get(
+            Some(&self.operator),
+            &format!("/api/v1/uploads/{upload_id}"),
+        )
+        .await
+        .body
     }
 
     /// A new (non-operator) user; returns their token.
