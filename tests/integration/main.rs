@@ -7,5 +7,6 @@ mod support;
 mod bad_inputs;
 mod checks;
 mod cli;
+mod crash;
 mod migrations;
 mod queue_rules;

@@ -2,6 +2,7 @@
 //! or a new PostgreSQL database) and a fresh data directory.
 
 pub mod archives;
+pub mod process;
 
 use holdq::config::Config;
 use holdq::service::App;

@@ -1,0 +1,177 @@
+//! Killing the server in the middle of a promotion (test-only failpoints
+//! that abort the process) and restarting it: the stable repository is the
+//! old or the new one, never a mixture, and the upload is accepted once.
+
+use std::time::Duration;
+
+use crate::on_both_databases;
+use crate::support::archives::package_building;
+use crate::support::process::{ServerProcess, index_is_whole};
+use crate::support::{TestApp, TestDb};
+
+on_both_databases!(
+    a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_upload_is_accepted_on_restart,
+    a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart,
+);
+
+/// Sets up a database and data dir (through a `TestApp` that then stops
+/// serving) and returns the operator's token with them.
+async fn prepared(db: TestDb) -> (TestApp, String) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    (app, token)
+}
+
+async fn upload(base: &str, token: &str, body: Vec<u8>) -> i64 {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/uploads"))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn state_of(app: &TestApp, upload_id: i64) -> String {
+    let row: (String,) = sqlx::query_as("SELECT state FROM uploads WHERE id = $1")
+        .bind(upload_id)
+        .fetch_one(app.app.db.pool())
+        .await
+        .unwrap();
+    row.0
+}
+
+async fn count(app: &TestApp, sql: &'static str, upload_id: i64) -> i64 {
+    let row: (i64,) = sqlx::query_as(sql)
+        .bind(upload_id)
+        .fetch_one(app.app.db.pool())
+        .await
+        .unwrap();
+    row.0
+}
+
+async fn wait_accepted(app: &TestApp, upload_id: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while state_of(app, upload_id).await != "accepted" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload {upload_id} never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_upload_is_accepted_on_restart(
+    db: TestDb,
+) {
+    let (app, token) = prepared(db).await;
+    let data = app.app.config.data_dir.clone();
+    let url = app.database_url.clone();
+
+    let mut server = ServerProcess::start(&data, &url, Some("promote-after-archive")).await;
+    let id = upload(
+        &server.base,
+        &token,
+        package_building("alpha", "1.0.0", &[], "true", None),
+    )
+    .await;
+    assert!(
+        server.wait_exit(Duration::from_secs(60)).await,
+        "the failpoint aborted the server"
+    );
+    // The old stable repository: no index entry, and the upload not lost.
+    let (index, whole) = index_is_whole(&data);
+    assert!(whole);
+    assert!(index["packages"]["alpha"].is_null(), "{index}");
+    assert_eq!(state_of(&app, id).await, "checking");
+
+    let _server = ServerProcess::start(&data, &url, None).await;
+    wait_accepted(&app, id).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (index, whole) = index_is_whole(&data);
+        assert!(whole, "{index}");
+        if index["packages"]["alpha"]["versions"][0]["version"] == "1.0.0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index never showed alpha: {index}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM verdicts WHERE upload_id = $1",
+            id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM versions WHERE upload_id = $1",
+            id
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM events WHERE kind = 'upload.accepted' AND upload_id = $1",
+            id
+        )
+        .await,
+        1
+    );
+}
+
+async fn a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart(db: TestDb) {
+    let (app, token) = prepared(db).await;
+    let data = app.app.config.data_dir.clone();
+    let url = app.database_url.clone();
+
+    let mut server = ServerProcess::start(&data, &url, Some("promote-after-commit")).await;
+    let id = upload(
+        &server.base,
+        &token,
+        package_building("beta", "1.0.0", &[], "true", None),
+    )
+    .await;
+    assert!(
+        server.wait_exit(Duration::from_secs(60)).await,
+        "the failpoint aborted the server"
+    );
+    // Committed, but the index on disk is still the old one, and whole.
+    assert_eq!(state_of(&app, id).await, "accepted");
+    let (index, whole) = index_is_whole(&data);
+    assert!(whole);
+    assert!(index["packages"]["beta"].is_null(), "{index}");
+
+    let _server = ServerProcess::start(&data, &url, None).await;
+    // Start-up reconcile publishes before serving.
+    let (index, whole) = index_is_whole(&data);
+    assert!(whole, "{index}");
+    assert_eq!(
+        index["packages"]["beta"]["versions"][0]["version"], "1.0.0",
+        "{index}"
+    );
+    assert_eq!(index["serial"], 1);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM versions WHERE upload_id = $1",
+            id
+        )
+        .await,
+        1
+    );
+}
