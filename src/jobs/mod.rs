@@ -34,9 +34,16 @@ pub struct RunCheck {
 /// How often an idle worker looks for work.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The queues of one database.
+/// The queues of one database, and a wake-up for this process's workers:
+/// a job pushed here starts at once instead of at the next poll.
 #[derive(Clone, Debug)]
-pub enum Queues {
+pub struct Queues {
+    backend: QueueBackend,
+    wake: tokio::sync::broadcast::Sender<()>,
+}
+
+#[derive(Clone, Debug)]
+enum QueueBackend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -50,7 +57,7 @@ impl Queues {
     /// Connects to the same database as our tables and applies apalis'
     /// migrations (beside ours: both migrators ignore each other's rows).
     pub async fn connect(database_url: &str) -> anyhow::Result<Self> {
-        match Backend::of_url(database_url)? {
+        let backend = match Backend::of_url(database_url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(database_url)?
                     .create_if_missing(true)
@@ -69,7 +76,7 @@ impl Queues {
                     .run(&pool)
                     .await
                     .context("cannot apply the job queue migrations")?;
-                Ok(Self::Sqlite(pool))
+                QueueBackend::Sqlite(pool)
             }
             Backend::Postgres => {
                 let pool = sqlx::postgres::PgPoolOptions::new()
@@ -83,9 +90,20 @@ impl Queues {
                     .run(&pool)
                     .await
                     .context("cannot apply the job queue migrations")?;
-                Ok(Self::Postgres(pool))
+                QueueBackend::Postgres(pool)
             }
-        }
+        };
+        let (wake, _) = tokio::sync::broadcast::channel(64);
+        Ok(Self { backend, wake })
+    }
+
+    /// A stream that yields whenever a job is pushed in this process.
+    fn wake_stream(&self) -> std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send + Sync>> {
+        let rx = self.wake.subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            let _ = rx.recv().await;
+            Some(((), rx))
+        }))
     }
 
     /// Enqueues the checks of `check_id` on its platform's queue. The key
@@ -99,8 +117,8 @@ impl Queues {
         let task = TaskBuilder::new(RunCheck { check_id })
             .idempotency_key(format!("check-{check_id}-{attempt}"))
             .build();
-        let result = match self {
-            Self::Sqlite(pool) => {
+        let result = match &self.backend {
+            QueueBackend::Sqlite(pool) => {
                 let config = apalis_sqlite::Config::default().queue(queue_name(platform));
                 let mut storage = SqliteStorage::<RunCheck>::new(pool).with_config(config);
                 storage
@@ -108,7 +126,7 @@ impl Queues {
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))
             }
-            Self::Postgres(pool) => {
+            QueueBackend::Postgres(pool) => {
                 let config = apalis_postgres::Config::default().queue(queue_name(platform));
                 let mut storage = PostgresStorage::<RunCheck>::new(pool).with_config(config);
                 storage
@@ -117,6 +135,7 @@ impl Queues {
                     .map_err(|e| anyhow::anyhow!("{e}"))
             }
         };
+        let _ = self.wake.send(());
         match result {
             Ok(()) => Ok(()),
             Err(e) if is_duplicate(&e) => Ok(()),
@@ -138,13 +157,17 @@ impl Queues {
             shutdown.cancelled().await;
             Ok::<(), std::io::Error>(())
         };
-        let strategy = || Strategy::new().interval(POLL_INTERVAL);
-        match self {
-            Self::Sqlite(pool) => {
+        let strategy = || {
+            Strategy::new()
+                .stream(self.wake_stream())
+                .interval(POLL_INTERVAL)
+        };
+        match &self.backend {
+            QueueBackend::Sqlite(pool) => {
                 let config = apalis_sqlite::Config::default()
                     .queue(queue_name(platform))
                     .batch_size(1);
-                let storage = SqliteStorage::<RunCheck>::new(&pool)
+                let storage = SqliteStorage::<RunCheck>::new(pool)
                     .with_config(config)
                     .poll_with_strategy(strategy());
                 WorkerBuilder::new(name)
@@ -155,7 +178,7 @@ impl Queues {
                     .run_until(stop)
                     .await?;
             }
-            Self::Postgres(pool) => {
+            QueueBackend::Postgres(pool) => {
                 let config = apalis_postgres::Config::default()
                     .queue(queue_name(platform))
                     .batch_size(1);
