@@ -182,7 +182,7 @@ impl Queues {
                 let config = apalis_postgres::Config::default()
                     .queue(queue_name(platform))
                     .batch_size(1);
-                let storage = PostgresStorage::<RunCheck>::new(&pool)
+                let storage = PostgresStorage::<RunCheck>::new(pool)
                     .with_config(config)
                     .poll_with_strategy(strategy());
                 WorkerBuilder::new(name)
