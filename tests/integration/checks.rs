@@ -19,6 +19,7 @@ on_both_databases!(
     a_library_that_breaks_a_stable_dependent_is_rejected_by_revdeps,
     a_dependent_that_was_already_broken_is_not_counted,
     a_resolve_failure_names_the_missing_dependency,
+    a_failure_after_stable_moved_under_the_upload_says_so,
     a_build_that_sleeps_forever_is_killed_at_its_time_limit,
     a_build_cannot_reach_the_network_or_write_outside_its_directory,
     a_fork_bomb_and_a_memory_hog_are_contained,
@@ -474,4 +475,56 @@ async fn a_superseding_upload_kills_the_running_build_of_the_old_one(db: TestDb)
     );
     let build = check(&old_view, &format!("build@{}", PlatformConfig::host().name));
     assert_eq!(build["state"], "halted", "{build:#}");
+}
+
+async fn a_failure_after_stable_moved_under_the_upload_says_so(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    app.upload_ok(&ada, lib_with_api("1.0.0", true)).await;
+    app.drain().await;
+    // `user` leaves the queue while lib 1.0.0 is stable...
+    let user = app
+        .upload_ok(
+            &ada,
+            package_building("user", "1.0.0", &[("lib", "^1")], NEEDS_API_V1, None),
+        )
+        .await;
+    holdq::service::checks::start_queued(&app.app)
+        .await
+        .unwrap();
+    // ...then lib 1.1.0, which drops the API, reaches stable before user's build runs.
+    let lib = app.upload_ok(&ada, lib_with_api("1.1.0", false)).await;
+    holdq::service::checks::start_queued(&app.app)
+        .await
+        .unwrap();
+    let (lib_build,): (i64,) =
+        sqlx::query_as("SELECT id FROM checks WHERE upload_id = $1 AND kind = 'build'")
+            .bind(lib)
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+    holdq::service::checks::run_platform(&app.app, lib_build, "test")
+        .await
+        .unwrap();
+    assert_eq!(app.upload_view(lib).await["state"], "accepted");
+
+    app.drain().await;
+    let v = app.upload_view(user).await;
+    assert_eq!(v["state"], "rejected", "{v:#}");
+    assert_eq!(v["verdict"]["stable_moved"], true, "{v:#}");
+    let build = check(&v, &format!("build@{}", PlatformConfig::host().name));
+    assert_eq!(build["metadata"]["resolved"]["lib"], "1.1.0");
+
+    // A failure with nothing moved says nothing of the kind.
+    let plain = app
+        .upload_ok(
+            &ada,
+            package_building("broken", "1.0.0", &[], "false", None),
+        )
+        .await;
+    app.drain().await;
+    assert_eq!(
+        app.upload_view(plain).await["verdict"]["stable_moved"],
+        false
+    );
 }
