@@ -10,3 +10,4 @@ mod cli;
 mod crash;
 mod migrations;
 mod queue_rules;
+mod workers;

@@ -13,6 +13,16 @@ impl ServerProcess {
     /// Starts `holdq serve` on a free port with `data_dir` and `database_url`,
     /// and waits until it answers.
     pub async fn start(data_dir: &Path, database_url: &str, failpoint: Option<&str>) -> Self {
+        Self::start_with_config(data_dir, database_url, failpoint, None).await
+    }
+
+    /// [`ServerProcess::start`] with a config file.
+    pub async fn start_with_config(
+        data_dir: &Path,
+        database_url: &str,
+        failpoint: Option<&str>,
+        config: Option<&Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -29,6 +39,9 @@ impl ServerProcess {
             .stderr(Stdio::inherit());
         if let Some(f) = failpoint {
             cmd.env("HOLDQ_FAILPOINT", f);
+        }
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
         }
         let child = cmd.spawn().expect("holdq serve starts");
         let server = Self {
@@ -93,4 +106,32 @@ pub fn index_is_whole(data_dir: &Path) -> (serde_json::Value, bool) {
         }
     }
     (index, whole)
+}
+
+/// `holdq worker` as a separate process; killed on drop.
+pub struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    pub fn start(platform: &str, config: &Path, data_dir: &Path, database_url: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_holdq"))
+            .args(["worker", "--platform", platform])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--database-url", database_url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("holdq worker starts");
+        Self(child)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
