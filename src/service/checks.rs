@@ -539,30 +539,25 @@ async fn run_revdeps(
     let mut log = String::new();
     let mut results = Vec::new();
     for (dependent, version) in &candidates {
-        let Some(release) = stable.release(dependent, version) else {
-            continue;
-        };
-        let dep_manifest_source = Source {
-            archive: app
-                .stable
-                .archive_path(dependent.as_str(), &version.to_string()),
-            top: format!("{dependent}-{version}"),
-        };
         let command = dependent_build_command(app, dependent, version).await?;
-        let outcome = match with_new.resolve(dependent, &release.version) {
+        let against_new = match with_new.resolve(dependent, version) {
             Ok(resolution) => {
-                let ws = Workspace::prepare(
+                let overlay = Some((manifest.name.as_str(), source));
+                match build_stable(
                     app,
-                    dep_manifest_source,
+                    dependent,
+                    version,
                     &resolution,
-                    Some((manifest.name.as_str(), source)),
+                    overlay,
+                    platform,
+                    &command,
+                    halt,
                 )
-                .await?;
-                let outcome = ws.run(app, platform, &command, halt).await?;
-                if outcome.ending == Ending::Halted {
-                    return Ok(());
+                .await?
+                {
+                    Some(outcome) => Some(outcome),
+                    None => return Ok(()), // halted
                 }
-                Some(outcome)
             }
             Err(e) => {
                 log.push_str(&format!(
@@ -571,14 +566,14 @@ async fn run_revdeps(
                 None
             }
         };
-        if outcome.as_ref().is_some_and(RunOutcome::succeeded) {
+        if against_new.as_ref().is_some_and(RunOutcome::succeeded) {
             ok += 1;
             results.push(
                 json!({"name": dependent.as_str(), "version": version.to_string(), "result": "ok"}),
             );
             continue;
         }
-        if let Some(o) = &outcome {
+        if let Some(o) = &against_new {
             log.push_str(&format!(
                 "== {dependent} {version} against the new version: {}\n{}\n",
                 describe(o),
@@ -586,21 +581,22 @@ async fn run_revdeps(
             ));
         }
         // Does it build against stable as it is? If not, it was broken already.
-        let baseline_ok = match stable.resolve(dependent, &release.version) {
-            Ok(resolution) => {
-                let src = Source {
-                    archive: app
-                        .stable
-                        .archive_path(dependent.as_str(), &version.to_string()),
-                    top: format!("{dependent}-{version}"),
-                };
-                let ws = Workspace::prepare(app, src, &resolution, None).await?;
-                let outcome = ws.run(app, platform, &command, halt).await?;
-                if outcome.ending == Ending::Halted {
-                    return Ok(());
-                }
-                outcome.succeeded()
-            }
+        let baseline_ok = match stable.resolve(dependent, version) {
+            Ok(resolution) => match build_stable(
+                app,
+                dependent,
+                version,
+                &resolution,
+                None,
+                platform,
+                &command,
+                halt,
+            )
+            .await?
+            {
+                Some(outcome) => outcome.succeeded(),
+                None => return Ok(()), // halted
+            },
             Err(_) => false,
         };
         let result = if baseline_ok {
@@ -688,6 +684,28 @@ pub fn revdep_candidates(
         .take(max)
         .map(|(_, n, v)| (n, v))
         .collect()
+}
+
+/// Builds the stable version `name` `version` against `resolution` (with
+/// `overlay` standing in for one package); `None` when halted.
+#[allow(clippy::too_many_arguments)]
+async fn build_stable(
+    app: &App,
+    name: &PackageName,
+    version: &Version,
+    resolution: &Resolution,
+    overlay: Option<(&str, &Source)>,
+    platform: &PlatformConfig,
+    command: &str,
+    halt: &CancellationToken,
+) -> anyhow::Result<Option<RunOutcome>> {
+    let source = Source {
+        archive: app.stable.archive_path(name.as_str(), &version.to_string()),
+        top: format!("{name}-{version}"),
+    };
+    let ws = Workspace::prepare(app, source, resolution, overlay).await?;
+    let outcome = ws.run(app, platform, command, halt).await?;
+    Ok((outcome.ending != Ending::Halted).then_some(outcome))
 }
 
 async fn dependent_build_command(
