@@ -303,14 +303,19 @@ fn watch_upload(app: App, upload_id: i64, halt: CancellationToken) -> tokio::tas
     })
 }
 
-async fn find_check(
+/// The checks of one platform of an upload, by kind.
+async fn platform_checks(
     app: &App,
     upload_id: i64,
-    kind: CheckKind,
     platform: &str,
-) -> anyhow::Result<Option<db::checks::CheckRow>> {
+) -> anyhow::Result<HashMap<CheckKind, db::checks::CheckRow>> {
     let mut conn = app.db.pool().acquire().await?;
-    Ok(db::checks::find(&mut conn, upload_id, kind.as_str(), platform).await?)
+    Ok(db::checks::of_upload(&mut conn, upload_id)
+        .await?
+        .into_iter()
+        .filter(|c| c.platform == platform)
+        .filter_map(|c| CheckKind::parse(&c.kind).map(|k| (k, c)))
+        .collect())
 }
 
 /// Records a check's result unless the upload was halted meanwhile.
@@ -371,14 +376,16 @@ async fn run_chain(
 ) -> anyhow::Result<()> {
     let p = platform.name.as_str();
     let upload_id = row.id;
-    let Some(build) = find_check(app, upload_id, CheckKind::Build, p).await? else {
+    let mut checks = platform_checks(app, upload_id, p).await?;
+    let Some(build) = checks.remove(&CheckKind::Build) else {
         return Ok(());
     };
-    let test = find_check(app, upload_id, CheckKind::Test, p).await?;
-    let revdeps = find_check(app, upload_id, CheckKind::Revdeps, p).await?;
+    let test = checks.remove(&CheckKind::Test);
+    let revdeps = checks.remove(&CheckKind::Revdeps);
 
     // Resolve again now, against stable as it is when the build runs.
-    let universe = with_upload(load_universe(app).await?, manifest);
+    let stable = load_universe(app).await?;
+    let universe = with_upload(stable.clone(), manifest);
     let source = Source {
         archive: app.storage.blob_path(&row.sha256),
         top: manifest.dir_name(),
@@ -477,7 +484,7 @@ async fn run_chain(
         && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
     {
         if build_passed {
-            run_revdeps(app, manifest, &source, platform, revdeps.id, halt).await?;
+            run_revdeps(app, &stable, manifest, &source, platform, revdeps.id, halt).await?;
         } else {
             finish(
                 app,
@@ -520,6 +527,7 @@ async fn skip_rest(
 /// stable is no regression and does not count.
 async fn run_revdeps(
     app: &App,
+    stable: &Universe,
     manifest: &Manifest,
     source: &Source,
     platform: &PlatformConfig,
@@ -527,9 +535,8 @@ async fn run_revdeps(
     halt: &CancellationToken,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let stable = load_universe(app).await?;
     let candidates = revdep_candidates(
-        &stable,
+        stable,
         &manifest.name,
         &manifest.version,
         app.config.revdeps.max_dependents as usize,
