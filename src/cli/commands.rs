@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::client::Client;
 use super::render;
-use super::{ClientArgs, Command, OwnerCommand, ServerArgs, UserCommand};
+use super::{ClientArgs, Command, MailCommand, OwnerCommand, ServerArgs, UserCommand};
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
 use crate::service::{self, App, scheduler};
@@ -41,6 +41,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             result
         }
         Command::Sandbox(_) => unreachable!("handled before the runtime starts"),
+        Command::Mail {
+            command: MailCommand::Test { email },
+            server,
+        } => {
+            let app = App::open(load_config(&server)?).await?;
+            let sent = service::notify::send_samples(&app, &email).await?;
+            println!(
+                "sent {sent} sample emails to {email} through {:?}",
+                app.mailer
+            );
+            Ok(())
+        }
         Command::Owner { command, server } => {
             let db = open_db(&server).await?;
             let result = match command {
@@ -92,7 +104,10 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     // Finish what a crash interrupted before taking new work.
     scheduler::reconcile(&app).await?;
-    let mut tasks = vec![scheduler::spawn_scheduler(&app, shutdown.clone())];
+    let mut tasks = vec![
+        scheduler::spawn_scheduler(&app, shutdown.clone()),
+        scheduler::spawn_email_worker(&app, shutdown.clone()),
+    ];
     for platform in &app.config.platforms {
         tasks.extend(scheduler::spawn_workers(
             &app,

@@ -79,6 +79,13 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Emails (on the server's machine, with the server's config).
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Internal: the inside of a check's sandbox, spawned by workers.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(crate::sandbox::exec::ExecArgs),
@@ -95,6 +102,12 @@ pub enum UserCommand {
     },
     /// Print a new API token for an existing user (shown once).
     Token { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Send one sample of each email template to EMAIL through the configured transport.
+    Test { email: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -79,6 +79,22 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    for e in &u.emails {
+        let when = e
+            .sent_at
+            .as_deref()
+            .map(|t| format!(" at {t}"))
+            .unwrap_or_default();
+        let why = e
+            .last_error
+            .as_deref()
+            .map(|m| format!(" (last error: {m})"))
+            .unwrap_or_default();
+        println!(
+            "  email:       {} to {}: {}{when}{why}",
+            e.kind, e.to, e.state
+        );
+    }
     if !u.checks.is_empty() {
         println!("  checks:");
     }

@@ -31,6 +31,15 @@ pub struct RunCheck {
     pub check_id: i64,
 }
 
+/// "Deliver outbox row N."
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendEmail {
+    pub outbox_id: i64,
+}
+
+/// The queue emails go through.
+pub const MAIL_QUEUE: &str = "holdq-mail";
+
 /// How often an idle worker looks for work.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -114,21 +123,34 @@ impl Queues {
         check_id: i64,
         attempt: i64,
     ) -> anyhow::Result<()> {
-        let task = TaskBuilder::new(RunCheck { check_id })
-            .idempotency_key(format!("check-{check_id}-{attempt}"))
-            .build();
+        let key = format!("check-{check_id}-{attempt}");
+        self.push(&queue_name(platform), RunCheck { check_id }, key)
+            .await
+            .with_context(|| format!("cannot enqueue check {check_id}"))
+    }
+
+    /// Enqueues the delivery of outbox row `outbox_id`.
+    pub async fn push_email(&self, outbox_id: i64, attempt: i64) -> anyhow::Result<()> {
+        let key = format!("email-{outbox_id}-{attempt}");
+        self.push(MAIL_QUEUE, SendEmail { outbox_id }, key)
+            .await
+            .with_context(|| format!("cannot enqueue email {outbox_id}"))
+    }
+
+    async fn push<J: Job>(&self, queue: &str, job: J, key: String) -> anyhow::Result<()> {
+        let task = TaskBuilder::new(job).idempotency_key(key).build();
         let result = match &self.backend {
             QueueBackend::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default().queue(queue_name(platform));
-                let mut storage = SqliteStorage::<RunCheck>::new(pool).with_config(config);
+                let config = apalis_sqlite::Config::default().queue(queue);
+                let mut storage = SqliteStorage::<J>::new(pool).with_config(config);
                 storage
                     .push_task(task)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))
             }
             QueueBackend::Postgres(pool) => {
-                let config = apalis_postgres::Config::default().queue(queue_name(platform));
-                let mut storage = PostgresStorage::<RunCheck>::new(pool).with_config(config);
+                let config = apalis_postgres::Config::default().queue(queue);
+                let mut storage = PostgresStorage::<J>::new(pool).with_config(config);
                 storage
                     .push_task(task)
                     .await
@@ -139,57 +161,74 @@ impl Queues {
         match result {
             Ok(()) => Ok(()),
             Err(e) if is_duplicate(&e) => Ok(()),
-            Err(e) => Err(e.context(format!("cannot enqueue check {check_id}"))),
+            Err(e) => Err(e),
         }
     }
 
-    /// Runs one worker on `platform`'s queue until `shutdown`, calling
-    /// `handler` for each job, one at a time.
-    pub async fn run_worker(
+    /// Runs one check worker on `platform`'s queue until `shutdown`.
+    pub async fn run_check_worker(
         self,
         platform: String,
         name: String,
-        handler: Handler,
+        handler: Handler<RunCheck>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let platform = platform.as_str();
+        self.run_worker(queue_name(&platform), name, handler, shutdown)
+            .await
+    }
+
+    /// Runs one email worker until `shutdown`.
+    pub async fn run_email_worker(
+        self,
+        name: String,
+        handler: Handler<SendEmail>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.run_worker(MAIL_QUEUE.to_owned(), name, handler, shutdown)
+            .await
+    }
+
+    /// Runs one worker on `queue`, one job at a time, calling `handler`.
+    async fn run_worker<J: Job>(
+        self,
+        queue: String,
+        name: String,
+        handler: Handler<J>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let stop = async move {
             shutdown.cancelled().await;
             Ok::<(), std::io::Error>(())
         };
-        let strategy = || {
-            Strategy::new()
-                .stream(self.wake_stream())
-                .interval(POLL_INTERVAL)
-        };
-        match &self.backend {
+        let strategy = Strategy::new()
+            .stream(self.wake_stream())
+            .interval(POLL_INTERVAL);
+        match self.backend {
             QueueBackend::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default()
-                    .queue(queue_name(platform))
-                    .batch_size(1);
-                let storage = SqliteStorage::<RunCheck>::new(pool)
+                let config = apalis_sqlite::Config::default().queue(&queue).batch_size(1);
+                let storage = SqliteStorage::<J>::new(&pool)
                     .with_config(config)
-                    .poll_with_strategy(strategy());
+                    .poll_with_strategy(strategy);
                 WorkerBuilder::new(name)
                     .backend(storage)
                     .concurrency(1)
                     .data(handler)
-                    .build(handle)
+                    .build(handle::<J>)
                     .run_until(stop)
                     .await?;
             }
             QueueBackend::Postgres(pool) => {
                 let config = apalis_postgres::Config::default()
-                    .queue(queue_name(platform))
+                    .queue(&queue)
                     .batch_size(1);
-                let storage = PostgresStorage::<RunCheck>::new(pool)
+                let storage = PostgresStorage::<J>::new(&pool)
                     .with_config(config)
-                    .poll_with_strategy(strategy());
+                    .poll_with_strategy(strategy);
                 WorkerBuilder::new(name)
                     .backend(storage)
                     .concurrency(1)
                     .data(handler)
-                    .build(handle)
+                    .build(handle::<J>)
                     .run_until(stop)
                     .await?;
             }
@@ -198,16 +237,26 @@ impl Queues {
     }
 }
 
-/// What a worker does with a job: the service's check runner, given by the
-/// caller so this layer knows nothing of use cases.
-/// (A named type, not an alias: the compiler cannot prove `Send` for the
-/// worker's future through a bare `dyn Fn` in apalis' generic signatures.)
-#[derive(Clone)]
-pub struct Handler(
-    pub Arc<dyn Fn(RunCheck) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>,
-);
+/// What a job carries: only ids, serialised as JSON.
+pub trait Job:
+    Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + Unpin + 'static
+{
+}
+impl<T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + Unpin + 'static> Job for T {}
 
-async fn handle(job: RunCheck, handler: Data<Handler>) -> Result<(), BoxDynError> {
+/// What a worker does with a job: a use case given by the caller, so this
+/// layer knows nothing of them. (A named type, not an alias: the compiler
+/// cannot prove `Send` for the worker's future through a bare `dyn Fn` in
+/// apalis' generic signatures.)
+pub struct Handler<J>(pub Arc<dyn Fn(J) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>);
+
+impl<J> Clone for Handler<J> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+async fn handle<J: Job>(job: J, handler: Data<Handler<J>>) -> Result<(), BoxDynError> {
     (handler.0.0)(job)
         .await
         .map_err(|e| -> BoxDynError { e.into() })

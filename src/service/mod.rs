@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod checks;
+pub mod notify;
 pub mod owners;
 pub mod queue;
 pub mod scheduler;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::email::{Templates, Transport};
 use crate::jobs::Queues;
 use crate::sandbox::Sandbox;
 use crate::storage::Storage;
@@ -32,6 +34,8 @@ pub struct App {
     pub stable: StableStore,
     pub sandbox: Sandbox,
     pub halts: checks::Halts,
+    pub templates: Arc<Templates>,
+    pub mailer: Transport,
     /// Wakes the scheduler when an upload arrives.
     pub wake: Arc<tokio::sync::Notify>,
     /// One index writer at a time in this process.
@@ -46,6 +50,8 @@ impl App {
         let stable = StableStore::open(&config.data_dir)?;
         let db = Db::connect(&config.database_url).await?;
         let queues = Queues::connect(&config.database_url).await?;
+        let templates = Arc::new(Templates::new(config.mail.templates_dir.clone()));
+        let mailer = Transport::from_config(&config.mail, &config.data_dir)?;
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -54,6 +60,8 @@ impl App {
             stable,
             sandbox,
             halts: checks::Halts::default(),
+            templates,
+            mailer,
             wake: Arc::new(tokio::sync::Notify::new()),
             index_lock: Arc::new(tokio::sync::Mutex::new(())),
         })

@@ -28,6 +28,20 @@ pub struct UploadView {
     pub checks: Vec<CheckView>,
     #[serde(default)]
     pub verdict: Option<VerdictView>,
+    /// The emails about this upload and whether they went out.
+    #[serde(default)]
+    pub emails: Vec<EmailView>,
+}
+
+/// One email about an upload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EmailView {
+    pub kind: String,
+    pub to: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<String>,
 }
 
 /// One check of an upload.
@@ -87,6 +101,7 @@ impl UploadView {
             updated_at: format_time(row.updated_at),
             checks: Vec::new(),
             verdict: None,
+            emails: Vec::new(),
         }
     }
 }
@@ -114,6 +129,7 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
     };
     let checks = db::checks::of_upload(&mut tx, id).await?;
     let verdict = db::checks::verdict(&mut tx, id).await?;
+    let emails = db::outbox::of_upload(&mut tx, id).await?;
     tx.commit().await?;
     let mut view = UploadView::from_row(row, position);
     view.checks = checks
@@ -142,6 +158,17 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
             decided_at: format_time(v.decided_at),
         }
     });
+    view.emails = emails
+        .into_iter()
+        .map(|e| EmailView {
+            kind: e.kind,
+            to: e.to_addr,
+            state: e.state,
+            attempts: e.attempts,
+            last_error: e.last_error,
+            sent_at: e.sent_at.map(format_time),
+        })
+        .collect();
     Ok(view)
 }
 

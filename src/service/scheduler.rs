@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{App, checks, stable, verdict};
+use super::{App, checks, notify, stable, verdict};
 use crate::config::PlatformConfig;
 use crate::db;
 use crate::jobs::worker_name;
@@ -24,6 +24,9 @@ pub fn spawn_scheduler(app: &App, shutdown: CancellationToken) -> JoinHandle<()>
         loop {
             if let Err(e) = checks::start_queued(&app).await {
                 tracing::error!(error = format!("{e:#}"), "cannot start queued uploads");
+            }
+            if let Err(e) = notify::push_due(&app).await {
+                tracing::error!(error = format!("{e:#}"), "cannot enqueue due emails");
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 if let Err(e) = reconcile(&app).await {
@@ -76,7 +79,7 @@ pub fn spawn_workers(
                 if let Err(e) = app
                     .queues
                     .clone()
-                    .run_worker(platform.clone(), name.clone(), handler, shutdown)
+                    .run_check_worker(platform.clone(), name.clone(), handler, shutdown)
                     .await
                 {
                     tracing::error!(worker = %name, error = format!("{e:#}"), "worker stopped");
@@ -124,4 +127,23 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
         verdict::decide(app, upload_id).await?;
     }
     Ok(())
+}
+
+/// Starts the worker that delivers the outbox.
+pub fn spawn_email_worker(app: &App, shutdown: CancellationToken) -> JoinHandle<()> {
+    let name = worker_name("mail", 0);
+    let handler_app = app.clone();
+    let handler = crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::SendEmail| {
+        let app = handler_app.clone();
+        Box::pin(async move { notify::deliver(&app, job.outbox_id).await })
+    }));
+    let queues = app.queues.clone();
+    tokio::spawn(async move {
+        if let Err(e) = queues
+            .run_email_worker(name.clone(), handler, shutdown)
+            .await
+        {
+            tracing::error!(worker = %name, error = format!("{e:#}"), "email worker stopped");
+        }
+    })
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::App;
+use super::notify::{self, CheckLine, VerdictEmail};
 use crate::db::{self, checks::VerdictRow};
 use crate::domain::check::{CheckKind, CheckResult, CheckState, score};
 use crate::domain::{Manifest, UploadState};
@@ -88,8 +89,19 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
     )
     .await?;
 
+    let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
+    let emails = queue_verdict_email(
+        app,
+        &mut tx,
+        &upload,
+        &manifest,
+        &checks,
+        &verdict,
+        stable_moved,
+    )
+    .await?;
+
     if verdict.accepted {
-        let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
         let (blob, stable, name, version) = (
             app.storage.blob_path(&upload.sha256),
             app.stable.clone(),
@@ -122,6 +134,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         tx.commit().await?;
         failpoint("promote-after-commit");
         tracing::info!(upload.id = upload_id, package.name = %manifest.name, package.version = %manifest.version, score = verdict.score, stable.serial = serial, "upload accepted and promoted");
+        push_emails(app, &emails).await;
         super::stable::publish_index(app).await?;
     } else {
         db::uploads::transition(&mut tx, upload_id, "checking", "rejected").await?;
@@ -134,9 +147,83 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         .await?;
         tx.commit().await?;
         tracing::info!(upload.id = upload_id, package.name = %upload.name, score = verdict.score, failed = ?verdict.failed, "upload rejected");
+        push_emails(app, &emails).await;
     }
     app.halts.forget(upload_id);
     Ok(Some(verdict.accepted))
+}
+
+/// Renders the verdict email and writes it to the outbox, one row per
+/// maintainer, in the verdict's transaction.
+async fn queue_verdict_email(
+    app: &App,
+    tx: &mut db::Tx,
+    upload: &db::uploads::UploadRow,
+    manifest: &Manifest,
+    checks: &[db::checks::CheckRow],
+    verdict: &crate::domain::check::Verdict,
+    stable_moved: bool,
+) -> anyhow::Result<Vec<i64>> {
+    let lines: Vec<CheckLine> = checks
+        .iter()
+        .map(|c| CheckLine {
+            label: crate::domain::check::label(
+                CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build),
+                &c.platform,
+            ),
+            state: c.state.clone(),
+            summary: c.summary.clone().unwrap_or_default(),
+            log_tail: notify::log_tail(c.log.as_deref().unwrap_or_default()),
+        })
+        .collect();
+    let failing = lines
+        .iter()
+        .filter(|c| c.state != CheckState::Passed.as_str())
+        .cloned()
+        .collect();
+    let context = VerdictEmail {
+        package: upload.name.clone(),
+        version: upload.version.clone(),
+        score: verdict.score,
+        threshold: verdict.threshold,
+        checks: lines,
+        failing,
+        failed_required: verdict.failed_required.clone(),
+        stable_moved,
+        pins: Vec::new(),
+        upload_url: notify::upload_url(app, upload.id),
+        server_url: app.config.public_url.clone(),
+    };
+    let kind = if verdict.accepted {
+        "upload_accepted"
+    } else {
+        "upload_rejected"
+    };
+    let rendered = app.templates.render(kind, &context)?;
+    let recipients = notify::maintainers(manifest);
+    Ok(notify::queue_emails(
+        tx,
+        &format!("upload-{}-verdict", upload.id),
+        kind,
+        Some(upload.id),
+        &recipients,
+        &rendered,
+    )
+    .await?)
+}
+
+/// Hands freshly committed emails to the mail queue; a failure here is
+/// repaired by the sweep, which pushes every due email.
+async fn push_emails(app: &App, ids: &[i64]) {
+    for id in ids {
+        if let Err(e) = app.queues.push_email(*id, 0).await {
+            tracing::warn!(
+                email.id = id,
+                error = format!("{e:#}"),
+                "email not enqueued yet; the sweep will"
+            );
+        }
+    }
 }
 
 async fn event(

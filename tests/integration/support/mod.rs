@@ -152,6 +152,7 @@ impl TestApp {
     pub fn start_workers(&self) {
         let shutdown = tokio_util::sync::CancellationToken::new();
         holdq::service::scheduler::spawn_scheduler(&self.app, shutdown.clone());
+        holdq::service::scheduler::spawn_email_worker(&self.app, shutdown.clone());
         for platform in &self.app.config.platforms {
             holdq::service::scheduler::spawn_workers(
                 &self.app,
