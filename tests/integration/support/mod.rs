@@ -3,6 +3,7 @@
 
 pub mod archives;
 pub mod process;
+pub mod smtp;
 
 use holdq::config::Config;
 use holdq::service::App;
@@ -189,6 +190,11 @@ impl TestApp {
         }
     }
 
+    /// Delivers every email that is due, in this task (no job queue).
+    pub async fn drain_emails(&self) {
+        drain_emails(&self.app).await;
+    }
+
     /// Waits (bounded) until `upload_id` has a verdict, for tests that run
     /// the real workers; returns the upload as the API shows it.
     pub async fn wait_for_verdict(&self, upload_id: i64) -> Value {
@@ -311,4 +317,17 @@ async fn answer(resp: reqwest::Response) -> Answer {
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Answer { status, body }
+}
+
+/// Delivers every due email of `app`'s outbox, calling the job body directly.
+pub async fn drain_emails(app: &App) {
+    let due = {
+        let mut conn = app.db.pool().acquire().await.unwrap();
+        holdq::db::outbox::due(&mut conn).await.unwrap()
+    };
+    for (id, _) in due {
+        holdq::service::notify::deliver(app, id)
+            .await
+            .expect("deliver");
+    }
 }
