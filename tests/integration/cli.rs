@@ -12,6 +12,7 @@ on_both_databases!(
     pack_upload_queue_and_status_from_the_command_line,
     user_add_prints_a_token_that_the_server_accepts,
     client_errors_are_one_line_with_a_non_zero_exit,
+    mail_test_sends_one_sample_of_each_template,
 );
 
 async fn holdq(app: &TestApp, token: Option<&str>, args: &[&str], cwd: &Path) -> Output {
@@ -182,4 +183,36 @@ async fn client_errors_are_one_line_with_a_non_zero_exit(db: TestDb) {
     let err = stderr(&bad);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not valid") && err.contains("401"), "{err}");
+}
+
+async fn mail_test_sends_one_sample_of_each_template(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let out = holdq(
+        &app,
+        None,
+        &[
+            "mail",
+            "test",
+            "ops@example.org",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        work.path(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // No SMTP server configured: the samples are .eml files in the outbox.
+    let files: Vec<String> = std::fs::read_dir(data.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(files.len(), holdq::email::KINDS.len());
+    assert!(
+        files
+            .iter()
+            .all(|f| f.contains("To: ops@example.org") && f.contains("[sample] [holdq]")),
+        "{files:#?}"
+    );
 }

@@ -19,6 +19,7 @@ on_both_databases!(
     an_outage_delays_emails_and_each_is_delivered_once_after_a_restart,
     a_temporary_refusal_is_retried_and_delivered_once,
     a_template_override_changes_the_subject,
+    a_permanent_refusal_is_recorded_and_not_retried,
 );
 
 /// A package maintained by Ada and Bob whose build runs `build`.
@@ -338,4 +339,24 @@ async fn rendered_verdict_emails_match_their_reviewed_snapshots() {
             insta::assert_snapshot!(format!("{kind}_html"), html);
         }
     });
+}
+
+async fn a_permanent_refusal_is_recorded_and_not_retried(db: TestDb) {
+    let (app, inbox) = app_with_smtp(db, |_| {}).await;
+    let ada = app.user("ada@example.org").await;
+    let text =
+        manifest("alpha", "1.0.0", &[]).replace("Ada <ada@example.org>", smtp::UNKNOWN_RECIPIENT);
+    let id = app
+        .upload_ok(&ada, package_with_manifest("alpha-1.0.0", &text))
+        .await;
+    app.drain().await;
+    app.drain_emails().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.drain_emails().await;
+    let emails = app.upload_view(id).await["emails"].clone();
+    let e = &emails[0];
+    assert_eq!(e["state"], "failed", "{emails:#}");
+    assert_eq!(e["attempts"], 1, "a permanent error is not retried");
+    assert!(e["last_error"].as_str().unwrap().contains("550"), "{e:#}");
+    assert!(inbox.messages().is_empty());
 }

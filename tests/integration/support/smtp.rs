@@ -53,7 +53,17 @@ struct Session {
     buf: Vec<u8>,
 }
 
+/// Recipients this server refuses for good (550).
+pub const UNKNOWN_RECIPIENT: &str = "nobody@example.org";
+
 impl Handler for Session {
+    fn rcpt(&mut self, to: &str) -> Response {
+        if to.contains(UNKNOWN_RECIPIENT) {
+            return response::NO_MAILBOX;
+        }
+        response::OK
+    }
+
     fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
         if self.inbox.refuse.load(Ordering::SeqCst) {
             return response::INTERNAL_ERROR;
