@@ -2,6 +2,7 @@
 //! machine. Nothing here touches a database, the network or the filesystem.
 
 pub mod check;
+pub mod graph;
 pub mod manifest;
 pub mod name;
 pub mod resolve;

@@ -31,6 +31,8 @@ pub struct Release {
 #[derive(Clone, Debug, Default)]
 pub struct Universe {
     packages: HashMap<PackageName, Vec<Release>>,
+    /// Max-version pins: (dependent, dependency) -> highest admitted version.
+    pins: HashMap<(PackageName, PackageName), Version>,
 }
 
 /// The chosen version of every package in a closure (the root excluded).
@@ -81,6 +83,27 @@ impl Universe {
     /// The highest version of `name`, if any.
     pub fn latest(&self, name: &PackageName) -> Option<&Release> {
         self.releases(name).last()
+    }
+
+    /// Every version of every package requiring `dependency` is held to
+    /// `<= max` when the requiring package is `dependent`.
+    pub fn pin(&mut self, dependent: PackageName, dependency: PackageName, max: Version) {
+        self.pins.insert((dependent, dependency), max);
+    }
+
+    pub fn unpin(&mut self, dependent: &PackageName, dependency: &PackageName) {
+        self.pins.remove(&(dependent.clone(), dependency.clone()));
+    }
+
+    /// The pin on `dependent`'s requirement on `dependency`, if any.
+    pub fn pin_of(&self, dependent: &PackageName, dependency: &PackageName) -> Option<&Version> {
+        self.pins.get(&(dependent.clone(), dependency.clone()))
+    }
+
+    /// Removes a package and every pin that names it.
+    pub fn remove(&mut self, name: &PackageName) -> Option<Vec<Release>> {
+        self.pins.retain(|(a, b), _| a != name && b != name);
+        self.packages.remove(name)
     }
 
     pub fn package_names(&self) -> impl Iterator<Item = &PackageName> {
@@ -187,7 +210,13 @@ impl DependencyProvider for Universe {
         let constraints: DependencyConstraints<_, _> = release
             .dependencies
             .iter()
-            .map(|(dep, req)| (dep.clone(), self.matching(dep, req)))
+            .map(|(dep, req)| {
+                let mut set = self.matching(dep, req);
+                if let Some(max) = self.pin_of(package, dep) {
+                    set = set.intersection(&Ranges::lower_than(max.clone()));
+                }
+                (dep.clone(), set)
+            })
             .collect();
         Ok(Dependencies::Available(constraints))
     }
@@ -285,6 +314,29 @@ mod tests {
         );
         u.replace(n("lib"), rel("2.0.0", &[]));
         assert!(u.resolve(&n("user"), &v("1.0.0")).is_err());
+    }
+
+    #[test]
+    fn a_pin_holds_a_dependent_to_a_maximum() {
+        let mut u = Universe::new();
+        u.add(n("lib"), rel("1.0.0", &[]));
+        u.add(n("lib"), rel("1.5.0", &[]));
+        u.add(n("user"), rel("1.0.0", &[("lib", "^1")]));
+        u.add(n("other"), rel("1.0.0", &[("lib", "^1")]));
+        u.pin(n("user"), n("lib"), v("1.0.0"));
+        assert_eq!(
+            u.resolve(&n("user"), &v("1.0.0")).unwrap()[&n("lib")],
+            v("1.0.0")
+        );
+        assert_eq!(
+            u.resolve(&n("other"), &v("1.0.0")).unwrap()[&n("lib")],
+            v("1.5.0")
+        );
+        u.unpin(&n("user"), &n("lib"));
+        assert_eq!(
+            u.resolve(&n("user"), &v("1.0.0")).unwrap()[&n("lib")],
+            v("1.5.0")
+        );
     }
 
     #[test]

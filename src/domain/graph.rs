@@ -1,0 +1,429 @@
+//! The stable repository as a dependency graph (SPEC section 5), petgraph
+//! behind domain queries in the manner of guppy.
+//!
+//! Every version's requirements live in the [`Universe`] that resolution
+//! reads. The graph holds the relation every other question is about:
+//! "D depends on P" when the *latest* stable version of D requires P. Its
+//! nodes are packages, so walking dependents costs what a breadth-first
+//! search over an adjacency array costs; it is updated in place when a
+//! version is promoted and when a package is removed, never rebuilt per
+//! request.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::NodeIndexable;
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+
+use super::name::PackageName;
+use super::resolve::{Release, Resolution, ResolveError, Universe};
+
+/// Why a package is obsolete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Obsolescence {
+    pub reason: String,
+    pub replacement: Option<PackageName>,
+}
+
+/// A max-version pin a dependent would get: its requirement AND `<= max`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedPin {
+    pub dependent: PackageName,
+    /// The dependent's latest version, whose requirement is pinned.
+    pub version: Version,
+    pub requirement: VersionReq,
+    pub max: Version,
+    /// Whether the dependent is itself obsolete (its maintainers get no email).
+    pub dependent_obsolete: bool,
+}
+
+/// The stable repository: releases, the dependents graph, obsolescence.
+#[derive(Clone, Debug, Default)]
+pub struct StableRepo {
+    universe: Universe,
+    graph: StableDiGraph<PackageName, ()>,
+    nodes: HashMap<PackageName, NodeIndex>,
+    obsolete: HashMap<PackageName, Obsolescence>,
+}
+
+impl StableRepo {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The releases and pins resolution works over.
+    pub fn universe(&self) -> &Universe {
+        &self.universe
+    }
+
+    fn node(&mut self, name: &PackageName) -> NodeIndex {
+        if let Some(&ix) = self.nodes.get(name) {
+            return ix;
+        }
+        let ix = self.graph.add_node(name.clone());
+        self.nodes.insert(name.clone(), ix);
+        ix
+    }
+
+    /// Adds a stable version; when it is the package's new latest, its
+    /// requirements replace the package's edges.
+    pub fn add_release(&mut self, name: PackageName, release: Release) {
+        let was_latest = self.universe.latest(&name).map(|r| r.version.clone());
+        self.universe.add(name.clone(), release);
+        let latest = self.universe.latest(&name).expect("just added").clone();
+        if was_latest.as_ref() != Some(&latest.version) {
+            self.relink(&name, &latest);
+        }
+    }
+
+    /// Points `name`'s outgoing edges at what `latest` requires.
+    fn relink(&mut self, name: &PackageName, latest: &Release) {
+        let from = self.node(name);
+        let old: Vec<_> = self
+            .graph
+            .edges_directed(from, Direction::Outgoing)
+            .map(|e| petgraph::visit::EdgeRef::id(&e))
+            .collect();
+        for e in old {
+            self.graph.remove_edge(e);
+        }
+        for dep in latest.dependencies.keys() {
+            let to = self.node(dep);
+            self.graph.add_edge(from, to, ());
+        }
+    }
+
+    /// Removes a package with all its versions, its edges and the pins
+    /// that name it.
+    pub fn remove_package(&mut self, name: &PackageName) {
+        self.universe.remove(name);
+        self.obsolete.remove(name);
+        if let Some(ix) = self.nodes.get(name).copied() {
+            let outgoing: Vec<_> = self
+                .graph
+                .edges_directed(ix, Direction::Outgoing)
+                .map(|e| petgraph::visit::EdgeRef::id(&e))
+                .collect();
+            for e in outgoing {
+                self.graph.remove_edge(e);
+            }
+            // Keep the node while something still points at it (a dependent
+            // of a removed package stays a dependent of a missing one).
+            if self
+                .graph
+                .edges_directed(ix, Direction::Incoming)
+                .next()
+                .is_none()
+            {
+                self.graph.remove_node(ix);
+                self.nodes.remove(name);
+            }
+        }
+    }
+
+    pub fn contains(&self, name: &PackageName) -> bool {
+        !self.universe.releases(name).is_empty()
+    }
+
+    pub fn latest(&self, name: &PackageName) -> Option<&Release> {
+        self.universe.latest(name)
+    }
+
+    pub fn package_names(&self) -> impl Iterator<Item = &PackageName> {
+        self.universe.package_names()
+    }
+
+    pub fn obsolescence(&self, name: &PackageName) -> Option<&Obsolescence> {
+        self.obsolete.get(name)
+    }
+
+    pub fn is_obsolete(&self, name: &PackageName) -> bool {
+        self.obsolete.contains_key(name)
+    }
+
+    pub fn set_obsolete(&mut self, name: PackageName, why: Obsolescence) {
+        self.obsolete.insert(name, why);
+    }
+
+    pub fn clear_obsolete(&mut self, name: &PackageName) {
+        self.obsolete.remove(name);
+    }
+
+    pub fn pin(&mut self, dependent: PackageName, dependency: PackageName, max: Version) {
+        self.universe.pin(dependent, dependency, max);
+    }
+
+    pub fn unpin(&mut self, dependent: &PackageName, dependency: &PackageName) {
+        self.universe.unpin(dependent, dependency);
+    }
+
+    pub fn pin_of(&self, dependent: &PackageName, dependency: &PackageName) -> Option<&Version> {
+        self.universe.pin_of(dependent, dependency)
+    }
+
+    /// Packages whose latest stable version depends on `name`, sorted.
+    pub fn dependents(&self, name: &PackageName) -> Vec<PackageName> {
+        let Some(&ix) = self.nodes.get(name) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PackageName> = self
+            .graph
+            .neighbors_directed(ix, Direction::Incoming)
+            .map(|d| self.graph[d].clone())
+            .filter(|d| d != name)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// How many packages depend on `name` (directly).
+    pub fn dependents_count(&self, name: &PackageName) -> usize {
+        self.nodes
+            .get(name)
+            .map(|&ix| {
+                self.graph
+                    .neighbors_directed(ix, Direction::Incoming)
+                    .filter(|&d| d != ix)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Everything that depends on `name`, directly or through others.
+    pub fn transitive_dependents(&self, name: &PackageName) -> Vec<PackageName> {
+        self.walk(name, Direction::Incoming)
+    }
+
+    /// Everything `name`'s latest version needs, directly or through others.
+    pub fn dependency_closure(&self, name: &PackageName) -> Vec<PackageName> {
+        self.walk(name, Direction::Outgoing)
+    }
+
+    fn walk(&self, name: &PackageName, direction: Direction) -> Vec<PackageName> {
+        let Some(&start) = self.nodes.get(name) else {
+            return Vec::new();
+        };
+        let mut seen = vec![false; self.graph.node_bound()];
+        seen[start.index()] = true;
+        let mut queue = VecDeque::from([start]);
+        let mut out = Vec::new();
+        while let Some(ix) = queue.pop_front() {
+            for next in self.graph.neighbors_directed(ix, direction) {
+                if !seen[next.index()] {
+                    seen[next.index()] = true;
+                    out.push(self.graph[next].clone());
+                    queue.push_back(next);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Resolves `name` `version` against the repository, pins included.
+    pub fn resolve(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Resolution, ResolveError> {
+        self.universe.resolve(name, version)
+    }
+
+    /// The pins obsoleting `name` would record: one per dependent, its
+    /// latest version's requirement held to `<= ` `name`'s highest version.
+    pub fn obsolescence_plan(&self, name: &PackageName) -> Vec<PlannedPin> {
+        let Some(max) = self.latest(name).map(|r| r.version.clone()) else {
+            return Vec::new();
+        };
+        self.dependents(name)
+            .into_iter()
+            .filter_map(|d| {
+                let latest = self.latest(&d)?;
+                Some(PlannedPin {
+                    requirement: latest.dependencies.get(name)?.clone(),
+                    version: latest.version.clone(),
+                    dependent_obsolete: self.is_obsolete(&d),
+                    dependent: d,
+                    max: max.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Obsolete packages that nothing depends on any more: what removal takes.
+    pub fn removable(&self) -> Vec<PackageName> {
+        let mut out: Vec<PackageName> = self
+            .obsolete
+            .keys()
+            .filter(|p| self.contains(p) && self.dependents_count(p) == 0)
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Removes removable packages until none is left (removal cascades);
+    /// returns them in the order removed.
+    pub fn remove_cascade(&mut self) -> Vec<PackageName> {
+        let mut removed = Vec::new();
+        loop {
+            let next = self.removable();
+            if next.is_empty() {
+                return removed;
+            }
+            for p in next {
+                self.remove_package(&p);
+                removed.push(p);
+            }
+        }
+    }
+
+    /// Checks that the graph says what the releases say: one edge per
+    /// requirement of each package's latest version, and nothing else.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut expected: BTreeSet<(PackageName, PackageName)> = BTreeSet::new();
+        for name in self.package_names() {
+            let latest = self.latest(name).ok_or(format!("{name} has no release"))?;
+            for dep in latest.dependencies.keys() {
+                expected.insert((name.clone(), dep.clone()));
+            }
+        }
+        let mut actual = BTreeSet::new();
+        for e in self.graph.edge_indices() {
+            let (a, b) = self.graph.edge_endpoints(e).ok_or("dangling edge")?;
+            if !actual.insert((self.graph[a].clone(), self.graph[b].clone())) {
+                return Err(format!(
+                    "duplicate edge {} -> {}",
+                    self.graph[a], self.graph[b]
+                ));
+            }
+        }
+        if expected != actual {
+            return Err(format!(
+                "edges differ: expected {expected:?}, found {actual:?}"
+            ));
+        }
+        for (name, &ix) in &self.nodes {
+            if self.graph.node_weight(ix) != Some(name) {
+                return Err(format!("index of {name} points elsewhere"));
+            }
+        }
+        for name in self.obsolete.keys() {
+            if !self.contains(name) {
+                return Err(format!("{name} is obsolete but not in the repository"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pins of every dependent, for the index: dependent -> dependency -> max.
+    pub fn pins(&self) -> BTreeMap<PackageName, BTreeMap<PackageName, Version>> {
+        let mut out: BTreeMap<PackageName, BTreeMap<PackageName, Version>> = BTreeMap::new();
+        for name in self.package_names() {
+            if let Some(latest) = self.latest(name) {
+                for dep in latest.dependencies.keys() {
+                    if let Some(max) = self.pin_of(name, dep) {
+                        out.entry(name.clone())
+                            .or_default()
+                            .insert(dep.clone(), max.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> PackageName {
+        PackageName::parse(s).unwrap()
+    }
+
+    fn rel(version: &str, deps: &[(&str, &str)]) -> Release {
+        Release {
+            version: Version::parse(version).unwrap(),
+            dependencies: deps
+                .iter()
+                .map(|(d, r)| (n(d), VersionReq::parse(r).unwrap()))
+                .collect(),
+        }
+    }
+
+    fn repo() -> StableRepo {
+        let mut r = StableRepo::new();
+        r.add_release(n("a"), rel("1.0.0", &[]));
+        r.add_release(n("a"), rel("1.2.0", &[]));
+        r.add_release(n("b"), rel("1.0.0", &[("a", "^1")]));
+        r.add_release(n("c"), rel("1.0.0", &[("a", "^1.1")]));
+        r.add_release(n("d"), rel("1.0.0", &[("b", "^1")]));
+        r
+    }
+
+    #[test]
+    fn dependents_follow_latest_versions() {
+        let mut r = repo();
+        assert_eq!(r.dependents(&n("a")), [n("b"), n("c")]);
+        assert_eq!(r.transitive_dependents(&n("a")), [n("b"), n("c"), n("d")]);
+        assert_eq!(r.dependency_closure(&n("d")), [n("a"), n("b")]);
+        // b drops a in a newer version: no longer a dependent.
+        r.add_release(n("b"), rel("2.0.0", &[]));
+        assert_eq!(r.dependents(&n("a")), [n("c")]);
+        // An older version promoted later does not change the latest's edges.
+        r.add_release(n("b"), rel("1.5.0", &[("a", "^1")]));
+        assert_eq!(r.dependents(&n("a")), [n("c")]);
+        r.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_plan_pins_each_dependent_to_the_highest_version() {
+        let mut r = repo();
+        r.set_obsolete(
+            n("c"),
+            Obsolescence {
+                reason: "x".into(),
+                replacement: None,
+            },
+        );
+        let plan = r.obsolescence_plan(&n("a"));
+        assert_eq!(plan.len(), 2);
+        assert!(plan.iter().all(|p| p.max == Version::new(1, 2, 0)));
+        assert!(
+            plan.iter()
+                .find(|p| p.dependent == n("c"))
+                .unwrap()
+                .dependent_obsolete
+        );
+    }
+
+    #[test]
+    fn removal_cascades_once_nothing_depends() {
+        let mut r = repo();
+        r.set_obsolete(
+            n("a"),
+            Obsolescence {
+                reason: "old".into(),
+                replacement: None,
+            },
+        );
+        r.set_obsolete(
+            n("c"),
+            Obsolescence {
+                reason: "old".into(),
+                replacement: None,
+            },
+        );
+        // c has no dependents: it goes; a still has b.
+        assert_eq!(r.remove_cascade(), [n("c")]);
+        assert!(r.contains(&n("a")));
+        r.add_release(n("b"), rel("2.0.0", &[]));
+        assert_eq!(r.remove_cascade(), [n("a")]);
+        assert!(!r.contains(&n("a")));
+        r.check_invariants().unwrap();
+    }
+}
