@@ -117,6 +117,50 @@ impl Universe {
         name: &PackageName,
         version: &Version,
     ) -> Result<Resolution, ResolveError> {
+        View {
+            base: self,
+            overlay: None,
+        }
+        .resolve(name, version)
+    }
+
+    /// Resolves as if `overlay` stood in for every version of its package,
+    /// without copying the universe: how an upload is checked, and how a
+    /// dependent is rebuilt against an upload.
+    pub fn resolve_with(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        overlay: (&PackageName, &Release),
+    ) -> Result<Resolution, ResolveError> {
+        View {
+            base: self,
+            overlay: Some((overlay.0, std::slice::from_ref(overlay.1))),
+        }
+        .resolve(name, version)
+    }
+}
+
+/// The universe as one resolution sees it: the base, with an optional
+/// package whose versions are replaced.
+struct View<'a> {
+    base: &'a Universe,
+    overlay: Option<(&'a PackageName, &'a [Release])>,
+}
+
+impl View<'_> {
+    fn releases(&self, name: &PackageName) -> &[Release] {
+        match self.overlay {
+            Some((over, releases)) if over == name => releases,
+            _ => self.base.releases(name),
+        }
+    }
+
+    fn release(&self, name: &PackageName, version: &Version) -> Option<&Release> {
+        self.releases(name).iter().find(|r| &r.version == version)
+    }
+
+    fn resolve(&self, name: &PackageName, version: &Version) -> Result<Resolution, ResolveError> {
         match pubgrub::resolve(self, name.clone(), version.clone()) {
             Ok(selected) => Ok(selected
                 .into_iter()
@@ -161,7 +205,7 @@ impl Inclusive for Ranges<Version> {
     }
 }
 
-impl DependencyProvider for Universe {
+impl DependencyProvider for View<'_> {
     type P = PackageName;
     type V = Version;
     type VS = Ranges<Version>;
@@ -212,7 +256,7 @@ impl DependencyProvider for Universe {
             .iter()
             .map(|(dep, req)| {
                 let mut set = self.matching(dep, req);
-                if let Some(max) = self.pin_of(package, dep) {
+                if let Some(max) = self.base.pin_of(package, dep) {
                     set = set.intersection(&Ranges::lower_than(max.clone()));
                 }
                 (dep.clone(), set)
@@ -337,6 +381,33 @@ mod tests {
             u.resolve(&n("user"), &v("1.0.0")).unwrap()[&n("lib")],
             v("1.5.0")
         );
+    }
+
+    #[test]
+    fn an_overlay_stands_in_without_copying() {
+        let mut u = Universe::new();
+        u.add(n("lib"), rel("1.0.0", &[]));
+        u.add(n("user"), rel("1.0.0", &[("lib", "^1")]));
+        let upload = rel("1.3.0", &[]);
+        let r = u
+            .resolve_with(&n("user"), &v("1.0.0"), (&n("lib"), &upload))
+            .unwrap();
+        assert_eq!(r[&n("lib")], v("1.3.0"));
+        assert_eq!(
+            u.resolve(&n("user"), &v("1.0.0")).unwrap()[&n("lib")],
+            v("1.0.0")
+        );
+        let breaking = rel("2.0.0", &[]);
+        assert!(
+            u.resolve_with(&n("user"), &v("1.0.0"), (&n("lib"), &breaking))
+                .is_err()
+        );
+        // The upload itself is the root.
+        let own = rel("0.1.0", &[("lib", "^1")]);
+        let r = u
+            .resolve_with(&n("new"), &v("0.1.0"), (&n("new"), &own))
+            .unwrap();
+        assert_eq!(r[&n("lib")], v("1.0.0"));
     }
 
     #[test]
