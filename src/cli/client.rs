@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::ClientArgs;
+use crate::service::obsolete::ObsoleteOutcome;
 use crate::service::queue::UploadView;
+use crate::service::stable::PackageView;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -115,6 +117,10 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        self.decode(resp).await
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> anyhow::Result<T> {
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -132,6 +138,61 @@ impl Client {
             }
         }
         serde_json::from_slice(&bytes).context("the server's answer is not the JSON expected")
+    }
+
+    pub async fn package(&self, name: &str) -> anyhow::Result<Option<PackageView>> {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/packages/{name}"))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.decode(resp).await.map(Some)
+    }
+
+    pub async fn dependents(
+        &self,
+        name: &str,
+        transitive: bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.send(self.request(
+            reqwest::Method::GET,
+            &format!("/packages/{name}/dependents?transitive={transitive}"),
+        ))
+        .await
+    }
+
+    pub async fn obsolete(
+        &self,
+        name: &str,
+        reason: &str,
+        replacement: Option<&str>,
+        dry_run: bool,
+    ) -> anyhow::Result<ObsoleteOutcome> {
+        let body =
+            serde_json::json!({ "reason": reason, "replacement": replacement, "dry_run": dry_run });
+        self.send(
+            self.request(reqwest::Method::POST, &format!("/packages/{name}/obsolete"))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn undo_obsolete(&self, name: &str) -> anyhow::Result<()> {
+        let resp = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/packages/{name}/obsolete"),
+            )
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        self.decode::<serde_json::Value>(resp).await.map(|_| ())
     }
 
     pub async fn queue(&self) -> anyhow::Result<Vec<UploadView>> {

@@ -34,6 +34,38 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             render::queue(&Client::new(&client)?.queue().await?, client.json)
         }
         Command::Status { target, client } => status(target, &client).await,
+        Command::Obsolete {
+            name,
+            reason,
+            replacement,
+            dry_run,
+            undo,
+            client,
+        } => {
+            let api = Client::new(&client)?;
+            if undo {
+                api.undo_obsolete(&name).await?;
+                println!("{name} is no longer obsolete; its dependents' pins are lifted");
+                return Ok(());
+            }
+            let outcome = api
+                .obsolete(
+                    &name,
+                    reason.as_deref().unwrap_or_default(),
+                    replacement.as_deref(),
+                    dry_run,
+                )
+                .await?;
+            render::obsolete(&outcome, client.json)
+        }
+        Command::Dependents {
+            name,
+            transitive,
+            client,
+        } => {
+            let list = Client::new(&client)?.dependents(&name, transitive).await?;
+            render::dependents(&list, client.json)
+        }
         Command::User { command, server } => {
             let db = open_db(&server).await?;
             let result = user(&db, command).await;
@@ -215,7 +247,13 @@ async fn status(target: Option<String>, args: &ClientArgs) -> anyhow::Result<()>
             Ok(id) => render::upload(&api.upload_status(id).await?, args.json),
             Err(_) => {
                 crate::domain::PackageName::parse(&t)?;
-                render::uploads(&api.package_uploads(&t).await?, args.json)
+                let package = api.package(&t).await?;
+                let uploads = match api.package_uploads(&t).await {
+                    Ok(list) => list,
+                    Err(_) if package.is_some() => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                render::package(package.as_ref(), &uploads, args.json)
             }
         },
     }

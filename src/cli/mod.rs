@@ -65,6 +65,33 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Mark a package obsolete: its dependents get a max-version pin and an email; it is removed once unused.
+    Obsolete {
+        name: String,
+        /// Why the package is obsolete (required, shown wherever it is shown).
+        #[arg(long, required_unless_present = "undo")]
+        reason: Option<String>,
+        /// A stable package to use instead.
+        #[arg(long)]
+        replacement: Option<String>,
+        /// Show the dependents and pins that would result, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Undo the obsolescence (operators; not after removal).
+        #[arg(long, conflicts_with_all = ["reason", "replacement", "dry_run"])]
+        undo: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reverse dependencies of a stable package.
+    Dependents {
+        name: String,
+        /// Everything that depends on it, directly or not.
+        #[arg(long)]
+        transitive: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Users and API tokens (on the server's machine, straight on its database).
     User {
         #[command(subcommand)]

@@ -143,3 +143,92 @@ pub fn uploads(list: &[UploadView], json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn obsolete(o: &crate::service::obsolete::ObsoleteOutcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(o);
+    }
+    let verb = if o.dry_run { "would be" } else { "is now" };
+    println!("{} {verb} obsolete: {}", o.package, o.reason);
+    if let Some(r) = &o.replacement {
+        println!("  replacement: {r}");
+    }
+    if o.pins.is_empty() {
+        println!("  no dependents to pin");
+    }
+    for pin in &o.pins {
+        let note = if pin.dependent_obsolete {
+            " (obsolete itself: no email)"
+        } else {
+            ""
+        };
+        println!(
+            "  pin {} {}: {}, <={}{note}",
+            pin.dependent, pin.version, pin.requirement, pin.max
+        );
+    }
+    if !o.dry_run {
+        println!("  {} emails queued", o.emails);
+    }
+    for r in &o.removed {
+        println!("  removed {r} (nothing depends on it)");
+    }
+    Ok(())
+}
+
+pub fn dependents(list: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(list);
+    }
+    let names = list["dependents"].as_array().cloned().unwrap_or_default();
+    if names.is_empty() {
+        println!(
+            "nothing depends on {}",
+            list["package"].as_str().unwrap_or_default()
+        );
+    }
+    for n in names {
+        println!("{}", n.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+pub fn package(
+    p: Option<&crate::service::stable::PackageView>,
+    list: &[UploadView],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({ "package": p, "uploads": list }));
+    }
+    if let Some(p) = p {
+        println!("{}: {}", p.name, p.state);
+        if let Some(o) = &p.obsolete {
+            println!("  obsolete:    {}", o.reason);
+            if let Some(r) = &o.replacement {
+                println!("  replacement: {r}");
+            }
+        }
+        let versions: Vec<&str> = p.versions.iter().map(|v| v.version.as_str()).collect();
+        println!(
+            "  stable:      {}",
+            if versions.is_empty() {
+                "-".to_owned()
+            } else {
+                versions.join(", ")
+            }
+        );
+        println!(
+            "  dependents:  {} {}",
+            p.dependents_count,
+            p.dependents.join(", ")
+        );
+        for (dep, pin) in &p.pins {
+            println!("  pin:         {dep} {pin}");
+        }
+        for h in &p.history {
+            println!("  {}  {}", h.at, h.event);
+        }
+    }
+    uploads(list, false)
+}

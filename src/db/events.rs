@@ -36,3 +36,14 @@ pub async fn kinds_for_package(conn: &mut Conn, package_id: i64) -> sqlx::Result
             .await?;
     Ok(rows.into_iter().map(|(k,)| k).collect())
 }
+
+/// The events of one package, oldest first: (kind, at, detail JSON).
+pub async fn of_package(
+    conn: &mut Conn,
+    package_id: i64,
+) -> sqlx::Result<Vec<(String, i64, String)>> {
+    sqlx::query_as("SELECT kind, at, detail FROM events WHERE package_id = $1 ORDER BY id")
+        .bind(package_id)
+        .fetch_all(conn)
+        .await
+}

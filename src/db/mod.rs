@@ -8,6 +8,7 @@ pub mod checks;
 pub mod events;
 pub mod outbox;
 pub mod packages;
+pub mod pins;
 pub mod stable;
 pub mod uploads;
 pub mod users;

@@ -76,8 +76,31 @@ impl From<UploadError> for ApiError {
             E::UnknownPlatform { .. } => (S::BAD_REQUEST, "unknown_platform"),
             E::NotOwner { .. } => (S::FORBIDDEN, "not_owner"),
             E::Obsolete { .. } => (S::CONFLICT, "package_obsolete"),
+            E::Removed { .. } => (S::CONFLICT, "package_removed"),
             E::VersionExists { .. } => (S::CONFLICT, "version_exists"),
             E::VersionTooLow { .. } => (S::CONFLICT, "version_too_low"),
+            E::Internal(_) => {
+                let E::Internal(err) = e else { unreachable!() };
+                return Self::internal(err);
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<crate::service::obsolete::ObsoleteError> for ApiError {
+    fn from(e: crate::service::obsolete::ObsoleteError) -> Self {
+        use crate::service::obsolete::ObsoleteError as E;
+        use StatusCode as S;
+        let (status, code) = match &e {
+            E::NoSuchPackage(_) => (S::NOT_FOUND, "not_found"),
+            E::NotOwner(_) => (S::FORBIDDEN, "not_owner"),
+            E::NotOperator => (S::FORBIDDEN, "not_operator"),
+            E::ReasonRequired(_) => (S::BAD_REQUEST, "reason_required"),
+            E::BadReplacement(_) | E::ReplacesItself => (S::BAD_REQUEST, "bad_replacement"),
+            E::AlreadyObsolete(_) => (S::CONFLICT, "already_obsolete"),
+            E::NotObsolete(_) => (S::CONFLICT, "not_obsolete"),
+            E::Removed(_) => (S::CONFLICT, "package_removed"),
             E::Internal(_) => {
                 let E::Internal(err) = e else { unreachable!() };
                 return Self::internal(err);

@@ -5,17 +5,24 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::ApiError;
+use super::auth::Authenticated;
 use crate::service::App;
+use crate::service::obsolete::{self, ObsoleteOutcome};
 use crate::service::stable::{self, PackageView, StableError};
 
 pub fn router() -> Router<App> {
     Router::new()
         .route("/index", get(show_index))
         .route("/packages/{name}", get(show_package))
+        .route("/packages/{name}/dependents", get(list_dependents))
+        .route(
+            "/packages/{name}/obsolete",
+            post(obsolete_package).delete(undo_obsolescence),
+        )
         .route("/packages/{name}/{version}/archive", get(download_archive))
 }
 
@@ -73,4 +80,59 @@ async fn download_archive(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+struct DependentsQuery {
+    #[serde(default)]
+    transitive: bool,
+}
+
+/// `GET /packages/{name}/dependents[?transitive=true]`.
+async fn list_dependents(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DependentsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let dependents = stable::dependents_of(&app, &name, q.transitive).await?;
+    Ok(Json(
+        serde_json::json!({ "package": name, "transitive": q.transitive, "dependents": dependents }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct ObsoleteBody {
+    reason: String,
+    replacement: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /packages/{name}/obsolete` (owner or operator).
+async fn obsolete_package(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    Path(name): Path<String>,
+    Json(body): Json<ObsoleteBody>,
+) -> Result<Json<ObsoleteOutcome>, ApiError> {
+    let outcome = obsolete::obsolete(
+        &app,
+        &user,
+        &name,
+        &body.reason,
+        body.replacement.as_deref(),
+        body.dry_run,
+    )
+    .await?;
+    Ok(Json(outcome))
+}
+
+/// `DELETE /packages/{name}/obsolete` (operators): undo, while not removed.
+async fn undo_obsolescence(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    obsolete::undo(&app, &user, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::build::{Source, Workspace};
-use super::stable::{dependents, load_universe};
+use super::stable::with_repo;
 use crate::config::PlatformConfig;
 use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
-use crate::domain::resolve::{Release, Resolution, Universe};
+use crate::domain::graph::StableRepo;
+use crate::domain::resolve::{Release, Resolution};
 use crate::domain::{Manifest, PackageName, UploadState};
 use crate::sandbox::{Ending, RunOutcome};
 use crate::storage::archive;
@@ -71,17 +72,40 @@ fn parse_manifest(row: &UploadRow) -> anyhow::Result<Manifest> {
     serde_json::from_str(&row.manifest).context("stored manifest")
 }
 
-/// The universe an upload is checked in: stable, with the upload standing
-/// in for every stable version of its own package.
-fn with_upload(mut universe: Universe, manifest: &Manifest) -> Universe {
-    universe.replace(
-        manifest.name.clone(),
-        Release {
-            version: manifest.version.clone(),
-            dependencies: manifest.dependencies.clone(),
-        },
-    );
-    universe
+fn release_of(manifest: &Manifest) -> Release {
+    Release {
+        version: manifest.version.clone(),
+        dependencies: manifest.dependencies.clone(),
+    }
+}
+
+/// Resolves an upload against stable, the upload standing in for every
+/// stable version of its own package. A dependency on an obsolete package
+/// is refused unless the package already had it (its pin carries over).
+pub fn resolve_upload(repo: &StableRepo, manifest: &Manifest) -> Result<Resolution, String> {
+    for dep in manifest.dependencies.keys() {
+        if let Some(why) = repo.obsolescence(dep)
+            && repo.pin_of(&manifest.name, dep).is_none()
+        {
+            let instead = why
+                .replacement
+                .as_ref()
+                .map(|r| format!("; use {r} instead"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{dep} is obsolete ({}){instead}: a new dependency on an obsolete package is refused",
+                why.reason
+            ));
+        }
+    }
+    let release = release_of(manifest);
+    repo.universe()
+        .resolve_with(
+            &manifest.name,
+            &manifest.version,
+            (&manifest.name, &release),
+        )
+        .map_err(|e| e.to_string())
 }
 
 /// The platforms an upload is checked on.
@@ -132,8 +156,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     .await?;
 
     // resolve: against stable as it is now.
-    let universe = with_upload(load_universe(app).await?, &manifest);
-    let resolution = universe.resolve(&manifest.name, &manifest.version);
+    let resolution = with_repo(app, |repo| resolve_upload(repo, &manifest)).await?;
     let resolved_json = resolution.as_ref().ok().map(resolution_json);
 
     let passmark = &app.config.passmark;
@@ -384,8 +407,7 @@ async fn run_chain(
     let revdeps = checks.remove(&CheckKind::Revdeps);
 
     // Resolve again now, against stable as it is when the build runs.
-    let stable = load_universe(app).await?;
-    let universe = with_upload(stable.clone(), manifest);
+    let resolution_now = with_repo(app, |repo| resolve_upload(repo, manifest)).await?;
     let source = Source {
         archive: app.storage.blob_path(&row.sha256),
         top: manifest.dir_name(),
@@ -397,7 +419,7 @@ async fn run_chain(
             return Ok(());
         }
         drop(conn);
-        let resolution = match universe.resolve(&manifest.name, &manifest.version) {
+        let resolution = match resolution_now {
             Ok(r) => r,
             Err(e) => {
                 let why = format!("the dependencies no longer resolve against stable: {e}");
@@ -484,7 +506,7 @@ async fn run_chain(
         && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
     {
         if build_passed {
-            run_revdeps(app, &stable, manifest, &source, platform, revdeps.id, halt).await?;
+            run_revdeps(app, manifest, &source, platform, revdeps.id, halt).await?;
         } else {
             finish(
                 app,
@@ -527,7 +549,6 @@ async fn skip_rest(
 /// stable is no regression and does not count.
 async fn run_revdeps(
     app: &App,
-    stable: &Universe,
     manifest: &Manifest,
     source: &Source,
     platform: &PlatformConfig,
@@ -535,19 +556,31 @@ async fn run_revdeps(
     halt: &CancellationToken,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let candidates = revdep_candidates(
-        stable,
-        &manifest.name,
-        &manifest.version,
-        app.config.revdeps.max_dependents as usize,
-    );
-    let with_new = with_upload(stable.clone(), manifest);
+    let max = app.config.revdeps.max_dependents as usize;
+    let release = release_of(manifest);
+    // Every resolution up front, from one look at stable: each dependent
+    // with the upload in place of its package, and as stable is.
+    let plan = with_repo(app, |repo| {
+        revdep_candidates(repo, &manifest.name, &manifest.version, max)
+            .into_iter()
+            .map(|(d, v)| {
+                let with_new = repo
+                    .universe()
+                    .resolve_with(&d, &v, (&manifest.name, &release));
+                let as_is = repo.resolve(&d, &v);
+                (d, v, with_new, as_is)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let candidates_len = plan.len();
     let (mut ok, mut regressions, mut already_broken) = (0u32, Vec::new(), Vec::new());
     let mut log = String::new();
     let mut results = Vec::new();
-    for (dependent, version) in &candidates {
+    for (dependent, version, with_new, as_is) in &plan {
+        let (dependent, version) = (dependent, version);
         let command = dependent_build_command(app, dependent, version).await?;
-        let against_new = match with_new.resolve(dependent, version) {
+        let against_new = match with_new {
             Ok(resolution) => {
                 let overlay = Some((manifest.name.as_str(), source));
                 match build_stable(
@@ -588,16 +621,9 @@ async fn run_revdeps(
             ));
         }
         // Does it build against stable as it is? If not, it was broken already.
-        let baseline_ok = match stable.resolve(dependent, version) {
+        let baseline_ok = match as_is {
             Ok(resolution) => match build_stable(
-                app,
-                dependent,
-                version,
-                &resolution,
-                None,
-                platform,
-                &command,
-                halt,
+                app, dependent, version, resolution, None, platform, &command, halt,
             )
             .await?
             {
@@ -627,7 +653,7 @@ async fn run_revdeps(
         ok as f64 / counted as f64
     };
     let passed = fraction + 1e-9 >= app.config.revdeps.min_fraction;
-    let summary = if candidates.is_empty() {
+    let summary = if candidates_len == 0 {
         "no stable dependents".to_owned()
     } else {
         let mut s = format!(
@@ -665,20 +691,20 @@ async fn run_revdeps(
 /// Stable dependents whose latest version requires the package in a way
 /// that admits `version`, most-depended-upon first, at most `max`.
 pub fn revdep_candidates(
-    stable: &Universe,
+    stable: &StableRepo,
     name: &PackageName,
     version: &Version,
     max: usize,
 ) -> Vec<(PackageName, Version)> {
-    let direct = dependents(stable, name);
-    let mut admitted: Vec<(usize, PackageName, Version)> = direct
+    let mut admitted: Vec<(usize, PackageName, Version)> = stable
+        .dependents(name)
         .into_iter()
         .filter_map(|d| {
             let latest = stable.latest(&d)?;
             let req = latest.dependencies.get(name)?;
             req.matches(version).then(|| {
                 (
-                    dependents(stable, &d).len(),
+                    stable.dependents_count(&d),
                     d.clone(),
                     latest.version.clone(),
                 )

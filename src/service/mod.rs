@@ -4,6 +4,7 @@
 pub mod build;
 pub mod checks;
 pub mod notify;
+pub mod obsolete;
 pub mod owners;
 pub mod queue;
 pub mod scheduler;
@@ -38,6 +39,8 @@ pub struct App {
     pub mailer: Transport,
     /// Wakes the scheduler when an upload arrives.
     pub wake: Arc<tokio::sync::Notify>,
+    /// This process's model of the stable repository.
+    pub stable_cache: stable::StableCache,
     /// One index writer at a time in this process.
     pub index_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -64,6 +67,7 @@ impl App {
             mailer,
             wake: Arc::new(tokio::sync::Notify::new()),
             index_lock: Arc::new(tokio::sync::Mutex::new(())),
+            stable_cache: Arc::default(),
         })
     }
 

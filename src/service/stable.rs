@@ -9,15 +9,32 @@ use anyhow::Context;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+use std::sync::{Arc, RwLock};
+
 use super::{App, format_time};
 use crate::db::{self, stable::StableRow};
-use crate::domain::resolve::{Release, Universe};
+use crate::domain::graph::{Obsolescence, StableRepo};
+use crate::domain::resolve::Release;
 use crate::domain::{Manifest, PackageName};
 use crate::storage::stable::StableStore;
 
-/// Every stable version, as a resolution universe.
-pub fn universe_of(rows: &[StableRow]) -> Universe {
-    let mut universe = Universe::new();
+/// The in-memory stable repository of this process, at a serial.
+#[derive(Debug)]
+pub struct StableModel {
+    pub serial: i64,
+    pub repo: StableRepo,
+}
+
+/// Shared by every task of the process.
+pub type StableCache = Arc<RwLock<Option<StableModel>>>;
+
+/// Builds the repository model from the database rows.
+pub fn repo_of(
+    rows: &[StableRow],
+    pins: &[db::pins::PinRow],
+    obsolete: &[db::pins::ObsoleteRow],
+) -> StableRepo {
+    let mut repo = StableRepo::new();
     for row in rows {
         let (Ok(name), Ok(version), Ok(manifest)) = (
             PackageName::parse(&row.name),
@@ -27,7 +44,7 @@ pub fn universe_of(rows: &[StableRow]) -> Universe {
             tracing::warn!(package.name = %row.name, package.version = %row.version, "unreadable stable version left out of resolution");
             continue;
         };
-        universe.add(
+        repo.add_release(
             name,
             Release {
                 version,
@@ -35,14 +52,84 @@ pub fn universe_of(rows: &[StableRow]) -> Universe {
             },
         );
     }
-    universe
+    for pin in pins {
+        if let (Ok(a), Ok(b), Ok(max)) = (
+            PackageName::parse(&pin.dependent),
+            PackageName::parse(&pin.dependency),
+            Version::parse(&pin.max_version),
+        ) {
+            repo.pin(a, b, max);
+        }
+    }
+    for o in obsolete {
+        if let Ok(name) = PackageName::parse(&o.name) {
+            let replacement = o
+                .replacement
+                .as_deref()
+                .and_then(|r| PackageName::parse(r).ok());
+            repo.set_obsolete(
+                name,
+                Obsolescence {
+                    reason: o.obsolete_reason.clone().unwrap_or_default(),
+                    replacement,
+                },
+            );
+        }
+    }
+    repo
 }
 
-/// Loads the stable universe from the database.
-pub async fn load_universe(app: &App) -> anyhow::Result<Universe> {
-    let mut conn = app.db.pool().acquire().await?;
-    let rows = db::stable::all_versions(&mut conn).await?;
-    Ok(universe_of(&rows))
+/// Runs `f` on the stable repository as the database holds it now: from
+/// this process's model when its serial is current, else after rebuilding
+/// it (another process changed stable).
+pub async fn with_repo<R>(app: &App, f: impl FnOnce(&StableRepo) -> R) -> anyhow::Result<R> {
+    let serial = {
+        let mut conn = app.db.pool().acquire().await?;
+        db::stable::serial(&mut conn).await?
+    };
+    {
+        let guard = app.stable_cache.read().expect("stable cache lock");
+        if let Some(model) = guard.as_ref()
+            && model.serial == serial
+        {
+            return Ok(f(&model.repo));
+        }
+    }
+    let model = load_model(app).await?;
+    let mut guard = app.stable_cache.write().expect("stable cache lock");
+    let result = f(&model.repo);
+    if guard.as_ref().is_none_or(|m| m.serial <= model.serial) {
+        *guard = Some(model);
+    }
+    Ok(result)
+}
+
+/// Reads the whole stable repository from the database (at start, and when
+/// another process moved the serial).
+async fn load_model(app: &App) -> anyhow::Result<StableModel> {
+    let mut tx = app.db.begin_read().await?;
+    let serial = db::stable::serial(&mut tx).await?;
+    let rows = db::stable::all_versions(&mut tx).await?;
+    let pins = db::pins::all(&mut tx).await?;
+    let obsolete = db::pins::obsolete_packages(&mut tx).await?;
+    tx.commit().await?;
+    let repo = tokio::task::spawn_blocking(move || repo_of(&rows, &pins, &obsolete)).await?;
+    tracing::debug!(stable.serial = serial, "stable model loaded");
+    Ok(StableModel { serial, repo })
+}
+
+/// Applies a change this process just committed (at `serial`, coming from
+/// `serial - 1`) to its model in place; a model at any other serial is
+/// dropped and rebuilt on next use.
+pub fn apply(app: &App, serial: i64, change: impl FnOnce(&mut StableRepo)) {
+    let mut guard = app.stable_cache.write().expect("stable cache lock");
+    match guard.as_mut() {
+        Some(model) if model.serial == serial - 1 => {
+            change(&mut model.repo);
+            model.serial = serial;
+        }
+        _ => *guard = None,
+    }
 }
 
 /// One version in the index.
@@ -60,7 +147,19 @@ pub struct IndexVersion {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IndexPackage {
     pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obsolete: Option<ObsoleteView>,
+    /// Max-version pins on this package's requirements: dependency -> `<= M`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
     pub versions: Vec<IndexVersion>,
+}
+
+/// Why a package is obsolete, as shown wherever it is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ObsoleteView {
+    pub reason: String,
+    pub replacement: Option<String>,
 }
 
 /// `stable/index.json`.
@@ -70,7 +169,12 @@ pub struct Index {
     pub packages: BTreeMap<String, IndexPackage>,
 }
 
-fn build_index(serial: i64, rows: &[StableRow]) -> Index {
+fn build_index(
+    serial: i64,
+    rows: &[StableRow],
+    pins: &[db::pins::PinRow],
+    obsolete: &[db::pins::ObsoleteRow],
+) -> Index {
     let mut packages: BTreeMap<String, IndexPackage> = BTreeMap::new();
     for row in rows {
         let dependencies = serde_json::from_str::<Manifest>(&row.manifest)
@@ -85,6 +189,8 @@ fn build_index(serial: i64, rows: &[StableRow]) -> Index {
             .entry(row.name.clone())
             .or_insert_with(|| IndexPackage {
                 state: row.package_state.clone(),
+                obsolete: None,
+                pins: BTreeMap::new(),
                 versions: Vec::new(),
             })
             .versions
@@ -96,6 +202,22 @@ fn build_index(serial: i64, rows: &[StableRow]) -> Index {
                 archive: StableStore::archive_rel(&row.name, &row.version),
                 promoted_at: format_time(row.promoted_at),
             });
+    }
+    for pin in pins {
+        if let Some(p) = packages.get_mut(&pin.dependent) {
+            p.pins.insert(
+                pin.dependency.clone(),
+                format!("{}, <={}", pin.requirement, pin.max_version),
+            );
+        }
+    }
+    for o in obsolete {
+        if let Some(p) = packages.get_mut(&o.name) {
+            p.obsolete = Some(ObsoleteView {
+                reason: o.obsolete_reason.clone().unwrap_or_default(),
+                replacement: o.replacement.clone(),
+            });
+        }
     }
     for package in packages.values_mut() {
         package.versions.sort_by(|a, b| {
@@ -116,6 +238,8 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
     let mut tx = app.db.begin_read().await?;
     let serial = db::stable::serial(&mut tx).await?;
     let rows = db::stable::all_versions(&mut tx).await?;
+    let pins = db::pins::all(&mut tx).await?;
+    let obsolete = db::pins::obsolete_packages(&mut tx).await?;
     tx.commit().await?;
     let store = app.stable.clone();
     tokio::task::spawn_blocking(move || {
@@ -132,7 +256,7 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
                 path.display()
             );
         }
-        let index = build_index(serial, &rows);
+        let index = build_index(serial, &rows, &pins, &obsolete);
         store.replace_index(&serde_json::to_vec(&index)?)?;
         tracing::info!(stable.serial = serial, "stable index published");
         Ok(serial)
@@ -146,9 +270,22 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
 pub struct PackageView {
     pub name: String,
     pub state: String,
+    pub obsolete: Option<ObsoleteView>,
     pub versions: Vec<IndexVersion>,
     /// Packages whose latest stable version depends on this one.
     pub dependents: Vec<String>,
+    pub dependents_count: usize,
+    /// Pins on this package's requirements: dependency -> requirement and maximum.
+    pub pins: BTreeMap<String, String>,
+    /// What happened to the package: obsoleted, undone, removed, with when.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub event: String,
+    pub detail: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,51 +304,76 @@ impl From<sqlx::Error> for StableError {
     }
 }
 
-/// The direct dependents of `name`: packages whose latest version depends on it.
-pub fn dependents(universe: &Universe, name: &PackageName) -> Vec<PackageName> {
-    let mut out: Vec<PackageName> = universe
-        .package_names()
-        .filter(|p| *p != name)
-        .filter(|p| {
-            universe
-                .latest(p)
-                .is_some_and(|r| r.dependencies.contains_key(name))
-        })
-        .cloned()
-        .collect();
-    out.sort();
-    out
-}
-
 pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> {
-    let mut conn = app.db.pool().acquire().await?;
-    let rows = db::stable::versions_of(&mut conn, name).await?;
-    let Some(first) = rows.first() else {
+    let Ok(pname) = PackageName::parse(name) else {
         return Err(StableError::NoSuchPackage(name.into()));
     };
-    let state = first.package_state.clone();
-    let index = build_index(0, &rows);
-    let all = db::stable::all_versions(&mut conn).await?;
-    let universe = universe_of(&all);
-    let dependents = PackageName::parse(name)
-        .map(|n| {
-            dependents(&universe, &n)
-                .into_iter()
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut tx = app.db.begin_read().await?;
+    let Some(info) = db::pins::obsolescence(&mut tx, name).await? else {
+        return Err(StableError::NoSuchPackage(name.into()));
+    };
+    let rows = db::stable::versions_of(&mut tx, name).await?;
+    if rows.is_empty() && info.state != "removed" {
+        return Err(StableError::NoSuchPackage(name.into()));
+    }
+    let pins: Vec<db::pins::PinRow> = db::pins::all(&mut tx)
+        .await?
+        .into_iter()
+        .filter(|p| p.dependent == name)
+        .collect();
+    let history = db::events::of_package(&mut tx, info.id).await?;
+    tx.commit().await?;
+    let obsolete: Vec<db::pins::ObsoleteRow> = (info.state == "obsolete")
+        .then(|| info.clone())
+        .into_iter()
+        .collect();
+    let index = build_index(0, &rows, &pins, &obsolete);
+    let entry = index.packages.into_values().next();
+    let dependents: Vec<String> = with_repo(app, |repo| repo.dependents(&pname))
+        .await?
+        .into_iter()
+        .map(String::from)
+        .collect();
     Ok(PackageView {
         name: name.into(),
-        state,
-        versions: index
-            .packages
-            .into_values()
-            .next()
-            .map(|p| p.versions)
-            .unwrap_or_default(),
+        state: info.state.clone(),
+        obsolete: entry.as_ref().and_then(|e| e.obsolete.clone()),
+        pins: entry.as_ref().map(|e| e.pins.clone()).unwrap_or_default(),
+        versions: entry.map(|e| e.versions).unwrap_or_default(),
+        dependents_count: dependents.len(),
         dependents,
+        history: history
+            .into_iter()
+            .filter(|(kind, _, _)| kind.starts_with("package."))
+            .map(|(event, at, detail)| HistoryEntry {
+                at: format_time(at),
+                event,
+                detail: serde_json::from_str(&detail).unwrap_or_default(),
+            })
+            .collect(),
     })
+}
+
+/// Direct (or transitive) dependents of a stable package.
+pub async fn dependents_of(
+    app: &App,
+    name: &str,
+    transitive: bool,
+) -> Result<Vec<String>, StableError> {
+    let pname = PackageName::parse(name).map_err(|_| StableError::NoSuchPackage(name.into()))?;
+    let found = with_repo(app, |repo| {
+        repo.contains(&pname).then(|| {
+            if transitive {
+                repo.transitive_dependents(&pname)
+            } else {
+                repo.dependents(&pname)
+            }
+        })
+    })
+    .await?;
+    found
+        .map(|list| list.into_iter().map(String::from).collect())
+        .ok_or_else(|| StableError::NoSuchPackage(name.into()))
 }
 
 /// The archive of a stable version.

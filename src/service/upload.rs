@@ -53,6 +53,10 @@ pub enum UploadError {
     #[error("{name:?} is obsolete and accepts no new uploads")]
     Obsolete { name: String },
     #[error(
+        "{name:?} was removed from the stable repository (obsolete, then unused); its name is retired"
+    )]
+    Removed { name: String },
+    #[error(
         "{name} {version} is already in the stable repository; a stable version can never be uploaded again, even with identical bytes: bump the version"
     )]
     VersionExists { name: String, version: String },
@@ -180,8 +184,10 @@ async fn queue_upload(
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
         .await?
         .ok_or_else(|| anyhow::anyhow!("package {name} vanished inside its transaction"))?;
-    if package.state == "obsolete" {
-        return Err(UploadError::Obsolete { name: name.into() });
+    match package.state.as_str() {
+        "obsolete" => return Err(UploadError::Obsolete { name: name.into() }),
+        "removed" => return Err(UploadError::Removed { name: name.into() }),
+        _ => {}
     }
     if created {
         db::packages::add_owner(&mut tx, package.id, user.id).await?;

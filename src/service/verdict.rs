@@ -21,7 +21,7 @@ use crate::domain::{Manifest, UploadState};
 
 /// A test-only crash point: `HOLDQ_FAILPOINT=NAME` aborts the process when
 /// promotion reaches `NAME`, as a power cut would.
-fn failpoint(name: &str) {
+pub fn failpoint(name: &str) {
     if std::env::var("HOLDQ_FAILPOINT").is_ok_and(|f| f == name) {
         eprintln!("holdq: failpoint {name} reached, aborting");
         std::process::abort();
@@ -124,6 +124,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         .await?;
         let serial = db::stable::bump_serial(&mut tx).await?;
         db::uploads::transition(&mut tx, upload_id, "checking", "accepted").await?;
+        let broken_emails = queue_broken_dependent_emails(app, &mut tx, &upload, &checks).await?;
         event(
             &mut tx,
             "upload.accepted",
@@ -134,8 +135,20 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         tx.commit().await?;
         failpoint("promote-after-commit");
         tracing::info!(upload.id = upload_id, package.name = %manifest.name, package.version = %manifest.version, score = verdict.score, stable.serial = serial, "upload accepted and promoted");
+        super::stable::apply(app, serial, |repo| {
+            repo.add_release(
+                manifest.name.clone(),
+                crate::domain::resolve::Release {
+                    version: manifest.version.clone(),
+                    dependencies: manifest.dependencies.clone(),
+                },
+            )
+        });
         push_emails(app, &emails).await;
+        push_emails(app, &broken_emails).await;
         super::stable::publish_index(app).await?;
+        // The new version may have dropped a dependency on an obsolete package.
+        super::obsolete::remove_unneeded(app).await?;
     } else {
         db::uploads::transition(&mut tx, upload_id, "checking", "rejected").await?;
         event(
@@ -190,7 +203,7 @@ async fn queue_verdict_email(
         failing,
         failed_required: verdict.failed_required.clone(),
         stable_moved,
-        pins: Vec::new(),
+        pins: pins_carried_over(app, manifest).await?,
         upload_url: notify::upload_url(app, upload.id),
         server_url: app.config.public_url.clone(),
     };
@@ -210,6 +223,88 @@ async fn queue_verdict_email(
         &rendered,
     )
     .await?)
+}
+
+/// The pins the package's requirements carry: "libwave ^2.1, <=2.3.0".
+async fn pins_carried_over(app: &App, manifest: &Manifest) -> anyhow::Result<Vec<String>> {
+    super::stable::with_repo(app, |repo| {
+        manifest
+            .dependencies
+            .iter()
+            .filter_map(|(dep, req)| {
+                repo.pin_of(&manifest.name, dep)
+                    .map(|max| format!("{dep} {req}, <={max}"))
+            })
+            .collect()
+    })
+    .await
+}
+
+/// When the pass mark let through an upload that breaks stable dependents,
+/// the maintainers of each broken, non-obsolete dependent are told.
+async fn queue_broken_dependent_emails(
+    app: &App,
+    tx: &mut db::Tx,
+    upload: &db::uploads::UploadRow,
+    checks: &[db::checks::CheckRow],
+) -> anyhow::Result<Vec<i64>> {
+    let mut broken: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for check in checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Revdeps.as_str())
+    {
+        let metadata: serde_json::Value = check
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_default();
+        for d in metadata["dependents"].as_array().into_iter().flatten() {
+            if d["result"] == "regression"
+                && let (Some(name), Some(version)) = (d["name"].as_str(), d["version"].as_str())
+            {
+                let log = notify::log_tail(check.log.as_deref().unwrap_or_default());
+                broken
+                    .entry(name.to_owned())
+                    .or_insert((version.to_owned(), log));
+            }
+        }
+    }
+    let mut ids = Vec::new();
+    for (name, (version, log_tail)) in broken {
+        let Some(info) = db::pins::obsolescence(tx, &name).await? else {
+            continue;
+        };
+        if info.state != "active" {
+            continue; // maintainers of obsolete packages get no breakage emails
+        }
+        let rows = db::stable::versions_of(tx, &name).await?;
+        let Some(row) = rows.iter().find(|r| r.version == version) else {
+            continue;
+        };
+        let manifest: Manifest = serde_json::from_str(&row.manifest)?;
+        let context = notify::DependentsBrokenEmail {
+            package: name.clone(),
+            version: version.clone(),
+            broken_by: format!("{} {}", upload.name, upload.version),
+            log_tail,
+            upload_url: notify::upload_url(app, upload.id),
+            server_url: app.config.public_url.clone(),
+        };
+        let rendered = app.templates.render("dependents_broken", &context)?;
+        let key = format!("upload-{}-broke-{name}", upload.id);
+        ids.extend(
+            notify::queue_emails(
+                tx,
+                &key,
+                "dependents_broken",
+                Some(upload.id),
+                &notify::maintainers(&manifest),
+                &rendered,
+            )
+            .await?,
+        );
+    }
+    Ok(ids)
 }
 
 /// Hands freshly committed emails to the mail queue; a failure here is

@@ -62,6 +62,17 @@ impl StableStore {
         Ok(dest)
     }
 
+    /// Deletes every archive of a removed package (after an index without
+    /// it is published).
+    pub fn remove_package_archives(&self, name: &str) -> anyhow::Result<()> {
+        let dir = self.root.join("archives").join(name);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => sync_dir(&self.root.join("archives")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+        }
+    }
+
     /// The serial of the index on disk (0 when there is none yet).
     pub fn index_serial(&self) -> anyhow::Result<i64> {
         #[derive(serde::Deserialize)]

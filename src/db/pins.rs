@@ -1,0 +1,133 @@
+//! Max-version pins recorded on the dependents of obsolete packages, and
+//! the obsolescence columns of packages.
+
+use super::{Conn, now_ms};
+
+/// A pin as stored: dependent, dependency, highest admitted version, and the
+/// dependent's own requirement when it was pinned.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PinRow {
+    pub dependent: String,
+    pub dependency: String,
+    pub max_version: String,
+    pub requirement: String,
+}
+
+pub async fn insert(
+    conn: &mut Conn,
+    dependent_id: i64,
+    dependency_id: i64,
+    max: &str,
+    requirement: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO pins (dependent_id, dependency_id, max_version, requirement, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dependent_id, dependency_id) \
+         DO UPDATE SET max_version = excluded.max_version, requirement = excluded.requirement",
+    )
+    .bind(dependent_id)
+    .bind(dependency_id)
+    .bind(max)
+    .bind(requirement)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lifts every pin on `dependency_id`; returns how many.
+pub async fn delete_on(conn: &mut Conn, dependency_id: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query("DELETE FROM pins WHERE dependency_id = $1")
+        .bind(dependency_id)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// Removes every pin naming the package, either side.
+pub async fn delete_involving(conn: &mut Conn, package_id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM pins WHERE dependency_id = $1 OR dependent_id = $1")
+        .bind(package_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn all(conn: &mut Conn) -> sqlx::Result<Vec<PinRow>> {
+    sqlx::query_as(
+        "SELECT a.name AS dependent, b.name AS dependency, p.max_version, p.requirement \
+         FROM pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \
+         ORDER BY a.name, b.name",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// An obsolete (or removed) package's name, state, reason and replacement.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ObsoleteRow {
+    pub id: i64,
+    pub name: String,
+    pub state: String,
+    pub obsolete_reason: Option<String>,
+    pub replacement: Option<String>,
+    pub obsoleted_at: Option<i64>,
+}
+
+pub async fn obsolescence(conn: &mut Conn, name: &str) -> sqlx::Result<Option<ObsoleteRow>> {
+    sqlx::query_as(
+        "SELECT id, name, state, obsolete_reason, replacement, obsoleted_at FROM packages WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn obsolete_packages(conn: &mut Conn) -> sqlx::Result<Vec<ObsoleteRow>> {
+    sqlx::query_as(
+        "SELECT id, name, state, obsolete_reason, replacement, obsoleted_at FROM packages WHERE state = 'obsolete'",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn set_obsolete(
+    conn: &mut Conn,
+    package_id: i64,
+    reason: &str,
+    replacement: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE packages SET state = 'obsolete', obsolete_reason = $1, replacement = $2, obsoleted_at = $3 WHERE id = $4",
+    )
+    .bind(reason)
+    .bind(replacement)
+    .bind(now_ms())
+    .bind(package_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn clear_obsolete(conn: &mut Conn, package_id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE packages SET state = 'active', obsolete_reason = NULL, replacement = NULL, obsoleted_at = NULL WHERE id = $1",
+    )
+    .bind(package_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a package removed and deletes its stable versions.
+pub async fn set_removed(conn: &mut Conn, package_id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE packages SET state = 'removed' WHERE id = $1")
+        .bind(package_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM versions WHERE package_id = $1")
+        .bind(package_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

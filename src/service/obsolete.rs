@@ -1,0 +1,332 @@
+//! Obsolescence and removal (SPEC section 5): a package is marked obsolete,
+//! its dependents get a max-version pin and an email, all in one
+//! transaction; it is removed only once nothing depends on it, and removal
+//! cascades. An operator can undo an obsolescence before removal.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::notify::{self, DependencyObsoletedEmail};
+use super::stable::{self, with_repo};
+use super::users::User;
+use super::{App, verdict};
+use crate::db;
+use crate::domain::graph::{Obsolescence, PlannedPin};
+use crate::domain::{Manifest, PackageName};
+
+/// What an obsolescence did (or, dry, would do).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ObsoleteOutcome {
+    pub package: String,
+    pub reason: String,
+    pub replacement: Option<String>,
+    pub dry_run: bool,
+    /// The highest stable version: every pin's maximum.
+    pub max_version: String,
+    pub pins: Vec<PlannedPin>,
+    /// Emails queued (none on a dry run).
+    pub emails: usize,
+    /// Packages removed as a consequence (this one, when nothing depends on it).
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObsoleteError {
+    #[error("no stable package {0:?}")]
+    NoSuchPackage(String),
+    #[error("you do not own {0:?}; only its owners and operators may obsolete it")]
+    NotOwner(String),
+    #[error("only operators may undo an obsolescence")]
+    NotOperator,
+    #[error("a reason is required: say why {0:?} is obsolete")]
+    ReasonRequired(String),
+    #[error("the replacement {0:?} is not a stable package")]
+    BadReplacement(String),
+    #[error("a package cannot replace itself")]
+    ReplacesItself,
+    #[error("{0:?} is obsolete already")]
+    AlreadyObsolete(String),
+    #[error("{0:?} is not obsolete")]
+    NotObsolete(String),
+    #[error("{0:?} was removed; there is nothing left to undo")]
+    Removed(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ObsoleteError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Marks `name` obsolete (or, with `dry_run`, shows what that would do).
+pub async fn obsolete(
+    app: &App,
+    user: &User,
+    name: &str,
+    reason: &str,
+    replacement: Option<&str>,
+    dry_run: bool,
+) -> Result<ObsoleteOutcome, ObsoleteError> {
+    let pname = PackageName::parse(name).map_err(|_| ObsoleteError::NoSuchPackage(name.into()))?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ObsoleteError::ReasonRequired(name.into()));
+    }
+    let replacement = match replacement.map(str::trim).filter(|r| !r.is_empty()) {
+        None => None,
+        Some(r) if r == name => return Err(ObsoleteError::ReplacesItself),
+        Some(r) => {
+            Some(PackageName::parse(r).map_err(|_| ObsoleteError::BadReplacement(r.into()))?)
+        }
+    };
+
+    let mut tx = app.db.begin_write().await?;
+    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
+        .await?
+        .ok_or_else(|| ObsoleteError::NoSuchPackage(name.into()))?;
+    match package.state.as_str() {
+        "obsolete" => return Err(ObsoleteError::AlreadyObsolete(name.into())),
+        "removed" => return Err(ObsoleteError::Removed(name.into())),
+        _ => {}
+    }
+    if !user.is_operator && !db::packages::is_owner(&mut tx, package.id, user.id).await? {
+        return Err(ObsoleteError::NotOwner(name.into()));
+    }
+    // Taking the serial's row lock first: no promotion can add a dependent
+    // between the plan below and the commit.
+    let serial = db::stable::bump_serial(&mut tx).await?;
+    let (plan, max, replacement_ok) = with_repo(app, |repo| {
+        let max = repo.latest(&pname).map(|r| r.version.clone());
+        let ok = replacement.as_ref().is_none_or(|r| repo.contains(r));
+        (repo.obsolescence_plan(&pname), max, ok)
+    })
+    .await?;
+    let Some(max) = max else {
+        return Err(ObsoleteError::NoSuchPackage(name.into()));
+    };
+    if !replacement_ok {
+        return Err(ObsoleteError::BadReplacement(
+            replacement.map(String::from).unwrap_or_default(),
+        ));
+    }
+    let mut outcome = ObsoleteOutcome {
+        package: name.into(),
+        reason: reason.into(),
+        replacement: replacement.as_ref().map(|r| r.to_string()),
+        dry_run,
+        max_version: max.to_string(),
+        pins: plan.clone(),
+        emails: 0,
+        removed: Vec::new(),
+    };
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(outcome);
+    }
+
+    db::pins::set_obsolete(
+        &mut tx,
+        package.id,
+        reason,
+        replacement.as_ref().map(|r| r.as_str()),
+    )
+    .await?;
+    let mut email_ids = Vec::new();
+    for pin in &plan {
+        let dependent = db::packages::find_by_name(&mut tx, pin.dependent.as_str())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("dependent {} vanished", pin.dependent))?;
+        db::pins::insert(
+            &mut tx,
+            dependent.id,
+            package.id,
+            &pin.max.to_string(),
+            &pin.requirement.to_string(),
+        )
+        .await?;
+        if pin.dependent_obsolete {
+            continue; // maintainers of obsolete packages get no breakage emails
+        }
+        let manifest = latest_manifest(&mut tx, pin.dependent.as_str(), &pin.version).await?;
+        let context = DependencyObsoletedEmail {
+            package: pin.dependent.to_string(),
+            version: pin.version.to_string(),
+            dependency: name.into(),
+            reason: reason.into(),
+            replacement: outcome.replacement.clone(),
+            pin: format!("{}, <={}", pin.requirement, pin.max),
+            server_url: app.config.public_url.clone(),
+        };
+        let rendered = app.templates.render("dependency_obsoleted", &context)?;
+        let key = format!("obsolete-{name}-{serial}-{}", pin.dependent);
+        email_ids.extend(
+            notify::queue_emails(
+                &mut tx,
+                &key,
+                "dependency_obsoleted",
+                None,
+                &notify::maintainers(&manifest),
+                &rendered,
+            )
+            .await?,
+        );
+    }
+    db::events::record(
+        &mut tx,
+        db::events::NewEvent {
+            kind: "package.obsoleted",
+            package_id: Some(package.id),
+            upload_id: None,
+            actor_id: Some(user.id),
+            detail: json!({ "reason": reason, "replacement": outcome.replacement, "max_version": max.to_string(),
+                            "pinned": plan.iter().map(|p| p.dependent.as_str()).collect::<Vec<_>>() }),
+        },
+    )
+    .await?;
+    verdict::failpoint("obsolete-before-commit");
+    tx.commit().await?;
+    outcome.emails = email_ids.len();
+    tracing::info!(
+        package.name = name,
+        pins = plan.len(),
+        emails = email_ids.len(),
+        stable.serial = serial,
+        "package obsoleted"
+    );
+
+    let why = Obsolescence {
+        reason: reason.into(),
+        replacement,
+    };
+    stable::apply(app, serial, |repo| {
+        repo.set_obsolete(pname.clone(), why);
+        for pin in &plan {
+            repo.pin(pin.dependent.clone(), pname.clone(), pin.max.clone());
+        }
+    });
+    for id in email_ids {
+        if let Err(e) = app.queues.push_email(id, 0).await {
+            tracing::warn!(
+                email.id = id,
+                error = format!("{e:#}"),
+                "email not enqueued yet; the sweep will"
+            );
+        }
+    }
+    outcome.removed = remove_unneeded(app).await?;
+    stable::publish_index(app).await?;
+    Ok(outcome)
+}
+
+async fn latest_manifest(
+    tx: &mut db::Tx,
+    name: &str,
+    version: &semver::Version,
+) -> anyhow::Result<Manifest> {
+    let rows = db::stable::versions_of(tx, name).await?;
+    let row = rows
+        .iter()
+        .find(|r| r.version == version.to_string())
+        .ok_or_else(|| anyhow::anyhow!("{name} {version} vanished from stable"))?;
+    Ok(serde_json::from_str(&row.manifest)?)
+}
+
+/// Lifts an obsolescence that has not led to removal (operators only).
+pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteError> {
+    if !user.is_operator {
+        return Err(ObsoleteError::NotOperator);
+    }
+    let pname = PackageName::parse(name).map_err(|_| ObsoleteError::NoSuchPackage(name.into()))?;
+    let mut tx = app.db.begin_write().await?;
+    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
+        .await?
+        .ok_or_else(|| ObsoleteError::NoSuchPackage(name.into()))?;
+    match package.state.as_str() {
+        "obsolete" => {}
+        "removed" => return Err(ObsoleteError::Removed(name.into())),
+        _ => return Err(ObsoleteError::NotObsolete(name.into())),
+    }
+    let serial = db::stable::bump_serial(&mut tx).await?;
+    db::pins::clear_obsolete(&mut tx, package.id).await?;
+    let lifted = db::pins::delete_on(&mut tx, package.id).await?;
+    db::events::record(
+        &mut tx,
+        db::events::NewEvent {
+            kind: "package.obsolescence_undone",
+            package_id: Some(package.id),
+            upload_id: None,
+            actor_id: Some(user.id),
+            detail: json!({ "pins_lifted": lifted }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    stable::apply(app, serial, |repo| {
+        repo.clear_obsolete(&pname);
+        let dependents: Vec<PackageName> = repo.package_names().cloned().collect();
+        for d in dependents {
+            repo.unpin(&d, &pname);
+        }
+    });
+    stable::publish_index(app).await?;
+    tracing::info!(
+        package.name = name,
+        pins_lifted = lifted,
+        "obsolescence undone"
+    );
+    Ok(())
+}
+
+/// Removes every obsolete package nothing depends on, until none is left
+/// (removal cascades). Each removal is its own transaction; the index
+/// without the package is published before its archives are deleted, so
+/// the index never names a missing archive.
+pub async fn remove_unneeded(app: &App) -> anyhow::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    loop {
+        let next = with_repo(app, |repo| repo.removable()).await?;
+        if next.is_empty() {
+            return Ok(removed);
+        }
+        for name in next {
+            let mut tx = app.db.begin_write().await?;
+            let Some(package) =
+                db::packages::lock_by_name(&mut tx, name.as_str(), app.db.for_update()).await?
+            else {
+                continue;
+            };
+            if package.state != "obsolete" {
+                continue;
+            }
+            let serial = db::stable::bump_serial(&mut tx).await?;
+            let versions: Vec<String> = db::stable::versions_of(&mut tx, name.as_str())
+                .await?
+                .into_iter()
+                .map(|v| v.version)
+                .collect();
+            db::pins::set_removed(&mut tx, package.id).await?;
+            db::pins::delete_involving(&mut tx, package.id).await?;
+            db::events::record(
+                &mut tx,
+                db::events::NewEvent {
+                    kind: "package.removed",
+                    package_id: Some(package.id),
+                    upload_id: None,
+                    actor_id: None,
+                    detail: json!({ "versions": versions, "reason": "obsolete, and nothing depends on it any more" }),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            stable::apply(app, serial, |repo| repo.remove_package(&name));
+            stable::publish_index(app).await?;
+            let store = app.stable.clone();
+            let n = name.to_string();
+            tokio::task::spawn_blocking(move || store.remove_package_archives(&n)).await??;
+            tracing::info!(package.name = %name, versions = ?versions, "obsolete package removed");
+            removed.push(name.to_string());
+        }
+    }
+}
