@@ -10,5 +10,6 @@ mod cli;
 mod crash;
 mod mail;
 mod migrations;
+mod obsolescence;
 mod queue_rules;
 mod workers;
