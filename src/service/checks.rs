@@ -587,7 +587,7 @@ async fn run_revdeps(
                     app,
                     dependent,
                     version,
-                    &resolution,
+                    resolution,
                     overlay,
                     platform,
                     &command,
