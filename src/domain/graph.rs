@@ -70,10 +70,11 @@ impl StableRepo {
     /// Adds a stable version; when it is the package's new latest, its
     /// requirements replace the package's edges.
     pub fn add_release(&mut self, name: PackageName, release: Release) {
-        let was_latest = self.universe.latest(&name).map(|r| r.version.clone());
+        let version = release.version.clone();
         self.universe.add(name.clone(), release);
         let latest = self.universe.latest(&name).expect("just added").clone();
-        if was_latest.as_ref() != Some(&latest.version) {
+        // A new latest (or a replaced one) carries the package's edges.
+        if latest.version == version {
             self.relink(&name, &latest);
         }
     }
@@ -425,5 +426,188 @@ mod tests {
         assert_eq!(r.remove_cascade(), [n("a")]);
         assert!(!r.contains(&n("a")));
         r.check_invariants().unwrap();
+    }
+}
+
+/// The graph against a naive model: random repositories and operations
+/// give the same dependents, pins and removals.
+#[cfg(test)]
+mod model {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Release {
+            pkg: usize,
+            minor: u64,
+            deps: Vec<usize>,
+        },
+        Obsolete(usize),
+        Undo(usize),
+        Cascade,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..NAMES.len(), 0u64..4, proptest::collection::vec(0..NAMES.len(), 0..3))
+                .prop_map(|(pkg, minor, deps)| Op::Release { pkg, minor, deps }),
+            2 => (0..NAMES.len()).prop_map(Op::Obsolete),
+            1 => (0..NAMES.len()).prop_map(Op::Undo),
+            1 => Just(Op::Cascade),
+        ]
+    }
+
+    /// Everything as plain sets and maps, recomputed from scratch each time.
+    #[derive(Default)]
+    struct Naive {
+        releases: BTreeMap<String, BTreeMap<Version, BTreeSet<String>>>,
+        obsolete: BTreeSet<String>,
+        pins: BTreeMap<(String, String), Version>,
+    }
+
+    impl Naive {
+        fn latest_deps(&self, p: &str) -> BTreeSet<String> {
+            self.releases
+                .get(p)
+                .and_then(|r| r.values().next_back().cloned())
+                .unwrap_or_default()
+        }
+
+        fn dependents(&self, p: &str) -> Vec<String> {
+            self.releases
+                .keys()
+                .filter(|d| *d != p && self.latest_deps(d).contains(p))
+                .cloned()
+                .collect()
+        }
+
+        fn transitive(&self, p: &str) -> Vec<String> {
+            let mut seen = BTreeSet::from([p.to_owned()]);
+            let mut todo = vec![p.to_owned()];
+            while let Some(x) = todo.pop() {
+                for d in self
+                    .releases
+                    .keys()
+                    .filter(|d| self.latest_deps(d).contains(&x))
+                {
+                    if seen.insert(d.clone()) {
+                        todo.push(d.clone());
+                    }
+                }
+            }
+            seen.remove(p);
+            seen.into_iter().collect()
+        }
+
+        fn obsolete(&mut self, p: &str) {
+            let Some(max) = self
+                .releases
+                .get(p)
+                .and_then(|r| r.keys().next_back().cloned())
+            else {
+                return;
+            };
+            for d in self.dependents(p) {
+                self.pins.insert((d, p.to_owned()), max.clone());
+            }
+            self.obsolete.insert(p.to_owned());
+        }
+
+        fn cascade(&mut self) -> Vec<String> {
+            let mut removed = Vec::new();
+            loop {
+                let next: Vec<String> = self
+                    .obsolete
+                    .iter()
+                    .filter(|p| self.releases.contains_key(*p) && self.dependents(p).is_empty())
+                    .cloned()
+                    .collect();
+                if next.is_empty() {
+                    return removed;
+                }
+                for p in next {
+                    self.releases.remove(&p);
+                    self.obsolete.remove(&p);
+                    self.pins.retain(|(a, b), _| *a != p && *b != p);
+                    removed.push(p);
+                }
+            }
+        }
+    }
+
+    fn n(s: &str) -> PackageName {
+        PackageName::parse(s).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn the_graph_agrees_with_a_naive_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut repo = StableRepo::new();
+            let mut naive = Naive::default();
+            for op in ops {
+                match op {
+                    Op::Release { pkg, minor, deps } => {
+                        let name = NAMES[pkg];
+                        if naive.obsolete.contains(name) {
+                            continue; // obsolete packages accept no uploads
+                        }
+                        let deps: BTreeSet<String> = deps.into_iter().map(|d| NAMES[d].to_owned()).filter(|d| d != name).collect();
+                        let version = Version::new(1, minor, 0);
+                        let release = Release {
+                            version: version.clone(),
+                            dependencies: deps.iter().map(|d| (n(d), VersionReq::STAR)).collect(),
+                        };
+                        repo.add_release(n(name), release);
+                        naive.releases.entry(name.to_owned()).or_default().insert(version, deps);
+                    }
+                    Op::Obsolete(p) => {
+                        let name = n(NAMES[p]);
+                        if repo.contains(&name) && !repo.is_obsolete(&name) {
+                            for pin in repo.obsolescence_plan(&name) {
+                                repo.pin(pin.dependent, name.clone(), pin.max);
+                            }
+                            repo.set_obsolete(name.clone(), Obsolescence { reason: "r".into(), replacement: None });
+                            naive.obsolete(NAMES[p]);
+                        }
+                    }
+                    Op::Undo(p) => {
+                        let name = n(NAMES[p]);
+                        if repo.is_obsolete(&name) {
+                            repo.clear_obsolete(&name);
+                            let all: Vec<PackageName> = repo.package_names().cloned().collect();
+                            for d in all {
+                                repo.unpin(&d, &name);
+                            }
+                            naive.obsolete.remove(NAMES[p]);
+                            naive.pins.retain(|(_, b), _| b != NAMES[p]);
+                        }
+                    }
+                    Op::Cascade => {
+                        let got: Vec<String> = repo.remove_cascade().into_iter().map(String::from).collect();
+                        prop_assert_eq!(got, naive.cascade());
+                    }
+                }
+                prop_assert!(repo.check_invariants().is_ok(), "{:?}", repo.check_invariants());
+                for name in NAMES {
+                    let p = n(name);
+                    let dependents: Vec<String> = repo.dependents(&p).into_iter().map(String::from).collect();
+                    prop_assert_eq!(&dependents, &naive.dependents(name), "dependents of {}", name);
+                    let transitive: Vec<String> = repo.transitive_dependents(&p).into_iter().map(String::from).collect();
+                    prop_assert_eq!(transitive, naive.transitive(name), "transitive dependents of {}", name);
+                    prop_assert_eq!(repo.is_obsolete(&p), naive.obsolete.contains(name));
+                    for other in NAMES {
+                        let pin = repo.pin_of(&p, &n(other)).cloned();
+                        prop_assert_eq!(pin, naive.pins.get(&(name.to_owned(), other.to_owned())).cloned(), "pin {} -> {}", name, other);
+                    }
+                }
+            }
+        }
     }
 }

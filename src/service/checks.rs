@@ -584,14 +584,7 @@ async fn run_revdeps(
             Ok(resolution) => {
                 let overlay = Some((manifest.name.as_str(), source));
                 match build_stable(
-                    app,
-                    dependent,
-                    version,
-                    resolution,
-                    overlay,
-                    platform,
-                    &command,
-                    halt,
+                    app, dependent, version, resolution, overlay, platform, &command, halt,
                 )
                 .await?
                 {
