@@ -123,3 +123,57 @@ pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<Outb
     .fetch_all(conn)
     .await
 }
+
+/// Queues many emails, a hundred per statement; returns the ids of those
+/// whose event key was new.
+pub async fn insert_many(conn: &mut Conn, emails: &[NewEmail<'_>]) -> sqlx::Result<Vec<i64>> {
+    let now = now_ms();
+    let mut ids = Vec::with_capacity(emails.len());
+    for chunk in emails.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, message_id, \
+             state, attempts, next_attempt_at, created_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 9;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 9
+            ));
+        }
+        sql.push_str(" ON CONFLICT (event_key) DO NOTHING RETURNING id");
+        let mut query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            query = query
+                .bind(e.event_key)
+                .bind(e.kind)
+                .bind(e.upload_id)
+                .bind(e.to_addr)
+                .bind(e.subject)
+                .bind(e.text_body)
+                .bind(e.html_body)
+                .bind(e.message_id)
+                .bind(now);
+        }
+        ids.extend(
+            query
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|(id,)| id),
+        );
+    }
+    Ok(ids)
+}

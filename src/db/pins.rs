@@ -131,3 +131,98 @@ pub async fn set_removed(conn: &mut Conn, package_id: i64) -> sqlx::Result<()> {
         .await?;
     Ok(())
 }
+
+/// One pin to record.
+pub struct NewPin<'a> {
+    pub dependent_id: i64,
+    pub max_version: &'a str,
+    pub requirement: &'a str,
+}
+
+/// Records many pins on `dependency_id`, a few hundred per statement.
+pub async fn insert_many(
+    conn: &mut Conn,
+    dependency_id: i64,
+    pins: &[NewPin<'_>],
+) -> sqlx::Result<()> {
+    let now = now_ms();
+    for chunk in pins.chunks(200) {
+        let mut sql = String::from(
+            "INSERT INTO pins (dependent_id, dependency_id, max_version, requirement, created_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 5;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            ));
+        }
+        sql.push_str(
+            " ON CONFLICT (dependent_id, dependency_id) DO UPDATE SET max_version = excluded.max_version, \
+             requirement = excluded.requirement",
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for pin in chunk {
+            query = query
+                .bind(pin.dependent_id)
+                .bind(dependency_id)
+                .bind(pin.max_version)
+                .bind(pin.requirement)
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Ids of the named packages, a few hundred names per query.
+pub async fn ids_of(
+    conn: &mut Conn,
+    names: &[&str],
+) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in names.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT name, id FROM packages WHERE name IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+        for name in chunk {
+            query = query.bind(*name);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// The manifests of the named packages' versions: (name, version) -> manifest JSON.
+pub async fn manifests_of(
+    conn: &mut Conn,
+    names: &[&str],
+) -> sqlx::Result<std::collections::HashMap<(String, String), String>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in names.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT p.name, v.version, v.manifest FROM versions v JOIN packages p ON p.id = v.package_id \
+             WHERE p.name IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+        for name in chunk {
+            query = query.bind(*name);
+        }
+        for (name, version, manifest) in query.fetch_all(&mut *conn).await? {
+            out.insert((name, version), manifest);
+        }
+    }
+    Ok(out)
+}

@@ -29,6 +29,18 @@ pub async fn all_versions(conn: &mut Conn) -> sqlx::Result<Vec<StableRow>> {
     .await
 }
 
+/// Every stable version without its manifest (which stays empty): what
+/// publishing the index reads, the dependencies coming from the model.
+pub async fn all_version_heads(conn: &mut Conn) -> sqlx::Result<Vec<StableRow>> {
+    sqlx::query_as(
+        "SELECT v.package_id, p.name, p.state AS package_state, v.version, v.sha256, v.size_bytes, \
+         '' AS manifest, v.promoted_at FROM versions v JOIN packages p ON p.id = v.package_id \
+         ORDER BY p.name, v.id",
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// The stable versions of one package.
 pub async fn versions_of(conn: &mut Conn, name: &str) -> sqlx::Result<Vec<StableRow>> {
     sqlx::query_as(

@@ -137,6 +137,60 @@ impl Queues {
             .with_context(|| format!("cannot enqueue email {outbox_id}"))
     }
 
+    /// Enqueues many deliveries (outbox id, attempt) in one batch; when the
+    /// batch is refused (one of them was pushed already) each goes alone.
+    pub async fn push_emails(&self, emails: &[(i64, i64)]) -> anyhow::Result<()> {
+        if emails.len() <= 1 {
+            for &(id, attempt) in emails {
+                self.push_email(id, attempt).await?;
+            }
+            return Ok(());
+        }
+        // Built up front: a stream over borrowed data trips the compiler's
+        // `Send` proof in apalis' generic sink.
+        let built: Vec<(i64, String)> = emails
+            .iter()
+            .map(|&(outbox_id, attempt)| (outbox_id, format!("email-{outbox_id}-{attempt}")))
+            .collect();
+        let tasks = move || {
+            let list: Vec<_> = built
+                .iter()
+                .cloned()
+                .map(|(outbox_id, key)| {
+                    TaskBuilder::new(SendEmail { outbox_id })
+                        .idempotency_key(key)
+                        .build()
+                })
+                .collect();
+            futures::stream::iter(list)
+        };
+        let batch = match &self.backend {
+            QueueBackend::Sqlite(pool) => {
+                let config = apalis_sqlite::Config::default().queue(MAIL_QUEUE);
+                let mut storage = SqliteStorage::<SendEmail>::new(pool).with_config(config);
+                storage
+                    .push_all(tasks())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            }
+            QueueBackend::Postgres(pool) => {
+                let config = apalis_postgres::Config::default().queue(MAIL_QUEUE);
+                let mut storage = PostgresStorage::<SendEmail>::new(pool).with_config(config);
+                storage
+                    .push_all(tasks())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            }
+        };
+        let _ = self.wake.send(());
+        if batch.is_err() {
+            for &(id, attempt) in emails {
+                self.push_email(id, attempt).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn push<J: Job>(&self, queue: &str, job: J, key: String) -> anyhow::Result<()> {
         let task = TaskBuilder::new(job).idempotency_key(key).build();
         let result = match &self.backend {

@@ -84,28 +84,55 @@ pub async fn queue_emails(
     recipients: &[String],
     rendered: &Rendered,
 ) -> sqlx::Result<Vec<i64>> {
-    let mut ids = Vec::new();
-    for to in recipients {
-        let key = format!("{event_key}:{to}");
-        let message_id = format!(
-            "<{}@holdq>",
-            hex::encode(&Sha256::digest(key.as_bytes())[..16])
-        );
-        let new = NewEmail {
-            event_key: &key,
+    let batch = [Batched {
+        event_key: event_key.to_owned(),
+        recipients: recipients.to_vec(),
+        rendered: rendered.clone(),
+    }];
+    queue_batch(tx, kind, upload_id, &batch).await
+}
+
+/// One event's email, for [`queue_batch`].
+pub struct Batched {
+    pub event_key: String,
+    pub recipients: Vec<String>,
+    pub rendered: Rendered,
+}
+
+/// Writes many events' emails at once (a hundred rows per statement).
+pub async fn queue_batch(
+    tx: &mut db::Tx,
+    kind: &str,
+    upload_id: Option<i64>,
+    events: &[Batched],
+) -> sqlx::Result<Vec<i64>> {
+    let keys: Vec<(String, String, &Batched, &String)> = events
+        .iter()
+        .flat_map(|e| {
+            e.recipients.iter().map(move |to| {
+                let key = format!("{}:{to}", e.event_key);
+                let message_id = format!(
+                    "<{}@holdq>",
+                    hex::encode(&Sha256::digest(key.as_bytes())[..16])
+                );
+                (key, message_id, e, to)
+            })
+        })
+        .collect();
+    let rows: Vec<NewEmail<'_>> = keys
+        .iter()
+        .map(|(key, message_id, e, to)| NewEmail {
+            event_key: key,
             kind,
             upload_id,
             to_addr: to,
-            subject: &rendered.subject,
-            text_body: &rendered.text,
-            html_body: &rendered.html,
-            message_id: &message_id,
-        };
-        if let Some(id) = db::outbox::insert(tx, new).await? {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
+            subject: &e.rendered.subject,
+            text_body: &e.rendered.text,
+            html_body: &e.rendered.html,
+            message_id,
+        })
+        .collect();
+    db::outbox::insert_many(tx, &rows).await
 }
 
 /// The maintainers' addresses of a manifest, each once.
@@ -170,10 +197,32 @@ pub async fn push_due(app: &App) -> anyhow::Result<usize> {
         let mut conn = app.db.pool().acquire().await?;
         db::outbox::due(&mut conn).await?
     };
-    for (id, attempts) in &due {
-        app.queues.push_email(*id, *attempts).await?;
-    }
+    app.queues.push_emails(&due).await?;
     Ok(due.len())
+}
+
+/// Hands freshly committed emails to the mail queue in one batch; a
+/// failure here is repaired by the sweep, which pushes every due email.
+/// A large batch (an obsolescence with thousands of dependents) is pushed
+/// in the background: the rows are durable already, and the caller need
+/// not wait for the queue.
+pub async fn push_new(app: &App, ids: &[i64]) {
+    let batch: Vec<(i64, i64)> = ids.iter().map(|&id| (id, 0)).collect();
+    let queues = app.queues.clone();
+    let push = async move {
+        if let Err(e) = queues.push_emails(&batch).await {
+            tracing::warn!(
+                emails = batch.len(),
+                error = format!("{e:#}"),
+                "emails not enqueued yet; the sweep will"
+            );
+        }
+    };
+    if ids.len() > 64 {
+        tokio::spawn(push);
+    } else {
+        push.await;
+    }
 }
 
 /// Sample contexts, one per kind: what `holdq mail test` sends.

@@ -133,23 +133,36 @@ pub async fn obsolete(
         replacement.as_ref().map(|r| r.as_str()),
     )
     .await?;
-    let mut email_ids = Vec::new();
-    for pin in &plan {
-        let dependent = db::packages::find_by_name(&mut tx, pin.dependent.as_str())
-            .await?
+    // Everything the pins and emails need, in a few queries.
+    let names: Vec<&str> = plan.iter().map(|p| p.dependent.as_str()).collect();
+    let ids = db::pins::ids_of(&mut tx, &names).await?;
+    let manifests = db::pins::manifests_of(&mut tx, &names).await?;
+    let (maxes, requirements): (Vec<String>, Vec<String>) = plan
+        .iter()
+        .map(|p| (p.max.to_string(), p.requirement.to_string()))
+        .unzip();
+    let mut new_pins = Vec::with_capacity(plan.len());
+    let mut emails = Vec::new();
+    for (i, pin) in plan.iter().enumerate() {
+        let dependent_id = *ids
+            .get(pin.dependent.as_str())
             .ok_or_else(|| anyhow::anyhow!("dependent {} vanished", pin.dependent))?;
-        db::pins::insert(
-            &mut tx,
-            dependent.id,
-            package.id,
-            &pin.max.to_string(),
-            &pin.requirement.to_string(),
-        )
-        .await?;
+        new_pins.push(db::pins::NewPin {
+            dependent_id,
+            max_version: &maxes[i],
+            requirement: &requirements[i],
+        });
         if pin.dependent_obsolete {
             continue; // maintainers of obsolete packages get no breakage emails
         }
-        let manifest = latest_manifest(&mut tx, pin.dependent.as_str(), &pin.version).await?;
+        let manifest: Manifest = manifests
+            .get(&(pin.dependent.to_string(), pin.version.to_string()))
+            .map(|m| serde_json::from_str(m))
+            .transpose()
+            .map_err(anyhow::Error::new)?
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} {} vanished from stable", pin.dependent, pin.version)
+            })?;
         let context = DependencyObsoletedEmail {
             package: pin.dependent.to_string(),
             version: pin.version.to_string(),
@@ -159,20 +172,14 @@ pub async fn obsolete(
             pin: format!("{}, <={}", pin.requirement, pin.max),
             server_url: app.config.public_url.clone(),
         };
-        let rendered = app.templates.render("dependency_obsoleted", &context)?;
-        let key = format!("obsolete-{name}-{serial}-{}", pin.dependent);
-        email_ids.extend(
-            notify::queue_emails(
-                &mut tx,
-                &key,
-                "dependency_obsoleted",
-                None,
-                &notify::maintainers(&manifest),
-                &rendered,
-            )
-            .await?,
-        );
+        emails.push(notify::Batched {
+            event_key: format!("obsolete-{name}-{serial}-{}", pin.dependent),
+            recipients: notify::maintainers(&manifest),
+            rendered: app.templates.render("dependency_obsoleted", &context)?,
+        });
     }
+    db::pins::insert_many(&mut tx, package.id, &new_pins).await?;
+    let email_ids = notify::queue_batch(&mut tx, "dependency_obsoleted", None, &emails).await?;
     db::events::record(
         &mut tx,
         db::events::NewEvent {
@@ -206,31 +213,10 @@ pub async fn obsolete(
             repo.pin(pin.dependent.clone(), pname.clone(), pin.max.clone());
         }
     });
-    for id in email_ids {
-        if let Err(e) = app.queues.push_email(id, 0).await {
-            tracing::warn!(
-                email.id = id,
-                error = format!("{e:#}"),
-                "email not enqueued yet; the sweep will"
-            );
-        }
-    }
+    notify::push_new(app, &email_ids).await;
     outcome.removed = remove_unneeded(app).await?;
     stable::publish_index(app).await?;
     Ok(outcome)
-}
-
-async fn latest_manifest(
-    tx: &mut db::Tx,
-    name: &str,
-    version: &semver::Version,
-) -> anyhow::Result<Manifest> {
-    let rows = db::stable::versions_of(tx, name).await?;
-    let row = rows
-        .iter()
-        .find(|r| r.version == version.to_string())
-        .ok_or_else(|| anyhow::anyhow!("{name} {version} vanished from stable"))?;
-    Ok(serde_json::from_str(&row.manifest)?)
 }
 
 /// Lifts an obsolescence that has not led to removal (operators only).

@@ -169,22 +169,28 @@ pub struct Index {
     pub packages: BTreeMap<String, IndexPackage>,
 }
 
+/// The dependencies of a version from its stored manifest.
+fn manifest_dependencies(row: &StableRow) -> BTreeMap<String, String> {
+    serde_json::from_str::<Manifest>(&row.manifest)
+        .map(|m| {
+            m.dependencies
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn build_index(
     serial: i64,
     rows: &[StableRow],
     pins: &[db::pins::PinRow],
     obsolete: &[db::pins::ObsoleteRow],
+    dependencies_of: impl Fn(&StableRow) -> BTreeMap<String, String>,
 ) -> Index {
     let mut packages: BTreeMap<String, IndexPackage> = BTreeMap::new();
     for row in rows {
-        let dependencies = serde_json::from_str::<Manifest>(&row.manifest)
-            .map(|m| {
-                m.dependencies
-                    .iter()
-                    .map(|(n, r)| (n.to_string(), r.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let dependencies = dependencies_of(row);
         packages
             .entry(row.name.clone())
             .or_insert_with(|| IndexPackage {
@@ -237,10 +243,14 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
     let _one_writer = app.index_lock.lock().await;
     let mut tx = app.db.begin_read().await?;
     let serial = db::stable::serial(&mut tx).await?;
-    let rows = db::stable::all_versions(&mut tx).await?;
+    let rows = db::stable::all_version_heads(&mut tx).await?;
     let pins = db::pins::all(&mut tx).await?;
     let obsolete = db::pins::obsolete_packages(&mut tx).await?;
     tx.commit().await?;
+    // The model holds every version's parsed requirements: make sure it is
+    // current, then read them from it instead of re-parsing manifests.
+    with_repo(app, |_| ()).await?;
+    let cache = app.stable_cache.clone();
     let store = app.stable.clone();
     tokio::task::spawn_blocking(move || {
         let on_disk = store.index_serial()?;
@@ -256,7 +266,23 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
                 path.display()
             );
         }
-        let index = build_index(serial, &rows, &pins, &obsolete);
+        let guard = cache.read().expect("stable cache lock");
+        let repo = guard.as_ref().map(|m| &m.repo);
+        let index = build_index(serial, &rows, &pins, &obsolete, |row| {
+            let release = PackageName::parse(&row.name)
+                .ok()
+                .zip(Version::parse(&row.version).ok())
+                .and_then(|(n, v)| repo?.universe().release(&n, &v).cloned());
+            release
+                .map(|r| {
+                    r.dependencies
+                        .iter()
+                        .map(|(n, q)| (n.to_string(), q.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        drop(guard);
         store.replace_index(&serde_json::to_vec(&index)?)?;
         tracing::info!(stable.serial = serial, "stable index published");
         Ok(serial)
@@ -327,7 +353,7 @@ pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> 
         .then(|| info.clone())
         .into_iter()
         .collect();
-    let index = build_index(0, &rows, &pins, &obsolete);
+    let index = build_index(0, &rows, &pins, &obsolete, manifest_dependencies);
     let entry = index.packages.into_values().next();
     let dependents: Vec<String> = with_repo(app, |repo| repo.dependents(&pname))
         .await?
@@ -364,7 +390,13 @@ pub async fn dependents_of(
     let found = with_repo(app, |repo| {
         repo.contains(&pname).then(|| {
             if transitive {
-                repo.transitive_dependents(&pname)
+                let mut all: Vec<PackageName> = repo
+                    .transitive_dependents(&pname)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                all.sort();
+                all
             } else {
                 repo.dependents(&pname)
             }

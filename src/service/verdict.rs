@@ -144,8 +144,8 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
                 },
             )
         });
-        push_emails(app, &emails).await;
-        push_emails(app, &broken_emails).await;
+        notify::push_new(app, &emails).await;
+        notify::push_new(app, &broken_emails).await;
         super::stable::publish_index(app).await?;
         // The new version may have dropped a dependency on an obsolete package.
         super::obsolete::remove_unneeded(app).await?;
@@ -160,7 +160,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         .await?;
         tx.commit().await?;
         tracing::info!(upload.id = upload_id, package.name = %upload.name, score = verdict.score, failed = ?verdict.failed, "upload rejected");
-        push_emails(app, &emails).await;
+        notify::push_new(app, &emails).await;
     }
     app.halts.forget(upload_id);
     Ok(Some(verdict.accepted))
@@ -305,20 +305,6 @@ async fn queue_broken_dependent_emails(
         );
     }
     Ok(ids)
-}
-
-/// Hands freshly committed emails to the mail queue; a failure here is
-/// repaired by the sweep, which pushes every due email.
-async fn push_emails(app: &App, ids: &[i64]) {
-    for id in ids {
-        if let Err(e) = app.queues.push_email(*id, 0).await {
-            tracing::warn!(
-                email.id = id,
-                error = format!("{e:#}"),
-                "email not enqueued yet; the sweep will"
-            );
-        }
-    }
 }
 
 async fn event(
