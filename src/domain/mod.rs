@@ -5,6 +5,7 @@ pub mod check;
 pub mod graph;
 pub mod manifest;
 pub mod name;
+pub mod passmark;
 pub mod resolve;
 pub mod upload;
 

@@ -159,7 +159,8 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     let resolution = with_repo(app, |repo| resolve_upload(repo, &manifest)).await?;
     let resolved_json = resolution.as_ref().ok().map(resolution_json);
 
-    let passmark = &app.config.passmark;
+    let passmark = super::passmark::current(app).await?;
+    let passmark = &passmark;
     let mut tx = app.db.begin_write().await?;
     if !db::uploads::transition(&mut tx, upload_id, "queued", "checking").await? {
         return Ok(false);
@@ -181,7 +182,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
                 kind: kind.as_str(),
                 platform,
                 weight,
-                required: passmark.is_required(kind),
+                required: passmark.required_of(kind, platform),
             },
         )
         .await?;
@@ -212,7 +213,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         &mut tx,
         CheckKind::Validate,
         "",
-        passmark.weight(CheckKind::Validate),
+        passmark.weight_of(CheckKind::Validate, ""),
         v_state,
         &v_summary,
     )
@@ -226,7 +227,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         &mut tx,
         CheckKind::Resolve,
         "",
-        passmark.weight(CheckKind::Resolve),
+        passmark.weight_of(CheckKind::Resolve, ""),
         r_state,
         &r_summary,
     )
@@ -246,7 +247,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         }
         kinds.push(CheckKind::Revdeps);
         for kind in kinds {
-            let weight = passmark.weight(kind) * platform.weight;
+            let weight = passmark.weight_of(kind, name);
             let id = record(&mut tx, kind, name, weight, state, why).await?;
             if kind == CheckKind::Build && ready {
                 builds.push((name.to_owned(), id));
@@ -556,7 +557,8 @@ async fn run_revdeps(
     halt: &CancellationToken,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let max = app.config.revdeps.max_dependents as usize;
+    let passmark = super::passmark::current(app).await?;
+    let max = passmark.revdeps_max_dependents as usize;
     let release = release_of(manifest);
     // Every resolution up front, from one look at stable: each dependent
     // with the upload in place of its package, and as stable is.
@@ -645,7 +647,7 @@ async fn run_revdeps(
     } else {
         ok as f64 / counted as f64
     };
-    let passed = fraction + 1e-9 >= app.config.revdeps.min_fraction;
+    let passed = passmark.revdeps_pass(fraction);
     let summary = if candidates_len == 0 {
         "no stable dependents".to_owned()
     } else {

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod notify;
 pub mod obsolete;
 pub mod owners;
+pub mod passmark;
 pub mod queue;
 pub mod scheduler;
 pub mod stable;

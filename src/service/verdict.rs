@@ -16,7 +16,8 @@ use serde_json::json;
 use super::App;
 use super::notify::{self, CheckLine, VerdictEmail};
 use crate::db::{self, checks::VerdictRow};
-use crate::domain::check::{CheckKind, CheckResult, CheckState, score};
+use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::passmark::CheckRecord;
 use crate::domain::{Manifest, UploadState};
 
 /// A test-only crash point: `HOLDQ_FAILPOINT=NAME` aborts the process when
@@ -51,24 +52,22 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
     {
         return Ok(None);
     }
-    let results: Vec<CheckResult> = checks
-        .iter()
-        .map(|c| CheckResult {
-            kind: CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build),
-            platform: c.platform.clone(),
-            weight: c.weight,
-            required: c.required != 0,
-            passed: c.state == CheckState::Passed.as_str(),
-        })
-        .collect();
-    let passmark = &app.config.passmark;
-    let verdict = score(&results, passmark.threshold);
+    let records: Vec<CheckRecord> = checks.iter().map(record_of).collect();
+    // The pass mark in force now: a change made while the upload waited applies.
+    let passmark = super::passmark::current(app).await?;
+    let verdict = passmark.judge(&records);
     let stable_moved = !verdict.accepted && stable_moved(&mut tx, upload_id, &checks).await?;
+    let flaky: Vec<String> = records
+        .iter()
+        .filter(|r| r.flaky)
+        .map(|r| crate::domain::check::label(r.kind, &r.platform))
+        .collect();
     let summary = json!({
         "failed": verdict.failed,
         "failed_required": verdict.failed_required,
         "stable_moved": stable_moved,
-        "checks": results,
+        "flaky": flaky,
+        "records": records,
     });
     db::checks::insert_verdict(
         &mut tx,
@@ -77,11 +76,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
             accepted: i64::from(verdict.accepted),
             score: verdict.score,
             threshold: verdict.threshold,
-            passmark: serde_json::to_string(&json!({
-                "threshold": passmark.threshold,
-                "required": passmark.required,
-                "weights": passmark.weights,
-            }))?,
+            passmark: serde_json::to_string(&passmark)?,
             summary: summary.to_string(),
             stable_moved: i64::from(stable_moved),
             decided_at: db::now_ms(),
@@ -164,6 +159,28 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
     }
     app.halts.forget(upload_id);
     Ok(Some(verdict.accepted))
+}
+
+/// What scoring needs of a check row: kind, platform, passed, and for
+/// revdeps the fraction (so the pass mark's `min_fraction` decides).
+fn record_of(c: &db::checks::CheckRow) -> CheckRecord {
+    let metadata: serde_json::Value = c
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let kind = CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build);
+    CheckRecord {
+        kind,
+        platform: c.platform.clone(),
+        passed: c.state == CheckState::Passed.as_str(),
+        fraction: if kind == CheckKind::Revdeps && c.state != CheckState::Skipped.as_str() {
+            metadata["fraction"].as_f64()
+        } else {
+            None
+        },
+        flaky: metadata["flaky"].as_bool().unwrap_or(false),
+    }
 }
 
 /// Renders the verdict email and writes it to the outbox, one row per
