@@ -195,9 +195,36 @@ impl Client {
         self.decode::<serde_json::Value>(resp).await.map(|_| ())
     }
 
-    pub async fn queue(&self) -> anyhow::Result<Vec<UploadView>> {
-        self.send(self.request(reqwest::Method::GET, "/queue"))
+    pub async fn queue(&self, platform: Option<&str>) -> anyhow::Result<Vec<UploadView>> {
+        let path = match platform {
+            Some(p) => format!("/queue?platform={p}"),
+            None => "/queue".into(),
+        };
+        self.send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// A GET of any API path, as JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// A POST or PUT of a JSON body; an empty answer is `null`.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .request(method, path)
+            .json(&body)
+            .send()
             .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(serde_json::Value::Null);
+        }
+        self.decode(resp).await
     }
 
     pub async fn upload_status(&self, id: i64) -> anyhow::Result<UploadView> {

@@ -7,7 +7,10 @@ use anyhow::Context;
 
 use super::client::Client;
 use super::render;
-use super::{ClientArgs, Command, MailCommand, OwnerCommand, ServerArgs, UserCommand};
+use super::{
+    ClientArgs, Command, MailCommand, OwnerCommand, PassmarkCommand, PlatformCommand, ServerArgs,
+    UserCommand,
+};
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
 use crate::service::{self, App, scheduler};
@@ -30,8 +33,80 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Queue { client } => {
-            render::queue(&Client::new(&client)?.queue().await?, client.json)
+        Command::Queue { platform, client } => render::queue(
+            &Client::new(&client)?.queue(platform.as_deref()).await?,
+            client.json,
+        ),
+        Command::Passmark { command, client } => passmark(command, &client).await,
+        Command::Cancel {
+            upload,
+            why,
+            client,
+        } => {
+            Client::new(&client)?
+                .send_json(
+                    reqwest::Method::POST,
+                    &format!("/uploads/{upload}/cancel"),
+                    serde_json::json!({ "why": why }),
+                )
+                .await?;
+            println!("upload {upload} cancelled; its maintainers will be told");
+            Ok(())
+        }
+        Command::Retry {
+            upload,
+            check,
+            client,
+        } => {
+            let answer = Client::new(&client)?
+                .send_json(
+                    reqwest::Method::POST,
+                    &format!("/uploads/{upload}/retry"),
+                    serde_json::json!({ "check": check }),
+                )
+                .await?;
+            render::json_or(&answer, client.json, |a| {
+                for c in a["retried"].as_array().into_iter().flatten() {
+                    println!("retrying {}", c.as_str().unwrap_or_default());
+                }
+            })
+        }
+        Command::Platform { command, client } => {
+            let api = Client::new(&client)?;
+            let answer = match command {
+                PlatformCommand::List => api.get_json("/platforms").await?,
+                PlatformCommand::Pause { name } => {
+                    api.send_json(
+                        reqwest::Method::POST,
+                        &format!("/platforms/{name}/pause"),
+                        serde_json::json!({}),
+                    )
+                    .await?
+                }
+                PlatformCommand::Resume { name } => {
+                    api.send_json(
+                        reqwest::Method::POST,
+                        &format!("/platforms/{name}/resume"),
+                        serde_json::json!({}),
+                    )
+                    .await?
+                }
+            };
+            render::json_or(&answer, client.json, |a| {
+                let list = a.as_array().cloned().unwrap_or_else(|| vec![a.clone()]);
+                for p in list {
+                    let state = if p["paused"].as_bool().unwrap_or(false) {
+                        "paused"
+                    } else {
+                        "running"
+                    };
+                    println!(
+                        "{:<24} {state:<8} {} local workers",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["local_workers"]
+                    );
+                }
+            })
         }
         Command::Status { target, client } => status(target, &client).await,
         Command::Obsolete {
@@ -242,7 +317,7 @@ fn pack(dir: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<()> {
 async fn status(target: Option<String>, args: &ClientArgs) -> anyhow::Result<()> {
     let api = Client::new(args)?;
     match target {
-        None => render::queue(&api.queue().await?, args.json),
+        None => render::queue(&api.queue(None).await?, args.json),
         Some(t) => match t.parse::<i64>() {
             Ok(id) => render::upload(&api.upload_status(id).await?, args.json),
             Err(_) => {
@@ -277,4 +352,91 @@ async fn user(db: &Db, command: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn passmark(command: PassmarkCommand, args: &ClientArgs) -> anyhow::Result<()> {
+    let api = Client::new(args)?;
+    match command {
+        PassmarkCommand::Show => {
+            let mark = api.get_json("/passmark").await?;
+            render::json_or(&mark, args.json, |m| {
+                println!("{}", serde_json::to_string_pretty(m).unwrap_or_default())
+            })
+        }
+        PassmarkCommand::Set { key, value, why } => {
+            let answer = api
+                .send_json(
+                    reqwest::Method::PUT,
+                    "/passmark",
+                    serde_json::json!({ "key": key, "value": value, "why": why }),
+                )
+                .await?;
+            render::json_or(&answer, args.json, |a| {
+                let c = &a["change"];
+                println!(
+                    "{}: {} -> {}",
+                    c["key"].as_str().unwrap_or_default(),
+                    c["old"].as_str().unwrap_or_default(),
+                    c["new"].as_str().unwrap_or_default()
+                );
+            })
+        }
+        PassmarkCommand::History => {
+            let list = api.get_json("/passmark/history").await?;
+            render::json_or(&list, args.json, |l| {
+                for c in l.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}  {}: {} -> {}  ({})",
+                        c["at"].as_str().unwrap_or_default(),
+                        c["by"].as_str().unwrap_or("-"),
+                        c["key"].as_str().unwrap_or_default(),
+                        c["old"].as_str().unwrap_or_default(),
+                        c["new"].as_str().unwrap_or_default(),
+                        c["why"].as_str().unwrap_or_default()
+                    );
+                }
+            })
+        }
+        PassmarkCommand::Simulate { changes, since } => {
+            anyhow::ensure!(changes.len() % 2 == 0, "simulate takes KEY VALUE pairs");
+            let pairs: Vec<(String, String)> = changes
+                .chunks(2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect();
+            let answer = api
+                .send_json(
+                    reqwest::Method::POST,
+                    "/passmark/simulate",
+                    serde_json::json!({ "changes": pairs, "since": since }),
+                )
+                .await?;
+            render::json_or(&answer, args.json, |a| {
+                let flips = a["flips"].as_array().cloned().unwrap_or_default();
+                println!(
+                    "{} past verdicts re-scored; {} would change",
+                    a["considered"],
+                    flips.len()
+                );
+                for f in flips {
+                    let word = |b: &serde_json::Value| {
+                        if b.as_bool().unwrap_or(false) {
+                            "accepted"
+                        } else {
+                            "rejected"
+                        }
+                    };
+                    println!(
+                        "  upload {} {} {}: {} ({:.2}) -> {} ({:.2})",
+                        f["upload_id"],
+                        f["name"].as_str().unwrap_or_default(),
+                        f["version"].as_str().unwrap_or_default(),
+                        word(&f["accepted_before"]),
+                        f["score_before"].as_f64().unwrap_or_default(),
+                        word(&f["accepted_after"]),
+                        f["score_after"].as_f64().unwrap_or_default()
+                    );
+                }
+            })
+        }
+    }
 }

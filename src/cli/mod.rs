@@ -53,8 +53,40 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// The holding queue, front first.
+    /// The holding queue, front first, with what each upload waits for.
     Queue {
+        /// Only the uploads waiting on this platform.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The pass mark: show, set (operators), history, simulate.
+    Passmark {
+        #[command(subcommand)]
+        command: PassmarkCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a pending upload: halt its checks, reject it with the reason, tell its maintainers (operators).
+    Cancel {
+        upload: i64,
+        #[arg(long)]
+        why: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a failed check of an upload still being checked again, e.g. build@linux-x86_64 (operators).
+    Retry {
+        upload: i64,
+        check: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Platforms: list, pause (checks wait, nothing is lost), resume (operators).
+    Platform {
+        #[command(subcommand)]
+        command: PlatformCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -129,6 +161,39 @@ pub enum UserCommand {
     },
     /// Print a new API token for an existing user (shown once).
     Token { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassmarkCommand {
+    /// The pass mark in force.
+    Show,
+    /// Change one key, e.g. `threshold 0.8`, `weight.test 2`, `required.build false`,
+    /// `platform.NAME.weight 0.5`, `platform.NAME.required true|false|default`,
+    /// `revdeps.min_fraction 0.9`, `revdeps.max_dependents 50`.
+    Set {
+        key: String,
+        value: String,
+        #[arg(long)]
+        why: String,
+    },
+    /// Every change: who, when, old, new, why.
+    History,
+    /// Re-score past verdicts under KEY VALUE changes and list the ones that would flip; changes nothing.
+    Simulate {
+        /// KEY VALUE pairs.
+        #[arg(required = true, num_args = 2..)]
+        changes: Vec<String>,
+        /// Only verdicts given in this window, e.g. 7d.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlatformCommand {
+    List,
+    Pause { name: String },
+    Resume { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,19 @@ pub fn receipt(r: &Receipt, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// JSON with `--json`, else what `text` prints.
+pub fn json_or(
+    value: &serde_json::Value,
+    json: bool,
+    text: impl FnOnce(&serde_json::Value),
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(value);
+    }
+    text(value);
+    Ok(())
+}
+
 pub fn queue(uploads: &[UploadView], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&uploads);
@@ -44,6 +57,9 @@ pub fn queue(uploads: &[UploadView], json: bool) -> anyhow::Result<()> {
             u.state.as_str(),
             u.created_at
         );
+        for w in &u.waiting_for {
+            println!("{:>14} waiting for {w}", "");
+        }
     }
     Ok(())
 }

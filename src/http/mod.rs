@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod operators;
 mod stable;
 mod uploads;
 
@@ -18,7 +19,13 @@ pub use error::ApiError;
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(health))
-        .nest("/api/v1", uploads::router().merge(stable::router()))
+        .route("/metrics", get(metrics))
+        .nest(
+            "/api/v1",
+            uploads::router()
+                .merge(stable::router())
+                .merge(operators::router()),
+        )
         .fallback(not_found)
         .with_state(app)
 }
@@ -39,13 +46,44 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// `GET /healthz`: 200 when the database answers.
+/// `GET /healthz`: 200 when the database and the job queue answer, 503
+/// (with which one failed) otherwise.
 async fn health(
     axum::extract::State(app): axum::extract::State<App>,
 ) -> Result<&'static str, ApiError> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "{what} unreachable");
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the {what} does not answer"),
+        )
+    };
     app.db
         .ping()
         .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("database ping")))?;
+        .map_err(|e| unavailable("database", &e))?;
+    app.queues
+        .ping()
+        .await
+        .map_err(|e| unavailable("job queue", &e))?;
     Ok("ok\n")
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<App>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let text = crate::service::metrics::render(&app)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }

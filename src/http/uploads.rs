@@ -93,9 +93,17 @@ async fn list_uploads(
     ))
 }
 
+#[derive(Deserialize)]
+struct QueueQuery {
+    platform: Option<String>,
+}
+
 async fn show_queue(
     State(app): State<App>,
     Authenticated(_): Authenticated,
+    Query(q): Query<QueueQuery>,
 ) -> Result<Json<Vec<UploadView>>, ApiError> {
-    Ok(Json(queue::list_queue(&app.db).await?))
+    Ok(Json(
+        queue::list_queue(&app.db, q.platform.as_deref()).await?,
+    ))
 }

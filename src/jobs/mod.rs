@@ -106,6 +106,19 @@ impl Queues {
         Ok(Self { backend, wake })
     }
 
+    /// Checks that the queue's database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            QueueBackend::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?
+            }
+            QueueBackend::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?
+            }
+        }
+        Ok(())
+    }
+
     /// A stream that yields whenever a job is pushed in this process.
     fn wake_stream(&self) -> std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send + Sync>> {
         let rx = self.wake.subscribe();
@@ -117,13 +130,16 @@ impl Queues {
 
     /// Enqueues the checks of `check_id` on its platform's queue. The key
     /// makes a second push of the same attempt a no-op.
+    /// `generation` counts the platform's resumes: a job pushed while it
+    /// was paused was consumed without running, and is pushed again.
     pub async fn push_check(
         &self,
         platform: &str,
         check_id: i64,
         attempt: i64,
+        generation: i64,
     ) -> anyhow::Result<()> {
-        let key = format!("check-{check_id}-{attempt}");
+        let key = format!("check-{check_id}-{attempt}-g{generation}");
         self.push(&queue_name(platform), RunCheck { check_id }, key)
             .await
             .with_context(|| format!("cannot enqueue check {check_id}"))

@@ -18,6 +18,8 @@ use crate::storage::unpack;
 /// A fresh directory holding one package and its dependencies.
 pub struct Workspace {
     dir: tempfile::TempDir,
+    /// Which try of its check this run is (1 first), as `$HOLDQ_TRY`.
+    pub try_number: i64,
     pub package_dir: PathBuf,
     pub deps_dir: PathBuf,
     pub dest_dir: PathBuf,
@@ -81,6 +83,7 @@ impl Workspace {
         };
         Ok(Self {
             dir,
+            try_number: 1,
             package_dir,
             deps_dir,
             dest_dir,
@@ -111,6 +114,7 @@ impl Workspace {
             ("HOLDQ_PLATFORM".to_owned(), platform.name.to_string()),
             ("HOLDQ_DESTDIR".to_owned(), path(&self.dest_dir)),
             ("HOME".to_owned(), path(&self.home_dir)),
+            ("HOLDQ_TRY".to_owned(), self.try_number.to_string()),
             ("TMPDIR".to_owned(), "/tmp".to_owned()),
         ]);
         let spec = RunSpec {

@@ -261,9 +261,29 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         super::verdict::decide(app, upload_id).await?;
     }
     for (platform, check_id) in builds {
-        app.queues.push_check(&platform, check_id, 0).await?;
+        enqueue_check(app, &platform, check_id, 0).await?;
     }
     Ok(true)
+}
+
+/// Pushes the job of a build check unless its platform is paused (a resume
+/// pushes every pending check of the platform).
+pub async fn enqueue_check(
+    app: &App,
+    platform: &str,
+    check_id: i64,
+    attempt: i64,
+) -> anyhow::Result<()> {
+    let (paused, generation) = {
+        let mut conn = app.db.pool().acquire().await?;
+        db::operators::platform_state(&mut conn, platform).await?
+    };
+    if paused {
+        return Ok(());
+    }
+    app.queues
+        .push_check(platform, check_id, attempt, generation)
+        .await
 }
 
 fn resolution_json(r: &Resolution) -> String {
@@ -288,6 +308,15 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
     drop(conn);
     if row.state != UploadState::Checking.as_str() {
         return Ok(()); // superseded or already decided: no side effect
+    }
+    {
+        let mut conn = app.db.pool().acquire().await?;
+        if db::operators::platform_state(&mut conn, &build.platform)
+            .await?
+            .0
+        {
+            return Ok(()); // paused: the check waits; resume pushes it again
+        }
     }
     let Some(platform) = app.config.platform(&build.platform).cloned() else {
         anyhow::bail!(
@@ -437,19 +466,51 @@ async fn run_chain(
                 return skip_rest(app, test.as_ref(), revdeps.as_ref()).await;
             }
         };
-        let ws = Workspace::prepare(
-            app,
-            Source {
-                archive: source.archive.clone(),
-                top: source.top.clone(),
-            },
-            &resolution,
-            None,
-        )
-        .await?;
-        let outcome = ws.run(app, platform, &manifest.build.command, halt).await?;
-        if outcome.ending == Ending::Halted {
-            return Ok(());
+        // A failed build is tried again, in a fresh workspace, up to the
+        // platform's `retries`; passing only on a retry marks it flaky.
+        let manual_retry = build
+            .metadata
+            .as_deref()
+            .is_some_and(|m| m.contains("\"manual_retry\":true"));
+        let mut tries = 0;
+        let (ws, outcome) = loop {
+            tries += 1;
+            let ws = Workspace::prepare(
+                app,
+                Source {
+                    archive: source.archive.clone(),
+                    top: source.top.clone(),
+                },
+                &resolution,
+                None,
+            )
+            .await?;
+            let mut ws = ws;
+            // Tries over the check's life: an operator's retry continues the count.
+            ws.try_number = build.attempts + tries;
+            let outcome = ws.run(app, platform, &manifest.build.command, halt).await?;
+            if outcome.ending == Ending::Halted {
+                return Ok(());
+            }
+            if outcome.succeeded() || tries > i64::from(platform.retries) {
+                break (ws, outcome);
+            }
+            tracing::info!(
+                upload.id = upload_id,
+                check.platform = p,
+                check.kind = "build",
+                tries,
+                "build failed; retrying"
+            );
+        };
+        let flaky = outcome.succeeded() && (tries > 1 || manual_retry);
+        let mut summary = describe(&outcome);
+        if flaky {
+            summary.push_str(if tries > 1 {
+                &" on a retry (flaky)"[..]
+            } else {
+                " when retried by an operator (flaky)"
+            });
         }
         let (installed, files) = crate::storage::unpack::file_list(&ws.dest_dir)?;
         let metadata = json!({
@@ -457,13 +518,15 @@ async fn run_chain(
             "installed_bytes": installed,
             "files": files,
             "resolved": resolution.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "tries": tries,
+            "flaky": flaky,
         });
         build_passed = outcome.succeeded();
         finish(
             app,
             build.id,
             state_of(&outcome),
-            &describe(&outcome),
+            &summary,
             &outcome.output,
             outcome.duration,
             metadata,

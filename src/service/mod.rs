@@ -3,8 +3,10 @@
 
 pub mod build;
 pub mod checks;
+pub mod metrics;
 pub mod notify;
 pub mod obsolete;
+pub mod operators;
 pub mod owners;
 pub mod passmark;
 pub mod queue;

@@ -40,6 +40,10 @@ pub struct VerdictEmail {
     pub failing: Vec<CheckLine>,
     pub failed_required: Vec<String>,
     pub stable_moved: bool,
+    /// Why an operator cancelled the upload, when one did.
+    pub cancelled: Option<String>,
+    /// Checks that passed only on a retry.
+    pub flaky: Vec<String>,
     pub pins: Vec<String>,
     pub upload_url: String,
     pub server_url: String,
@@ -263,6 +267,8 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
             vec!["build@linux-x86_64".into()]
         },
         stable_moved: !accepted,
+        cancelled: None,
+        flaky: Vec::new(),
         pins: if accepted {
             vec!["libwave ^2.1, <= 2.3.0".into()]
         } else {

@@ -31,6 +31,9 @@ pub struct UploadView {
     /// The emails about this upload and whether they went out.
     #[serde(default)]
     pub emails: Vec<EmailView>,
+    /// In the queue listing: what the upload is waiting for.
+    #[serde(default)]
+    pub waiting_for: Vec<String>,
 }
 
 /// One email about an upload.
@@ -68,6 +71,12 @@ pub struct VerdictView {
     pub threshold: f64,
     pub stable_moved: bool,
     pub failed: Vec<String>,
+    /// Checks that passed only on a retry.
+    #[serde(default)]
+    pub flaky: Vec<String>,
+    /// Why an operator cancelled the upload, when one did.
+    #[serde(default)]
+    pub cancelled: Option<String>,
     pub decided_at: String,
 }
 
@@ -102,19 +111,53 @@ impl UploadView {
             checks: Vec::new(),
             verdict: None,
             emails: Vec::new(),
+            waiting_for: Vec::new(),
         }
     }
 }
 
-/// The holding queue, front first, each with its position.
-pub async fn list_queue(db: &Db) -> Result<Vec<UploadView>, QueueError> {
+/// The holding queue, front first, each with its position and what it is
+/// waiting for; with `platform`, only the uploads that wait on it.
+pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadView>, QueueError> {
     let mut conn = db.pool().acquire().await?;
     let rows = db::uploads::pending(&mut conn).await?;
-    Ok(rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| UploadView::from_row(row, Some(i as i64 + 1)))
-        .collect())
+    let paused = db::operators::paused_platforms(&mut conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let checks = db::checks::of_upload(&mut conn, row.id).await?;
+        let open: Vec<&db::checks::CheckRow> = checks
+            .iter()
+            .filter(|c| matches!(c.state.as_str(), "pending" | "running"))
+            .collect();
+        if let Some(p) = platform
+            && !checks.is_empty()
+            && !open.iter().any(|c| c.platform == p)
+        {
+            continue;
+        }
+        let waiting_for = if checks.is_empty() {
+            vec!["its checks to start".to_owned()]
+        } else if open.is_empty() {
+            vec!["its verdict".to_owned()]
+        } else {
+            open.iter()
+                .map(|c| {
+                    let label = format!("{}@{}", c.kind, c.platform);
+                    if c.state == "running" {
+                        format!("{label} (running)")
+                    } else if paused.contains(&c.platform) {
+                        format!("{label} (platform paused)")
+                    } else {
+                        format!("{label} (waiting for a worker)")
+                    }
+                })
+                .collect()
+        };
+        let mut view = UploadView::from_row(row, Some(i as i64 + 1));
+        view.waiting_for = waiting_for;
+        out.push(view);
+    }
+    Ok(out)
 }
 
 /// One upload, with its position while it is pending.
@@ -155,6 +198,8 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
             threshold: v.threshold,
             stable_moved: v.stable_moved != 0,
             failed: serde_json::from_value(summary["failed"].clone()).unwrap_or_default(),
+            flaky: serde_json::from_value(summary["flaky"].clone()).unwrap_or_default(),
+            cancelled: summary["cancelled"].as_str().map(String::from),
             decided_at: format_time(v.decided_at),
         }
     });

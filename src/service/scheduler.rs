@@ -120,7 +120,7 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
         };
         let pending = attempts == 0 || stale_running;
         if pending {
-            app.queues.push_check(&platform, check_id, attempts).await?;
+            checks::enqueue_check(app, &platform, check_id, attempts).await?;
         }
     }
     for upload_id in checking {

@@ -220,6 +220,21 @@ async fn queue_verdict_email(
         failing,
         failed_required: verdict.failed_required.clone(),
         stable_moved,
+        cancelled: None,
+        flaky: checks
+            .iter()
+            .filter(|c| {
+                c.metadata
+                    .as_deref()
+                    .is_some_and(|m| m.contains("\"flaky\":true"))
+            })
+            .map(|c| {
+                crate::domain::check::label(
+                    CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build),
+                    &c.platform,
+                )
+            })
+            .collect(),
         pins: pins_carried_over(app, manifest).await?,
         upload_url: notify::upload_url(app, upload.id),
         server_url: app.config.public_url.clone(),
