@@ -507,7 +507,7 @@ async fn run_chain(
         let mut summary = describe(&outcome);
         if flaky {
             summary.push_str(if tries > 1 {
-                &" on a retry (flaky)"[..]
+                " on a retry (flaky)"
             } else {
                 " when retried by an operator (flaky)"
             });
