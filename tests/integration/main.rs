@@ -11,5 +11,6 @@ mod crash;
 mod mail;
 mod migrations;
 mod obsolescence;
+mod operators;
 mod queue_rules;
 mod workers;

@@ -173,11 +173,18 @@ impl TestApp {
             .await
             .expect("start queued uploads");
         loop {
+            // Checks of a paused platform wait, as they would for a worker.
             let builds = {
                 let mut conn = self.app.db.pool().acquire().await.unwrap();
+                let paused = holdq::db::operators::paused_platforms(&mut conn)
+                    .await
+                    .unwrap();
                 holdq::db::checks::unfinished_builds(&mut conn)
                     .await
                     .unwrap()
+                    .into_iter()
+                    .filter(|(_, platform, _)| !paused.contains(platform))
+                    .collect::<Vec<_>>()
             };
             if builds.is_empty() {
                 break;
