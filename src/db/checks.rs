@@ -68,23 +68,6 @@ pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<Chec
     .await
 }
 
-/// The check of `upload_id` of this kind on this platform.
-pub async fn find(
-    conn: &mut Conn,
-    upload_id: i64,
-    kind: &str,
-    platform: &str,
-) -> sqlx::Result<Option<CheckRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM checks WHERE upload_id = $1 AND kind = $2 AND platform = $3"
-    )))
-    .bind(upload_id)
-    .bind(kind)
-    .bind(platform)
-    .fetch_optional(conn)
-    .await
-}
-
 /// Marks a pending (or, after a lost worker, running) check as running
 /// under `worker`; false when it is already final.
 pub async fn mark_running(conn: &mut Conn, id: i64, worker: &str) -> sqlx::Result<bool> {

@@ -27,16 +27,6 @@ pub async fn record(conn: &mut Conn, event: NewEvent<'_>) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// The kinds of event of one package, oldest first.
-pub async fn kinds_for_package(conn: &mut Conn, package_id: i64) -> sqlx::Result<Vec<String>> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT kind FROM events WHERE package_id = $1 ORDER BY id")
-            .bind(package_id)
-            .fetch_all(conn)
-            .await?;
-    Ok(rows.into_iter().map(|(k,)| k).collect())
-}
-
 /// The events of one package, oldest first: (kind, at, detail JSON).
 pub async fn of_package(
     conn: &mut Conn,

@@ -38,29 +38,6 @@ pub struct NewEmail<'a> {
     pub message_id: &'a str,
 }
 
-/// Queues an email; an event key seen before queues nothing (`None`).
-pub async fn insert(conn: &mut Conn, e: NewEmail<'_>) -> sqlx::Result<Option<i64>> {
-    let now = now_ms();
-    let row: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, message_id, \
-         state, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9) \
-         ON CONFLICT (event_key) DO NOTHING RETURNING id",
-    )
-    .bind(e.event_key)
-    .bind(e.kind)
-    .bind(e.upload_id)
-    .bind(e.to_addr)
-    .bind(e.subject)
-    .bind(e.text_body)
-    .bind(e.html_body)
-    .bind(e.message_id)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(id,)| id))
-}
-
 pub async fn get(conn: &mut Conn, id: i64) -> sqlx::Result<Option<OutboxRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM outbox WHERE id = $1"

@@ -13,28 +13,6 @@ pub struct PinRow {
     pub requirement: String,
 }
 
-pub async fn insert(
-    conn: &mut Conn,
-    dependent_id: i64,
-    dependency_id: i64,
-    max: &str,
-    requirement: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO pins (dependent_id, dependency_id, max_version, requirement, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dependent_id, dependency_id) \
-         DO UPDATE SET max_version = excluded.max_version, requirement = excluded.requirement",
-    )
-    .bind(dependent_id)
-    .bind(dependency_id)
-    .bind(max)
-    .bind(requirement)
-    .bind(now_ms())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Lifts every pin on `dependency_id`; returns how many.
 pub async fn delete_on(conn: &mut Conn, dependency_id: i64) -> sqlx::Result<u64> {
     Ok(sqlx::query("DELETE FROM pins WHERE dependency_id = $1")

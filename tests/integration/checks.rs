@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use holdq::config::{ByteSize, Config, PlatformConfig};
-use holdq::domain::PackageName;
+use holdq::config::{ByteSize, PlatformConfig};
 use holdq::domain::check::CheckKind;
 use serde_json::Value;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, two_platforms};
 
 on_both_databases!(
     a_package_with_a_dependency_is_accepted_on_two_platforms_and_downloadable,
@@ -25,18 +24,6 @@ on_both_databases!(
     a_fork_bomb_and_a_memory_hog_are_contained,
     a_superseding_upload_kills_the_running_build_of_the_old_one,
 );
-
-fn platform(name: &str) -> PlatformConfig {
-    PlatformConfig {
-        name: PackageName::parse(name).unwrap(),
-        timeout: Duration::from_secs(60),
-        ..PlatformConfig::host()
-    }
-}
-
-fn two_platforms(c: &mut Config) {
-    c.platforms = vec![platform("linux-a"), platform("linux-b")];
-}
 
 fn check<'a>(upload: &'a Value, label: &str) -> &'a Value {
     upload["checks"]

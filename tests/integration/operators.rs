@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use holdq::config::{Config, PlatformConfig};
-use holdq::domain::PackageName;
+use holdq::config::PlatformConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::{Answer, TestApp, TestDb};
+use crate::support::{Answer, TestApp, TestDb, two_platforms};
 
 on_both_databases!(
     lowering_the_threshold_while_an_upload_waits_changes_its_verdict_and_not_given_ones,
@@ -23,18 +22,6 @@ on_both_databases!(
     non_operators_get_403_on_every_operator_endpoint,
     metrics_parse_and_the_queue_length_matches_the_queue,
 );
-
-fn platform(name: &str) -> PlatformConfig {
-    PlatformConfig {
-        name: PackageName::parse(name).unwrap(),
-        timeout: Duration::from_secs(60),
-        ..PlatformConfig::host()
-    }
-}
-
-fn two_platforms(c: &mut Config) {
-    c.platforms = vec![platform("linux-a"), platform("linux-b")];
-}
 
 async fn call(app: &TestApp, token: &str, method: Method, path: &str, body: Value) -> Answer {
     let resp = app

@@ -11,6 +11,20 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// A platform named `name` like the host's, with a 60 s time limit.
+pub fn platform(name: &str) -> holdq::config::PlatformConfig {
+    holdq::config::PlatformConfig {
+        name: holdq::domain::PackageName::parse(name).unwrap(),
+        timeout: std::time::Duration::from_secs(60),
+        ..holdq::config::PlatformConfig::host()
+    }
+}
+
+/// Two platforms, `linux-a` and `linux-b`.
+pub fn two_platforms(c: &mut Config) {
+    c.platforms = vec![platform("linux-a"), platform("linux-b")];
+}
+
 /// Which database a test runs on.
 #[derive(Clone, Debug)]
 pub enum TestDb {
