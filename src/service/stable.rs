@@ -243,6 +243,12 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
     let _one_writer = app.index_lock.lock().await;
     let mut tx = app.db.begin_read().await?;
     let serial = db::stable::serial(&mut tx).await?;
+    // Up to date (the common case for the periodic sweep): read nothing more.
+    let store = app.stable.clone();
+    let on_disk = tokio::task::spawn_blocking(move || store.index_serial()).await??;
+    if on_disk >= serial && app.stable.index_path().is_file() {
+        return Ok(on_disk);
+    }
     let rows = db::stable::all_version_heads(&mut tx).await?;
     let pins = db::pins::all(&mut tx).await?;
     let obsolete = db::pins::obsolete_packages(&mut tx).await?;
