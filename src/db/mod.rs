@@ -139,9 +139,18 @@ impl Db {
         }
     }
 
-    /// Begins a transaction that only reads.
+    /// Begins a transaction that only reads, from one snapshot: on
+    /// PostgreSQL `REPEATABLE READ`, so an upload and its verdict are read
+    /// as of the same instant (SQLite's read transactions already are).
     pub async fn begin_read(&self) -> sqlx::Result<Tx> {
-        self.pool.begin().await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+            }
+        }
     }
 
     /// Checks that the database answers.
