@@ -256,9 +256,22 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
     // The model holds every version's parsed requirements: make sure it is
     // current, then read them from it instead of re-parsing manifests.
     with_repo(app, |_| ()).await?;
+    // Several servers may share one database and one stable directory: on
+    // PostgreSQL one index writer at a time across all of them (the lock
+    // is released with this transaction, after the rename).
+    let cross_server = match app.db.backend() {
+        db::Backend::Postgres => {
+            let mut lock = app.db.pool().begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7263001)")
+                .execute(&mut *lock)
+                .await?;
+            Some(lock)
+        }
+        db::Backend::Sqlite => None,
+    };
     let cache = app.stable_cache.clone();
     let store = app.stable.clone();
-    tokio::task::spawn_blocking(move || {
+    let published = tokio::task::spawn_blocking(move || {
         let on_disk = store.index_serial()?;
         if on_disk >= serial && store.index_path().is_file() {
             return Ok(on_disk);
@@ -294,7 +307,11 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
         Ok(serial)
     })
     .await
-    .context("publishing the index")?
+    .context("publishing the index");
+    if let Some(lock) = cross_server {
+        lock.commit().await?;
+    }
+    published?
 }
 
 /// A package as `GET /api/v1/packages/{name}` shows it.
