@@ -80,8 +80,16 @@ async fn a_package_with_a_dependency_is_accepted_on_two_platforms_and_downloadab
         assert_eq!(b["metadata"]["resolved"]["libwave"], "1.0.0");
         assert!(b["metadata"]["installed_bytes"].as_u64().unwrap() > 0);
     }
-    // In the stable index, with its archive downloadable.
-    let index = app.get(None, "/api/v1/index").await.body;
+    // In the stable index (published right after the verdict's commit),
+    // with its archive downloadable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let index = loop {
+        let index = app.get(None, "/api/v1/index").await.body;
+        if index["serial"] == 2 || std::time::Instant::now() > deadline {
+            break index;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(index["serial"], 2);
     assert_eq!(
         index["packages"]["player"]["versions"][0]["dependencies"]["libwave"],
