@@ -40,6 +40,10 @@ pub struct SendEmail {
 /// The queue emails go through.
 pub const MAIL_QUEUE: &str = "holdq-mail";
 
+/// How often a worker tells the queue it is alive; after two missed beats
+/// its jobs go back to the queue for another worker.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// How often an idle worker looks for work.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -275,7 +279,10 @@ impl Queues {
             .interval(POLL_INTERVAL);
         match self.backend {
             QueueBackend::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default().queue(&queue).batch_size(1);
+                let config = apalis_sqlite::Config::default()
+                    .queue(&queue)
+                    .batch_size(1)
+                    .heartbeat_interval(HEARTBEAT);
                 let storage = SqliteStorage::<J>::new(&pool)
                     .with_config(config)
                     .poll_with_strategy(strategy);
@@ -290,7 +297,8 @@ impl Queues {
             QueueBackend::Postgres(pool) => {
                 let config = apalis_postgres::Config::default()
                     .queue(&queue)
-                    .batch_size(1);
+                    .batch_size(1)
+                    .heartbeat_interval(HEARTBEAT);
                 let storage = PostgresStorage::<J>::new(&pool)
                     .with_config(config)
                     .poll_with_strategy(strategy);
