@@ -38,6 +38,28 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             client.json,
         ),
         Command::Passmark { command, client } => passmark(command, &client).await,
+        Command::Workers { client } => {
+            let list = Client::new(&client)?.get_json("/workers").await?;
+            render::json_or(&list, client.json, |l| {
+                let workers = l.as_array().cloned().unwrap_or_default();
+                if workers.is_empty() {
+                    println!("no worker has beaten in the last minute");
+                }
+                for w in workers {
+                    let doing = w["current_check"]
+                        .as_i64()
+                        .map(|c| format!("running check {c}"))
+                        .unwrap_or_else(|| "idle".into());
+                    println!(
+                        "{:<16} {:<48} {:<12} last heartbeat {}",
+                        w["platform"].as_str().unwrap_or_default(),
+                        w["name"].as_str().unwrap_or_default(),
+                        doing,
+                        w["last_heartbeat"].as_str().unwrap_or_default()
+                    );
+                }
+            })
+        }
         Command::Cancel {
             upload,
             why,

@@ -83,6 +83,11 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The check workers seen in the last minute: platform, host, current check, last heartbeat.
+    Workers {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Platforms: list, pause (checks wait, nothing is lost), resume (operators).
     Platform {
         #[command(subcommand)]

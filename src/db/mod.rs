@@ -13,6 +13,7 @@ pub mod pins;
 pub mod stable;
 pub mod uploads;
 pub mod users;
+pub mod workers;
 
 use std::str::FromStr;
 use std::time::Duration;

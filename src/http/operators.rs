@@ -11,7 +11,7 @@ use super::ApiError;
 use super::auth::Authenticated;
 use crate::domain::passmark::PassMark;
 use crate::service::App;
-use crate::service::operators::{self, OperatorError, PlatformView};
+use crate::service::operators::{self, OperatorError, PlatformView, WorkerView};
 use crate::service::passmark::{self, PassMarkChange, PassMarkServiceError, Simulation};
 
 pub fn router() -> Router<App> {
@@ -22,6 +22,7 @@ pub fn router() -> Router<App> {
         .route("/uploads/{id}/cancel", post(cancel_upload))
         .route("/uploads/{id}/retry", post(retry_upload))
         .route("/platforms", get(list_platforms))
+        .route("/workers", get(list_workers))
         .route("/platforms/{name}/pause", post(pause_platform))
         .route("/platforms/{name}/resume", post(resume_platform))
 }
@@ -201,5 +202,15 @@ async fn resume_platform(
 ) -> Result<Json<PlatformView>, ApiError> {
     Ok(Json(
         operators::set_paused(&app, &user, &name, false).await?,
+    ))
+}
+
+/// `GET /workers`: the check workers seen in the last minute.
+async fn list_workers(
+    State(app): State<App>,
+    Authenticated(_): Authenticated,
+) -> Result<Json<Vec<WorkerView>>, ApiError> {
+    Ok(Json(
+        operators::workers(&app).await.map_err(ApiError::internal)?,
     ))
 }

@@ -345,15 +345,20 @@ fn is_duplicate(e: &anyhow::Error) -> bool {
     text.contains("unique") || text.contains("duplicate")
 }
 
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
 /// A worker name unique to this process: host, pid and a random suffix,
 /// so a restarted worker never inherits the locks of its previous life.
 pub fn worker_name(platform: &str, index: u32) -> String {
     use rand::Rng;
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let host = host_name();
     let suffix: u32 = rand::rng().random();
     format!(
         "holdq-{host}-{}-{suffix:08x}-{platform}-{index}",

@@ -264,3 +264,33 @@ pub async fn set_paused(
         local_workers: platform.local_workers,
     })
 }
+
+/// A check worker as `holdq workers` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub name: String,
+    pub platform: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at: String,
+    pub last_heartbeat: String,
+    pub current_check: Option<i64>,
+}
+
+/// Workers that beat in the last minute.
+pub async fn workers(app: &App) -> anyhow::Result<Vec<WorkerView>> {
+    let mut conn = app.db.pool().acquire().await?;
+    let rows = db::workers::seen_since(&mut conn, db::now_ms() - 60_000).await?;
+    Ok(rows
+        .into_iter()
+        .map(|w| WorkerView {
+            name: w.name,
+            platform: w.platform,
+            host: w.host,
+            pid: w.pid,
+            started_at: super::format_time(w.started_at),
+            last_heartbeat: super::format_time(w.heartbeat_at),
+            current_check: w.current_check,
+        })
+        .collect())
+}

@@ -63,7 +63,9 @@ pub fn spawn_workers(
                     let app = handler_app.clone();
                     let name = handler_name.clone();
                     Box::pin(async move {
+                        registry_set_current(&app, &name, Some(job.check_id)).await;
                         let result = checks::run_platform(&app, job.check_id, &name).await;
+                        registry_set_current(&app, &name, None).await;
                         if let Err(e) = &result {
                             tracing::error!(
                                 check.id = job.check_id,
@@ -76,6 +78,7 @@ pub fn spawn_workers(
                 }));
             tokio::spawn(async move {
                 tracing::info!(worker = %name, check.platform = %platform, "worker started");
+                let beating = spawn_heartbeat(&app, &name, &platform, shutdown.clone());
                 if let Err(e) = app
                     .queues
                     .clone()
@@ -84,9 +87,58 @@ pub fn spawn_workers(
                 {
                     tracing::error!(worker = %name, error = format!("{e:#}"), "worker stopped");
                 }
+                beating.abort();
             })
         })
         .collect()
+}
+
+/// How often a worker renews its row in the registry.
+const REGISTRY_BEAT: Duration = Duration::from_secs(5);
+
+/// Registers the worker and renews its heartbeat until `shutdown`.
+fn spawn_heartbeat(
+    app: &App,
+    name: &str,
+    platform: &str,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let (app, name, platform) = (app.clone(), name.to_owned(), platform.to_owned());
+    tokio::spawn(async move {
+        let host = crate::jobs::host_name();
+        loop {
+            let result = async {
+                let mut conn = app.db.pool().acquire().await?;
+                db::workers::register(
+                    &mut conn,
+                    &name,
+                    &platform,
+                    &host,
+                    i64::from(std::process::id()),
+                )
+                .await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(worker = %name, error = %e, "heartbeat not recorded");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(REGISTRY_BEAT) => {}
+            }
+        }
+    })
+}
+
+async fn registry_set_current(app: &App, name: &str, check: Option<i64>) {
+    let result = async {
+        let mut conn = app.db.pool().acquire().await?;
+        db::workers::set_current(&mut conn, name, check).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(worker = %name, error = %e, "worker registry not updated");
+    }
 }
 
 /// Re-enqueues the build checks that should have a job, decides uploads

@@ -58,3 +58,71 @@ async fn a_separate_worker_process_checks_its_platform(db: TestDb) {
     assert_eq!(build["platform"], "linux-remote");
     assert_eq!(build["state"], "passed");
 }
+
+on_both_databases!(running_workers_are_listed_with_their_current_check,);
+
+async fn running_workers_are_listed_with_their_current_check(db: TestDb) {
+    let app = TestApp::spawn_with(db, crate::support::two_platforms).await;
+    app.start_workers();
+    let ada = app.user("ada@example.org").await;
+    async fn list(app: &TestApp) -> serde_json::Value {
+        app.get(Some(&app.operator), "/api/v1/workers").await.body
+    }
+    // Both platforms' workers register at start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let workers = loop {
+        let w = list(&app).await;
+        if w.as_array().is_some_and(|a| a.len() == 2) || std::time::Instant::now() > deadline {
+            break w;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let platforms: Vec<&str> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux-a", "linux-b"], "{workers:#}");
+    let pid = i64::from(std::process::id());
+    assert!(
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["pid"] == pid && w["current_check"].is_null())
+    );
+
+    // A running build shows as its worker's current check.
+    let id = app
+        .upload_ok(
+            &ada,
+            package_building(
+                "slow",
+                "1.0.0",
+                &[],
+                "test \"$HOLDQ_PLATFORM\" = linux-b || sleep 2",
+                None,
+            ),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = list(&app).await;
+        let busy = w
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["platform"] == "linux-a" && !w["current_check"].is_null());
+        if busy.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw the running check: {w:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = app.wait_for_verdict(id).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+}
