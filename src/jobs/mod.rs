@@ -61,6 +61,29 @@ enum QueueBackend {
     Postgres(PgPool),
 }
 
+/// Runs `$body` with `$storage`, the job storage of whichever backend this
+/// is, configured by `$configure` from its default config `$config`.
+/// apalis' SQLite and PostgreSQL storages share their method names but no
+/// trait that covers them all, so one body serves both through a macro.
+macro_rules! with_storage {
+    ($backend:expr, $job:ty, |$config:ident| $configure:expr, |$storage:ident| $body:expr) => {
+        match $backend {
+            QueueBackend::Sqlite(pool) => {
+                let $config = apalis_sqlite::Config::default();
+                #[allow(unused_mut)]
+                let mut $storage = SqliteStorage::<$job>::new(pool).with_config($configure);
+                $body
+            }
+            QueueBackend::Postgres(pool) => {
+                let $config = apalis_postgres::Config::default();
+                #[allow(unused_mut)]
+                let mut $storage = PostgresStorage::<$job>::new(pool).with_config($configure);
+                $body
+            }
+        }
+    };
+}
+
 /// The queue a platform's checks go to.
 pub fn queue_name(platform: &str) -> String {
     format!("holdq-checks-{platform}")
@@ -184,24 +207,17 @@ impl Queues {
                 .collect();
             futures::stream::iter(list)
         };
-        let batch = match &self.backend {
-            QueueBackend::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default().queue(MAIL_QUEUE);
-                let mut storage = SqliteStorage::<SendEmail>::new(pool).with_config(config);
+        let batch = with_storage!(
+            &self.backend,
+            SendEmail,
+            |c| c.queue(MAIL_QUEUE),
+            |storage| {
                 storage
                     .push_all(tasks())
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))
             }
-            QueueBackend::Postgres(pool) => {
-                let config = apalis_postgres::Config::default().queue(MAIL_QUEUE);
-                let mut storage = PostgresStorage::<SendEmail>::new(pool).with_config(config);
-                storage
-                    .push_all(tasks())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-            }
-        };
+        );
         let _ = self.wake.send(());
         if batch.is_err() {
             for &(id, attempt) in emails {
@@ -213,24 +229,12 @@ impl Queues {
 
     async fn push<J: Job>(&self, queue: &str, job: J, key: String) -> anyhow::Result<()> {
         let task = TaskBuilder::new(job).idempotency_key(key).build();
-        let result = match &self.backend {
-            QueueBackend::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default().queue(queue);
-                let mut storage = SqliteStorage::<J>::new(pool).with_config(config);
-                storage
-                    .push_task(task)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-            }
-            QueueBackend::Postgres(pool) => {
-                let config = apalis_postgres::Config::default().queue(queue);
-                let mut storage = PostgresStorage::<J>::new(pool).with_config(config);
-                storage
-                    .push_task(task)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-            }
-        };
+        let result = with_storage!(&self.backend, J, |c| c.queue(queue), |storage| {
+            storage
+                .push_task(task)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
         let _ = self.wake.send(());
         match result {
             Ok(()) => Ok(()),
@@ -277,40 +281,20 @@ impl Queues {
         let strategy = Strategy::new()
             .stream(self.wake_stream())
             .interval(POLL_INTERVAL);
-        match self.backend {
-            QueueBackend::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default()
-                    .queue(&queue)
-                    .batch_size(1)
-                    .heartbeat_interval(HEARTBEAT);
-                let storage = SqliteStorage::<J>::new(&pool)
-                    .with_config(config)
-                    .poll_with_strategy(strategy);
+        with_storage!(
+            &self.backend,
+            J,
+            |c| c.queue(&queue).batch_size(1).heartbeat_interval(HEARTBEAT),
+            |storage| {
                 WorkerBuilder::new(name)
-                    .backend(storage)
+                    .backend(storage.poll_with_strategy(strategy))
                     .concurrency(1)
                     .data(handler)
                     .build(handle::<J>)
                     .run_until(stop)
-                    .await?;
+                    .await?
             }
-            QueueBackend::Postgres(pool) => {
-                let config = apalis_postgres::Config::default()
-                    .queue(&queue)
-                    .batch_size(1)
-                    .heartbeat_interval(HEARTBEAT);
-                let storage = PostgresStorage::<J>::new(&pool)
-                    .with_config(config)
-                    .poll_with_strategy(strategy);
-                WorkerBuilder::new(name)
-                    .backend(storage)
-                    .concurrency(1)
-                    .data(handler)
-                    .build(handle::<J>)
-                    .run_until(stop)
-                    .await?;
-            }
-        }
+        );
         Ok(())
     }
 }
