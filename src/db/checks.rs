@@ -68,6 +68,19 @@ pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<Chec
     .await
 }
 
+/// The checks of every pending upload, without their logs and metadata:
+/// what the queue listing needs, in one query.
+pub async fn of_pending_uploads(conn: &mut Conn) -> sqlx::Result<Vec<CheckRow>> {
+    sqlx::query_as(
+        "SELECT c.id, c.upload_id, c.kind, c.platform, c.state, c.weight, c.required, c.attempts, \
+         c.worker, c.started_at, c.finished_at, c.duration_ms, c.summary, NULL AS log, NULL AS metadata \
+         FROM checks c JOIN uploads u ON u.id = c.upload_id \
+         WHERE u.state IN ('queued', 'checking') ORDER BY c.id",
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// Marks a pending (or, after a lost worker, running) check as running
 /// under `worker`; false when it is already final.
 pub async fn mark_running(conn: &mut Conn, id: i64, worker: &str) -> sqlx::Result<bool> {

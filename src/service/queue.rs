@@ -119,12 +119,18 @@ impl UploadView {
 /// The holding queue, front first, each with its position and what it is
 /// waiting for; with `platform`, only the uploads that wait on it.
 pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadView>, QueueError> {
-    let mut conn = db.pool().acquire().await?;
-    let rows = db::uploads::pending(&mut conn).await?;
-    let paused = db::operators::paused_platforms(&mut conn).await?;
+    let mut tx = db.begin_read().await?;
+    let rows = db::uploads::pending(&mut tx).await?;
+    let paused = db::operators::paused_platforms(&mut tx).await?;
+    let mut by_upload: std::collections::HashMap<i64, Vec<db::checks::CheckRow>> =
+        std::collections::HashMap::new();
+    for check in db::checks::of_pending_uploads(&mut tx).await? {
+        by_upload.entry(check.upload_id).or_default().push(check);
+    }
+    tx.commit().await?;
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
-        let checks = db::checks::of_upload(&mut conn, row.id).await?;
+        let checks = by_upload.remove(&row.id).unwrap_or_default();
         let open: Vec<&db::checks::CheckRow> = checks
             .iter()
             .filter(|c| matches!(c.state.as_str(), "pending" | "running"))
