@@ -41,7 +41,12 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     scheduler::spawn_scheduler(&app, shutdown.clone());
     scheduler::spawn_workers(&app, &app.config.platforms[0].clone(), 1, shutdown.clone());
-    let (_, token) = holdq::service::users::add_user(&app.db, "bench@example.org", true).await?;
+    let (_, token) = holdq::service::users::add_user(
+        &app.db,
+        "bench@example.org",
+        holdq::service::users::Role::Operator,
+    )
+    .await?;
     let client = reqwest::Client::new();
 
     // Kill latency.

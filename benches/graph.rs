@@ -334,7 +334,12 @@ async fn obsolete_through_the_service(rows: &[Row], repo: &StableRepo) -> anyhow
         holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into()),
     )
     .await?;
-    let (operator, _) = holdq::service::users::add_user(&app.db, "bench@example.org", true).await?;
+    let (operator, _) = holdq::service::users::add_user(
+        &app.db,
+        "bench@example.org",
+        holdq::service::users::Role::Operator,
+    )
+    .await?;
     let t = Instant::now();
     let mut tx = app.db.begin_write().await?;
     let mut ids: HashMap<String, i64> = HashMap::new();
@@ -403,6 +408,7 @@ async fn obsolete_through_the_service(rows: &[Row], repo: &StableRepo) -> anyhow
         id: operator.id,
         email: operator.email.clone(),
         is_operator: true,
+        is_worker: false,
     };
     let t = Instant::now();
     let outcome =

@@ -189,8 +189,12 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(holdq::http::serve(listener, app.clone()));
-        let (_, token) =
-            holdq::service::users::add_user(&app.db, "operator@example.org", true).await?;
+        let (_, token) = holdq::service::users::add_user(
+            &app.db,
+            "operator@example.org",
+            holdq::service::users::Role::Operator,
+        )
+        .await?;
         Ok(Self {
             url: format!("http://{addr}/api/v1/uploads"),
             token,

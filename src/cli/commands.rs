@@ -13,6 +13,7 @@ use super::{
 };
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
+use crate::service::users::Role;
 use crate::service::{self, App, scheduler};
 use crate::storage::archive::ArchiveLimits;
 
@@ -23,7 +24,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             platform,
             count,
             server,
-        } => worker(&server, &platform, count).await,
+            token,
+            args,
+        } => {
+            let remote = match (server, token) {
+                (Some(server), Some(token)) => Some((server, token)),
+                (Some(_), None) => anyhow::bail!(
+                    "a worker with --server needs --token (or HOLDQ_TOKEN): a worker token from `holdq user add EMAIL --worker`"
+                ),
+                _ => None,
+            };
+            worker(&args, &platform, count, remote).await
+        }
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
         Command::Upload { files, client } => {
             let api = Client::new(&client)?;
@@ -236,6 +248,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     let mut tasks = vec![
         scheduler::spawn_scheduler(&app, shutdown.clone()),
         scheduler::spawn_email_worker(&app, shutdown.clone()),
+        scheduler::spawn_decide_worker(&app, shutdown.clone()),
     ];
     for platform in &app.config.platforms {
         tasks.extend(scheduler::spawn_workers(
@@ -258,22 +271,66 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     result
 }
 
-/// `holdq worker`: workers for one platform, against the server's database.
-async fn worker(args: &ServerArgs, platform: &str, count: u32) -> anyhow::Result<()> {
+/// `holdq worker`: workers for one platform, against the servers' database.
+/// With `remote` (server URL, token) the worker shares no disk with the
+/// server: it fetches archives over HTTP into its own data directory and
+/// leaves verdicts to the servers.
+async fn worker(
+    args: &ServerArgs,
+    platform: &str,
+    count: u32,
+    remote: Option<(String, String)>,
+) -> anyhow::Result<()> {
     init_tracing("info");
-    let config = load_config(args)?;
-    let app = App::open(config).await?;
-    let Some(platform) = app.config.platform(platform).cloned() else {
-        anyhow::bail!(
-            "no platform {platform:?} in the config (it has: {})",
-            app.config
-                .platforms
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+    let mut config = load_config(args)?;
+    if config.platform(platform).is_none() {
+        let name = crate::domain::PackageName::parse(platform)
+            .map_err(|e| anyhow::anyhow!("{platform:?} is not a platform name: {e}"))?;
+        if remote.is_none() {
+            anyhow::bail!(
+                "no platform {platform:?} in the config (it has: {})",
+                config
+                    .platforms
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        tracing::info!(
+            check.platform = platform,
+            "the config does not describe the platform; using the default limits"
         );
+        config
+            .platforms
+            .push(crate::config::PlatformConfig::named(name));
+    }
+    let store = match &remote {
+        Some((server, token)) => {
+            let store = crate::storage::fetch::RemoteStore::new(
+                server,
+                token,
+                &config.data_dir.join("cache"),
+            )?;
+            let me = store.whoami().await?;
+            if me["is_worker"] != true && me["is_operator"] != true {
+                anyhow::bail!(
+                    "the token belongs to {}, who is neither a worker nor an operator; make one with `holdq user add EMAIL --worker`",
+                    me["email"]
+                );
+            }
+            tracing::info!(server = store.server(), account = %me["email"], "fetching archives from the server");
+            Some(std::sync::Arc::new(store))
+        }
+        None => None,
     };
+    let mut app = App::open(config).await?;
+    app.remote = store;
+    let platform = app
+        .config
+        .platform(platform)
+        .cloned()
+        .expect("the platform was added above");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let tasks = scheduler::spawn_workers(&app, &platform, count, shutdown.clone());
     stop_signal().await;
@@ -358,12 +415,22 @@ async fn status(target: Option<String>, args: &ClientArgs) -> anyhow::Result<()>
 
 async fn user(db: &Db, command: UserCommand) -> anyhow::Result<()> {
     match command {
-        UserCommand::Add { email, operator } => {
-            let (user, token) = service::users::add_user(db, &email, operator).await?;
-            let role = if user.is_operator { "operator" } else { "user" };
+        UserCommand::Add {
+            email,
+            operator,
+            worker,
+        } => {
+            let role = match (operator, worker) {
+                (true, _) => Role::Operator,
+                (false, true) => Role::Worker,
+                (false, false) => Role::Maintainer,
+            };
+            let (user, token) = service::users::add_user(db, &email, role).await?;
             eprintln!(
-                "added {role} {} (id {}); their API token, shown this once:",
-                user.email, user.id
+                "added {} {} (id {}); their API token, shown this once:",
+                role.as_str(),
+                user.email,
+                user.id
             );
             println!("{token}");
         }

@@ -33,8 +33,16 @@ pub enum Command {
         /// How many checks to run at once.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// The server to fetch archives from, for a worker on a machine that
+        /// shares no disk with it; verdicts are then left to the servers.
+        /// Without it, the worker reads the server's data directory.
+        #[arg(long, env = "HOLDQ_SERVER")]
+        server: Option<String>,
+        /// A worker token (`holdq user add EMAIL --worker`), with --server.
+        #[arg(long, env = "HOLDQ_TOKEN", hide_env_values = true, requires = "server")]
+        token: Option<String>,
         #[command(flatten)]
-        server: ServerArgs,
+        args: ServerArgs,
     },
     /// Make an archive from a directory holding package.toml, and check it as the server would.
     Pack {
@@ -161,8 +169,11 @@ pub enum UserCommand {
     Add {
         email: String,
         /// Make the user an operator.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "worker")]
         operator: bool,
+        /// A platform worker's account: its token only fetches upload archives.
+        #[arg(long)]
+        worker: bool,
     },
     /// Print a new API token for an existing user (shown once).
     Token { email: String },

@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Conn, now_ms};
+use super::{Backend, Conn, HALT_CHANNEL, now_ms};
 
 #[derive(Clone, Debug, FromRow)]
 pub struct CheckRow {
@@ -125,16 +125,26 @@ pub async fn finish(conn: &mut Conn, id: i64, f: Finished<'_>) -> sqlx::Result<b
 }
 
 /// Halts every unfinished check of an upload.
-pub async fn halt_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<u64> {
-    Ok(sqlx::query(
+pub async fn halt_upload(conn: &mut Conn, backend: Backend, upload_id: i64) -> sqlx::Result<u64> {
+    let halted = sqlx::query(
         "UPDATE checks SET state = 'halted', finished_at = $1, summary = 'halted: the upload was superseded' \
          WHERE upload_id = $2 AND state IN ('pending', 'running')",
     )
     .bind(now_ms())
     .bind(upload_id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?
-    .rows_affected())
+    .rows_affected();
+    if halted > 0 && backend == Backend::Postgres {
+        // Delivered at commit to every process listening (their workers
+        // kill the runs at once); never if the transaction rolls back.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(HALT_CHANNEL)
+            .bind(upload_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(halted)
 }
 
 /// Build checks still to run, of uploads being checked: what the reconcile

@@ -26,6 +26,10 @@ use crate::config::redact_url;
 
 pub use sqlx::AnyConnection as Conn;
 /// A transaction owned by one use case.
+/// The PostgreSQL notification channel on which a halted upload's id is
+/// announced to the workers of every process.
+pub const HALT_CHANNEL: &str = "holdq_halt";
+
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Which database a URL names.

@@ -75,6 +75,7 @@ impl From<UploadError> for ApiError {
             E::Archive(a) => (S::BAD_REQUEST, a.code()),
             E::UnknownPlatform { .. } => (S::BAD_REQUEST, "unknown_platform"),
             E::NotOwner { .. } => (S::FORBIDDEN, "not_owner"),
+            E::WorkerToken => (S::FORBIDDEN, "worker_token"),
             E::Obsolete { .. } => (S::CONFLICT, "package_obsolete"),
             E::Removed { .. } => (S::CONFLICT, "package_removed"),
             E::VersionExists { .. } => (S::CONFLICT, "version_exists"),
@@ -118,6 +119,9 @@ impl From<QueueError> for ApiError {
             }
             QueueError::NoSuchPackage(_) => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            QueueError::ArchiveNotAllowed(_) => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
             QueueError::Db(e) => Self::internal(anyhow::Error::new(e)),
         }

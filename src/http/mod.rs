@@ -87,3 +87,35 @@ async fn metrics(
     )
         .into_response())
 }
+
+/// Streams an archive file as `application/gzip`, with its length, a file
+/// name, and its sha256 when known (`X-Checksum-Sha256`, as uploads send it).
+async fn archive_response(
+    path: &std::path::Path,
+    file_name: &str,
+    sha256: Option<&str>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
+        ApiError::internal(anyhow::Error::new(e).context(format!("opening {}", path.display())))
+    })?;
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let mut response =
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/gzip".parse().expect("a valid header"),
+    );
+    if let Some(len) = len {
+        headers.insert(header::CONTENT_LENGTH, len.into());
+    }
+    if let Ok(v) = format!("attachment; filename=\"{file_name}\"").parse() {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Some(sha) = sha256.and_then(|s| s.parse().ok()) {
+        headers.insert("x-checksum-sha256", sha);
+    }
+    Ok(response)
+}

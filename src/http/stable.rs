@@ -1,7 +1,6 @@
 //! The stable repository, readable without a token: `GET /index`,
 //! `GET /packages/{name}`, `GET /packages/{name}/{version}/archive`.
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,23 +62,7 @@ async fn download_archive(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let path = stable::archive(&app, &name, &version).await?;
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
-        ApiError::internal(anyhow::Error::new(e).context(format!("opening {}", path.display())))
-    })?;
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        "application/gzip".parse().expect("a valid header"),
-    );
-    if let Some(len) = len {
-        headers.insert(header::CONTENT_LENGTH, len.into());
-    }
-    if let Ok(v) = format!("attachment; filename=\"{name}-{version}.tar.gz\"").parse() {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(response)
+    super::archive_response(&path, &format!("{name}-{version}.tar.gz"), None).await
 }
 
 #[derive(serde::Deserialize)]

@@ -1,5 +1,5 @@
 //! Uploads and the holding queue: `POST /uploads`, `GET /uploads/{id}`,
-//! `GET /uploads?package=NAME`, `GET /queue`.
+//! `GET /uploads/{id}/archive`, `GET /uploads?package=NAME`, `GET /queue`.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -18,7 +18,9 @@ pub fn router() -> Router<App> {
     Router::new()
         .route("/uploads", get(list_uploads).post(upload_package))
         .route("/uploads/{id}", get(show_upload))
+        .route("/uploads/{id}/archive", get(download_upload_archive))
         .route("/queue", get(show_queue))
+        .route("/me", get(whoami))
 }
 
 /// `POST /api/v1/uploads`: the archive is the raw body.
@@ -62,14 +64,40 @@ async fn show_upload(
     Authenticated(_): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<UploadView>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| {
+    let id = parse_id(&id)?;
+    Ok(Json(queue::get_upload(&app.db, id).await?))
+}
+
+/// `GET /me`: whose token this is (a worker checks its token at start).
+async fn whoami(Authenticated(user): Authenticated) -> Json<crate::service::users::User> {
+    Json(user)
+}
+
+/// `GET /uploads/{id}/archive`: the archive as uploaded, for the platform
+/// workers on other machines.
+async fn download_upload_archive(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let id = parse_id(&id)?;
+    let archive = queue::upload_archive(&app, &user, id).await?;
+    super::archive_response(
+        &archive.path,
+        &format!("{}-{}.tar.gz", archive.name, archive.version),
+        Some(&archive.sha256),
+    )
+    .await
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!("{id:?} is not an upload id"),
         )
-    })?;
-    Ok(Json(queue::get_upload(&app.db, id).await?))
+    })
 }
 
 #[derive(Deserialize)]

@@ -37,22 +37,50 @@ pub struct SendEmail {
     pub outbox_id: i64,
 }
 
+/// "Decide upload N": a worker on another machine finished its platform's
+/// checks and leaves the verdict (and promotion) to a server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Decide {
+    pub upload_id: i64,
+}
+
 /// The queue emails go through.
 pub const MAIL_QUEUE: &str = "holdq-mail";
+
+/// The queue the servers take decisions from.
+pub const DECIDE_QUEUE: &str = "holdq-decide";
+
+/// apalis-postgres' trigger announces every inserted job on this channel.
+const INSERT_CHANNEL: &str = "apalis::job::insert";
+
+/// A wake-up for the workers of every queue (after a lost notification).
+const EVERY_QUEUE: &str = "*";
 
 /// How often a worker tells the queue it is alive; after two missed beats
 /// its jobs go back to the queue for another worker.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// How often an idle worker looks for work.
+/// How often an idle worker looks for work on SQLite, where only a job
+/// pushed by its own process wakes it.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The queues of one database, and a wake-up for this process's workers:
-/// a job pushed here starts at once instead of at the next poll.
+/// How often an idle worker looks for work on PostgreSQL, where a
+/// notification wakes it whichever process or machine pushed the job; the
+/// poll only catches what no notification announced (a job re-enqueued from
+/// a lost worker, a notification lost with its connection).
+const POLL_INTERVAL_NOTIFIED: Duration = Duration::from_secs(1);
+
+/// The queues of one database, and the signals that reach this process:
+/// a pushed job wakes the workers of its queue at once instead of at the
+/// next poll (jobs pushed here, and on PostgreSQL jobs pushed anywhere), and
+/// a halted upload's id reaches every process running its checks.
 #[derive(Clone, Debug)]
 pub struct Queues {
     backend: QueueBackend,
-    wake: tokio::sync::broadcast::Sender<()>,
+    /// The queue a job was pushed to.
+    wake: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Uploads whose checks must stop.
+    halts: tokio::sync::broadcast::Sender<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,8 +157,22 @@ impl Queues {
                 QueueBackend::Postgres(pool)
             }
         };
-        let (wake, _) = tokio::sync::broadcast::channel(64);
-        Ok(Self { backend, wake })
+        let (wake, _) = tokio::sync::broadcast::channel(256);
+        let (halts, _) = tokio::sync::broadcast::channel(256);
+        if let QueueBackend::Postgres(pool) = &backend {
+            spawn_listener(pool.clone(), wake.clone(), halts.clone());
+        }
+        Ok(Self {
+            backend,
+            wake,
+            halts,
+        })
+    }
+
+    /// The ids of uploads halted by any process (PostgreSQL only; on
+    /// SQLite, processes see the upload's state change instead).
+    pub fn halted_uploads(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.halts.subscribe()
     }
 
     /// Checks that the queue's database answers.
@@ -146,13 +188,45 @@ impl Queues {
         Ok(())
     }
 
-    /// A stream that yields whenever a job is pushed in this process.
-    fn wake_stream(&self) -> std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send + Sync>> {
+    /// A stream that yields whenever a job is pushed to `queue`.
+    fn wake_stream(
+        &self,
+        queue: &str,
+    ) -> std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send + Sync>> {
         let rx = self.wake.subscribe();
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            let _ = rx.recv().await;
-            Some(((), rx))
+        let queue: Arc<str> = queue.into();
+        Box::pin(futures::stream::unfold(rx, move |mut rx| {
+            let queue = queue.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(q) if *q == *queue || &*q == EVERY_QUEUE => return Some(((), rx)),
+                        Ok(_) => continue,
+                        // Missed wake-ups: look anyway.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            return Some(((), rx));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
         }))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        match self.backend {
+            QueueBackend::Sqlite(_) => POLL_INTERVAL,
+            QueueBackend::Postgres(_) => POLL_INTERVAL_NOTIFIED,
+        }
+    }
+
+    /// Asks a server to decide `upload_id`. Not deduplicated: a second
+    /// decision finds the upload decided.
+    pub async fn push_decide(&self, upload_id: i64) -> anyhow::Result<()> {
+        let key = format!("decide-{upload_id}-{:016x}", rand::random::<u64>());
+        self.push(DECIDE_QUEUE, Decide { upload_id }, key)
+            .await
+            .with_context(|| format!("cannot ask for a decision on upload {upload_id}"))
     }
 
     /// Enqueues the checks of `check_id` on its platform's queue. The key
@@ -218,7 +292,7 @@ impl Queues {
                     .map_err(|e| anyhow::anyhow!("{e}"))
             }
         );
-        let _ = self.wake.send(());
+        let _ = self.wake.send(MAIL_QUEUE.into());
         if batch.is_err() {
             for &(id, attempt) in emails {
                 self.push_email(id, attempt).await?;
@@ -235,7 +309,7 @@ impl Queues {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))
         });
-        let _ = self.wake.send(());
+        let _ = self.wake.send(queue.into());
         match result {
             Ok(()) => Ok(()),
             Err(e) if is_duplicate(&e) => Ok(()),
@@ -266,6 +340,17 @@ impl Queues {
             .await
     }
 
+    /// Runs one decision worker (a server's) until `shutdown`.
+    pub async fn run_decide_worker(
+        self,
+        name: String,
+        handler: Handler<Decide>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.run_worker(DECIDE_QUEUE.to_owned(), name, handler, shutdown)
+            .await
+    }
+
     /// Runs one worker on `queue`, one job at a time, calling `handler`.
     async fn run_worker<J: Job>(
         self,
@@ -279,8 +364,8 @@ impl Queues {
             Ok::<(), std::io::Error>(())
         };
         let strategy = Strategy::new()
-            .stream(self.wake_stream())
-            .interval(POLL_INTERVAL);
+            .stream(self.wake_stream(&queue))
+            .interval(self.poll_interval());
         with_storage!(
             &self.backend,
             J,
@@ -297,6 +382,66 @@ impl Queues {
         );
         Ok(())
     }
+}
+
+/// Listens on PostgreSQL for pushed jobs (apalis' trigger) and halted
+/// uploads, for as long as the process lives; reconnects when the
+/// connection drops, and then wakes every queue, since notifications sent
+/// meanwhile are lost.
+fn spawn_listener(
+    pool: PgPool,
+    wake: tokio::sync::broadcast::Sender<Arc<str>>,
+    halts: tokio::sync::broadcast::Sender<i64>,
+) {
+    #[derive(Deserialize)]
+    struct Inserted {
+        job_type: String,
+    }
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let connected = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener
+                    .listen_all([INSERT_CHANNEL, crate::db::HALT_CHANNEL])
+                    .await?;
+                Ok::<_, sqlx::Error>(listener)
+            }
+            .await;
+            let mut listener = match connected {
+                Ok(listener) => listener,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "cannot listen for job notifications; polling meanwhile");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if failures > 0 {
+                tracing::info!("listening for job notifications again");
+                failures = 0;
+            }
+            let _ = wake.send(EVERY_QUEUE.into());
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) if n.channel() == INSERT_CHANNEL => {
+                        if let Ok(ev) = serde_json::from_str::<Inserted>(n.payload()) {
+                            let _ = wake.send(ev.job_type.into());
+                        }
+                    }
+                    Ok(Some(n)) => {
+                        if let Ok(id) = n.payload().parse::<i64>() {
+                            let _ = halts.send(id);
+                        }
+                    }
+                    // The connection dropped: listen again on a new one.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    });
 }
 
 /// What a job carries: only ids, serialised as JSON.

@@ -32,6 +32,10 @@ pub struct ExecArgs {
     /// The shell command line.
     #[arg(long)]
     pub command: String,
+    /// The worker's pid: the sandbox dies with it (a worker killed with
+    /// SIGKILL leaves no build running).
+    #[arg(long)]
+    pub parent: Option<i32>,
 }
 
 /// Exit status when the sandbox itself could not be set up.
@@ -43,6 +47,18 @@ const NOT_BOUND: &[&str] = &["/proc", "/dev", "/sys", "/tmp", "/run", "/var/run"
 
 /// Runs the command; returns the exit status to exit with.
 pub fn exec(args: ExecArgs) -> i32 {
+    // Die with the worker; hakoniwa does the same for the container's init,
+    // whose death takes its PID namespace with it.
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+        eprintln!("holdq sandbox: cannot tie this process to its worker's life");
+        return SETUP_FAILED;
+    }
+    if let Some(parent) = args.parent
+        && nix::unistd::getppid().as_raw() != parent
+    {
+        // The worker died before the tie was made.
+        return SETUP_FAILED;
+    }
     let cgroup = Cgroup::enter(args.pids, args.memory);
     let status = match run(&args) {
         Ok(status) => status,

@@ -95,7 +95,9 @@ impl Sandbox {
             .arg("--pids")
             .arg(spec.max_processes.to_string())
             .arg("--command")
-            .arg(&spec.command);
+            .arg(&spec.command)
+            .arg("--parent")
+            .arg(std::process::id().to_string());
         for (key, value) in &spec.env {
             cmd.arg("--env").arg(format!("{key}={value}"));
         }

@@ -62,7 +62,10 @@ impl Workspace {
             let top = format!("{name}-{version}");
             let archive = match overlay {
                 Some((over, src)) if over == name.as_str() => src.archive.clone(),
-                _ => app.stable.archive_path(name.as_str(), &version.to_string()),
+                _ => {
+                    super::archives::stable_archive(app, name.as_str(), &version.to_string())
+                        .await?
+                }
             };
             deps.push((name.to_string(), archive, top));
         }

@@ -51,6 +51,23 @@ impl Halts {
     pub fn forget(&self, upload_id: i64) {
         self.0.lock().expect("halts lock").remove(&upload_id);
     }
+
+    /// Halts this process's runs of every upload another process halts
+    /// (announced by PostgreSQL), for as long as the process lives.
+    pub fn follow(&self, queues: &crate::jobs::Queues) {
+        let mut halted = queues.halted_uploads();
+        let halts = self.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match halted.recv().await {
+                    Ok(upload_id) => halts.halt(upload_id),
+                    Err(RecvError::Lagged(_)) => continue, // the watchers catch up
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
 }
 
 /// Takes every queued upload out of the queue, front first.
@@ -162,6 +179,10 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     let passmark = super::passmark::current(app).await?;
     let passmark = &passmark;
     let mut tx = app.db.begin_write().await?;
+    // Serialise with supersession and promotion of the same package (they
+    // lock it first too): without it, two servers' transactions can take
+    // the upload's row and its checks in opposite orders and deadlock.
+    db::packages::lock_by_name(&mut tx, &row.name, app.db.for_update()).await?;
     if !db::uploads::transition(&mut tx, upload_id, "queued", "checking").await? {
         return Ok(false);
     }
@@ -330,18 +351,29 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
     let result = run_chain(app, &row, &manifest, &platform, worker, &halt).await;
     watcher.abort();
     result?;
-    super::verdict::decide(app, upload_id).await?;
+    if app.remote.is_some() {
+        // No stable storage here to promote into: a server decides.
+        app.queues.push_decide(upload_id).await?;
+    } else {
+        super::verdict::decide(app, upload_id).await?;
+    }
     Ok(())
 }
 
 /// Halts the runs of `upload_id` when it stops being checked, for workers in
-/// other processes than the one that superseded it.
+/// other processes than the one that superseded it. On PostgreSQL the halt
+/// arrives as a notification first; this look at the upload's state is the
+/// fallback (and the only way on SQLite).
 fn watch_upload(app: App, upload_id: i64, halt: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let every = match app.db.backend() {
+        db::Backend::Sqlite => Duration::from_millis(200),
+        db::Backend::Postgres => Duration::from_secs(1),
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = halt.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(every) => {}
             }
             let Ok(mut conn) = app.db.pool().acquire().await else {
                 continue;
@@ -439,7 +471,7 @@ async fn run_chain(
     // Resolve again now, against stable as it is when the build runs.
     let resolution_now = with_repo(app, |repo| resolve_upload(repo, manifest)).await?;
     let source = Source {
-        archive: app.storage.blob_path(&row.sha256),
+        archive: super::archives::upload_archive(app, row).await?,
         top: manifest.dir_name(),
     };
     let mut build_passed = CheckState::parse(&build.state) == Some(CheckState::Passed);
@@ -791,7 +823,7 @@ async fn build_stable(
     halt: &CancellationToken,
 ) -> anyhow::Result<Option<RunOutcome>> {
     let source = Source {
-        archive: app.stable.archive_path(name.as_str(), &version.to_string()),
+        archive: super::archives::stable_archive(app, name.as_str(), &version.to_string()).await?,
         top: format!("{name}-{version}"),
     };
     let ws = Workspace::prepare(app, source, resolution, overlay).await?;

@@ -1,6 +1,7 @@
 //! Use cases, one function each, each owning its transaction. The HTTP API
 //! and the command line both call these; no use case is written twice.
 
+pub mod archives;
 pub mod build;
 pub mod checks;
 pub mod metrics;
@@ -25,6 +26,7 @@ use crate::jobs::Queues;
 use crate::sandbox::Sandbox;
 use crate::storage::Storage;
 use crate::storage::archive::ArchiveLimits;
+use crate::storage::fetch::RemoteStore;
 use crate::storage::stable::StableStore;
 
 /// Everything a use case may reach: configuration, database, job queues,
@@ -38,6 +40,10 @@ pub struct App {
     pub stable: StableStore,
     pub sandbox: Sandbox,
     pub halts: checks::Halts,
+    /// For a worker on a machine that shares no disk with the server: the
+    /// server whose archives it fetches. Such a worker records results but
+    /// leaves verdicts and promotion to the servers.
+    pub remote: Option<Arc<RemoteStore>>,
     pub templates: Arc<Templates>,
     pub mailer: Transport,
     /// Wakes the scheduler when an upload arrives.
@@ -58,6 +64,8 @@ impl App {
         let queues = Queues::connect(&config.database_url).await?;
         let templates = Arc::new(Templates::new(config.mail.templates_dir.clone()));
         let mailer = Transport::from_config(&config.mail, &config.data_dir)?;
+        let halts = checks::Halts::default();
+        halts.follow(&queues);
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -65,7 +73,8 @@ impl App {
             storage,
             stable,
             sandbox,
-            halts: checks::Halts::default(),
+            halts,
+            remote: None,
             templates,
             mailer,
             wake: Arc::new(tokio::sync::Notify::new()),

@@ -77,7 +77,7 @@ pub async fn cancel(
         .bind(upload_id)
         .execute(&mut *tx)
         .await?;
-    db::checks::halt_upload(&mut tx, upload_id).await?;
+    db::checks::halt_upload(&mut tx, app.db.backend(), upload_id).await?;
     let passmark = super::passmark::current(app).await?;
     db::checks::insert_verdict(
         &mut tx,

@@ -86,6 +86,10 @@ pub enum QueueError {
     NoSuchUpload(i64),
     #[error("no uploads of a package named {0:?}")]
     NoSuchPackage(String),
+    #[error(
+        "the archive of upload {0} is for the platform workers, operators and the package's owners"
+    )]
+    ArchiveNotAllowed(i64),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -164,6 +168,40 @@ pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadVie
         out.push(view);
     }
     Ok(out)
+}
+
+/// Where an upload's kept archive is, and what it must hash to.
+#[derive(Clone, Debug)]
+pub struct UploadArchive {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// The kept archive of upload `id`: for the platform workers that check it
+/// on other machines, the operators, and the package's owners.
+pub async fn upload_archive(
+    app: &super::App,
+    user: &super::users::User,
+    id: i64,
+) -> Result<UploadArchive, QueueError> {
+    let mut conn = app.db.pool().acquire().await?;
+    let row = db::uploads::get(&mut conn, id)
+        .await?
+        .ok_or(QueueError::NoSuchUpload(id))?;
+    if !(user.is_worker
+        || user.is_operator
+        || db::packages::is_owner(&mut conn, row.package_id, user.id).await?)
+    {
+        return Err(QueueError::ArchiveNotAllowed(id));
+    }
+    Ok(UploadArchive {
+        path: app.storage.blob_path(&row.sha256),
+        sha256: row.sha256,
+        name: row.name,
+        version: row.version,
+    })
 }
 
 /// One upload, with its position while it is pending.

@@ -199,3 +199,23 @@ pub fn spawn_email_worker(app: &App, shutdown: CancellationToken) -> JoinHandle<
         }
     })
 }
+
+/// Starts the worker that decides uploads whose last checks ran on a
+/// worker of another machine (a server's duty: it owns stable storage).
+pub fn spawn_decide_worker(app: &App, shutdown: CancellationToken) -> JoinHandle<()> {
+    let name = worker_name("decide", 0);
+    let handler_app = app.clone();
+    let handler = crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::Decide| {
+        let app = handler_app.clone();
+        Box::pin(async move { verdict::decide(&app, job.upload_id).await.map(|_| ()) })
+    }));
+    let queues = app.queues.clone();
+    tokio::spawn(async move {
+        if let Err(e) = queues
+            .run_decide_worker(name.clone(), handler, shutdown)
+            .await
+        {
+            tracing::error!(worker = %name, error = format!("{e:#}"), "decision worker stopped");
+        }
+    })
+}

@@ -50,6 +50,8 @@ pub enum UploadError {
     UnknownPlatform { platform: String, known: String },
     #[error("you do not own {name:?}; ask one of its owners to add you")]
     NotOwner { name: String },
+    #[error("a worker's token cannot upload packages; use a maintainer's token")]
+    WorkerToken,
     #[error("{name:?} is obsolete and accepts no new uploads")]
     Obsolete { name: String },
     #[error(
@@ -99,6 +101,9 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
+    if user.is_worker {
+        return Err(UploadError::WorkerToken);
+    }
     let expected = expected_sha256.map(parse_sha256).transpose()?;
     let received = receive::receive(
         body,
@@ -216,7 +221,7 @@ async fn queue_upload(
         .collect();
     db::uploads::mark_superseded(&mut tx, &superseded, id).await?;
     for &old in &superseded {
-        db::checks::halt_upload(&mut tx, old).await?;
+        db::checks::halt_upload(&mut tx, app.db.backend(), old).await?;
     }
 
     db::events::record(

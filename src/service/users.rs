@@ -14,6 +14,29 @@ pub struct User {
     pub id: i64,
     pub email: String,
     pub is_operator: bool,
+    /// A platform worker's account: it may fetch upload archives, nothing more.
+    pub is_worker: bool,
+}
+
+/// What a new user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Uploads and owns packages.
+    Maintainer,
+    /// Also runs the server: pass mark, cancels, platforms, any package.
+    Operator,
+    /// A platform worker on another machine: reads upload archives only.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Maintainer => "user",
+            Role::Operator => "operator",
+            Role::Worker => "worker",
+        }
+    }
 }
 
 impl From<db::users::UserRow> for User {
@@ -22,6 +45,7 @@ impl From<db::users::UserRow> for User {
             id: row.id,
             email: row.email,
             is_operator: row.is_operator != 0,
+            is_worker: row.is_worker != 0,
         }
     }
 }
@@ -42,7 +66,7 @@ pub enum UserError {
 const TOKEN_PREFIX: &str = "hq_";
 
 /// Adds a user and returns them with a new token, shown this once only.
-pub async fn add_user(db: &Db, email: &str, operator: bool) -> Result<(User, String), UserError> {
+pub async fn add_user(db: &Db, email: &str, role: Role) -> Result<(User, String), UserError> {
     let address = Maintainer::parse(email)
         .ok()
         .filter(|m| m.name.is_none())
@@ -52,19 +76,22 @@ pub async fn add_user(db: &Db, email: &str, operator: bool) -> Result<(User, Str
     if db::users::find_by_email(&mut tx, &address).await?.is_some() {
         return Err(UserError::Exists(address));
     }
-    let user: User = db::users::insert_user(&mut tx, &address, operator)
-        .await
-        .map_err(|e| match e {
-            e if db::is_unique_violation(&e, "users_email_key") => {
-                UserError::Exists(address.clone())
-            }
-            e => e.into(),
-        })?
-        .into();
+    let user: User = db::users::insert_user(
+        &mut tx,
+        &address,
+        role == Role::Operator,
+        role == Role::Worker,
+    )
+    .await
+    .map_err(|e| match e {
+        e if db::is_unique_violation(&e, "users_email_key") => UserError::Exists(address.clone()),
+        e => e.into(),
+    })?
+    .into();
     let token = new_token();
     db::users::insert_token(&mut tx, user.id, &hash_token(&token)).await?;
     tx.commit().await?;
-    tracing::info!(user.id = user.id, user.operator = operator, "user added");
+    tracing::info!(user.id = user.id, user.role = role.as_str(), "user added");
     Ok((user, token))
 }
 

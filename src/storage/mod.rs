@@ -3,6 +3,7 @@
 //! their sha256 (`blobs/sha256/`).
 
 pub mod archive;
+pub mod fetch;
 pub mod pack;
 pub mod receive;
 pub mod stable;

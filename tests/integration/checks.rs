@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
+use crate::support::process::still_running;
 use crate::support::{TestApp, TestDb, two_platforms};
 
 on_both_databases!(
@@ -276,14 +277,6 @@ async fn a_resolve_failure_names_the_missing_dependency(db: TestDb) {
         resolve["summary"].as_str().unwrap().contains("ghost"),
         "{resolve:#}"
     );
-}
-
-fn still_running(marker: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", marker])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 async fn a_build_that_sleeps_forever_is_killed_at_its_time_limit(db: TestDb) {

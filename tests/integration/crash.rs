@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::process::{ServerProcess, index_is_whole};
+use crate::support::process::{ServerProcess, index_is_whole, upload_to};
 use crate::support::{TestApp, TestDb};
 
 on_both_databases!(
@@ -20,21 +20,6 @@ async fn prepared(db: TestDb) -> (TestApp, String) {
     let app = TestApp::spawn(db).await;
     let token = app.user("ada@example.org").await;
     (app, token)
-}
-
-async fn upload(base: &str, token: &str, body: Vec<u8>) -> i64 {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/api/v1/uploads"))
-        .bearer_auth(token)
-        .header("content-type", "application/gzip")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    resp.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap()
 }
 
 async fn state_of(app: &TestApp, upload_id: i64) -> String {
@@ -74,7 +59,7 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
     let url = app.database_url.clone();
 
     let mut server = ServerProcess::start(&data, &url, Some("promote-after-archive")).await;
-    let id = upload(
+    let id = upload_to(
         &server.base,
         &token,
         package_building("alpha", "1.0.0", &[], "true", None),
@@ -140,7 +125,7 @@ async fn a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart
     let url = app.database_url.clone();
 
     let mut server = ServerProcess::start(&data, &url, Some("promote-after-commit")).await;
-    let id = upload(
+    let id = upload_to(
         &server.base,
         &token,
         package_building("beta", "1.0.0", &[], "true", None),

@@ -13,4 +13,5 @@ mod migrations;
 mod obsolescence;
 mod operators;
 mod queue_rules;
+mod scale_out;
 mod workers;

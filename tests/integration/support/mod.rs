@@ -7,6 +7,7 @@ pub mod smtp;
 
 use holdq::config::Config;
 use holdq::service::App;
+use holdq::service::users::Role;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -149,9 +150,10 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(holdq::http::serve(listener, app.clone()));
-        let (_, operator) = holdq::service::users::add_user(&app.db, "operator@example.org", true)
-            .await
-            .expect("an operator");
+        let (_, operator) =
+            holdq::service::users::add_user(&app.db, "operator@example.org", Role::Operator)
+                .await
+                .expect("an operator");
         Self {
             base: format!("http://{addr}"),
             app,
@@ -253,7 +255,7 @@ impl TestApp {
 
     /// A new (non-operator) user; returns their token.
     pub async fn user(&self, email: &str) -> String {
-        holdq::service::users::add_user(&self.app.db, email, false)
+        holdq::service::users::add_user(&self.app.db, email, Role::Maintainer)
             .await
             .expect("a user")
             .1

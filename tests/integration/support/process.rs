@@ -108,15 +108,61 @@ pub fn index_is_whole(data_dir: &Path) -> (serde_json::Value, bool) {
     (index, whole)
 }
 
-/// `holdq worker` as a separate process; killed on drop.
+/// Whether a process whose command line contains `marker` is running.
+pub fn still_running(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Waits (bounded) until `running(marker)` is `want`; true when it came.
+pub async fn wait_running(marker: &str, want: bool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if still_running(marker) == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// `holdq worker` as a separate process; killed (SIGKILL) on drop.
 pub struct WorkerProcess(Child);
 
 impl WorkerProcess {
+    /// A worker on "another machine": its own empty data directory, archives
+    /// over HTTP from `server` with a worker `token`, no config file.
+    pub fn start_remote(
+        platform: &str,
+        server: &str,
+        token: &str,
+        data_dir: &Path,
+        database_url: &str,
+    ) -> Self {
+        Self::spawn(data_dir, database_url, |cmd| {
+            cmd.args(["worker", "--platform", platform, "--server", server])
+                .args(["--token", token])
+                .current_dir(data_dir)
+                .env_remove("HOLDQ_CONFIG");
+        })
+    }
+
+    /// A worker sharing the server's data directory, with its config.
     pub fn start(platform: &str, config: &Path, data_dir: &Path, database_url: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_holdq"))
-            .args(["worker", "--platform", platform])
-            .arg("--config")
-            .arg(config)
+        Self::spawn(data_dir, database_url, |cmd| {
+            cmd.args(["worker", "--platform", platform])
+                .arg("--config")
+                .arg(config);
+        })
+    }
+
+    fn spawn(data_dir: &Path, database_url: &str, args: impl FnOnce(&mut Command)) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdq"));
+        args(&mut cmd);
+        let child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--database-url", database_url])
@@ -127,11 +173,41 @@ impl WorkerProcess {
             .expect("holdq worker starts");
         Self(child)
     }
+
+    /// Kills the worker at once (SIGKILL), as a machine cut off would.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.kill();
     }
+}
+
+/// Uploads `body` to the server at `base`: the status and JSON answer.
+pub async fn try_upload_to(
+    base: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/uploads"))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// Uploads `body` to the server at `base`, asserting it was queued; its id.
+pub async fn upload_to(base: &str, token: &str, body: Vec<u8>) -> i64 {
+    let (status, body) = try_upload_to(base, token, body).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body:#}");
+    body["id"].as_i64().unwrap()
 }

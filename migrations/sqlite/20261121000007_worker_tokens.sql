@@ -1,0 +1,4 @@
+-- Worker accounts: a platform worker on another machine fetches upload
+-- archives from the server with a token of a user marked as a worker.
+
+ALTER TABLE users ADD COLUMN is_worker INTEGER NOT NULL DEFAULT 0;

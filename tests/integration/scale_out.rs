@@ -1,0 +1,507 @@
+//! Scale-out (SPEC section 10): servers and platform workers as separate
+//! processes on one PostgreSQL database, the workers with data directories
+//! of their own, fetching archives from a server over HTTP. These run when
+//! `HOLDQ_TEST_POSTGRES_URL` is set (always in CI); the archive endpoint's
+//! rules run on both databases.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::on_both_databases;
+use crate::support::archives::package_building;
+use crate::support::process::{
+    ServerProcess, WorkerProcess, index_is_whole, still_running, try_upload_to, upload_to,
+    wait_running,
+};
+use crate::support::smtp::{self, Inbox};
+use crate::support::{TestApp, TestDb};
+
+/// The PostgreSQL test database, or `None` (the test says so and passes).
+fn postgres() -> Option<TestDb> {
+    let db = TestDb::postgres();
+    if db.is_none() {
+        eprintln!("HOLDQ_TEST_POSTGRES_URL is not set: scale-out test not run");
+    }
+    db
+}
+
+/// A server config with `platforms` checked by workers elsewhere only
+/// (`local_workers` each), mail to `smtp_port` when given.
+fn server_config(
+    dir: &Path,
+    platforms: &[&str],
+    local_workers: u32,
+    smtp_port: Option<u16>,
+) -> std::path::PathBuf {
+    let mut text = String::new();
+    if let Some(port) = smtp_port {
+        text.push_str(&format!(
+            "[mail]\nsmtp_url = \"smtp://127.0.0.1:{port}\"\n\n"
+        ));
+    }
+    for p in platforms {
+        text.push_str(&format!(
+            "[[platform]]\nname = \"{p}\"\nlocal_workers = {local_workers}\ntimeout = \"120s\"\n\n"
+        ));
+    }
+    let path = dir.join(format!("holdq-{}.toml", rand::random::<u32>()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn worker_token(app: &TestApp) -> String {
+    holdq::service::users::add_user(
+        &app.app.db,
+        "farm@example.org",
+        holdq::service::users::Role::Worker,
+    )
+    .await
+    .expect("a worker account")
+    .1
+}
+
+fn check<'a>(view: &'a Value, kind: &str, platform: &str) -> &'a Value {
+    view["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == kind && c["platform"] == platform)
+        .unwrap_or_else(|| panic!("no {kind}@{platform} in {view:#}"))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_other_machines_check_both_platforms_over_http() {
+    let Some(db) = postgres() else { return };
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let farm = worker_token(&app).await;
+    let data = app.app.config.data_dir.clone();
+    let root = data.parent().unwrap();
+    let config = server_config(root, &["linux-a", "linux-b"], 0, None);
+    let server =
+        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _a = WorkerProcess::start_remote(
+        "linux-a",
+        &server.base,
+        &farm,
+        dir_a.path(),
+        &app.database_url,
+    );
+    let _b = WorkerProcess::start_remote(
+        "linux-b",
+        &server.base,
+        &farm,
+        dir_b.path(),
+        &app.database_url,
+    );
+
+    let lib = upload_to(
+        &server.base,
+        &ada,
+        package_building(
+            "libwave",
+            "1.0.0",
+            &[],
+            "echo wave > $HOLDQ_DESTDIR/wave",
+            None,
+        ),
+    )
+    .await;
+    let v = app.wait_for_verdict(lib).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+    // The dependent's build needs the library, fetched over HTTP as well.
+    let synth = upload_to(
+        &server.base,
+        &ada,
+        package_building(
+            "synth",
+            "1.0.0",
+            &[("libwave", "^1")],
+            "test -f $HOLDQ_DEPS/libwave/package.toml && grep -q 'libwave = \"1.0.0\"' $HOLDQ_DEPS/resolved.toml",
+            None,
+        ),
+    )
+    .await;
+    let v = app.wait_for_verdict(synth).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+    for platform in ["linux-a", "linux-b"] {
+        let build = check(&v, "build", platform);
+        assert_eq!(build["state"], "passed", "{build:#}");
+    }
+
+    // Each worker holds the archives it fetched, by hash; the upload is
+    // downloadable from stable with the same bytes.
+    let lib_sha = app.upload_view(lib).await["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let synth_sha = v["sha256"].as_str().unwrap().to_owned();
+    for dir in [dir_a.path(), dir_b.path()] {
+        let cached = files_in(&dir.join("cache"));
+        for sha in [&lib_sha, &synth_sha] {
+            assert!(
+                cached.contains(&format!("{sha}.tar.gz")),
+                "{sha} not in {}: {cached:?}",
+                dir.display()
+            );
+        }
+    }
+    // No check ran on the server's disk: the work happened in the workers' own directories.
+    assert!(
+        !data.join("work").exists(),
+        "a check ran in the server's data directory"
+    );
+    assert!(dir_a.path().join("work").exists() && dir_b.path().join("work").exists());
+    let (index, whole) = index_is_whole(&data);
+    assert!(whole, "{index:#}");
+    assert_eq!(
+        index["packages"]["synth"]["versions"][0]["sha256"],
+        synth_sha.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseding_upload_kills_the_build_on_a_remote_worker() {
+    let Some(db) = postgres() else { return };
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let farm = worker_token(&app).await;
+    let data = app.app.config.data_dir.clone();
+    let config = server_config(data.parent().unwrap(), &["linux-a"], 0, None);
+    let server =
+        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _worker = WorkerProcess::start_remote(
+        "linux-a",
+        &server.base,
+        &farm,
+        dir.path(),
+        &app.database_url,
+    );
+
+    let marker = format!("sleep {}", 700_000 + rand::random::<u32>() % 100_000);
+    let old = upload_to(
+        &server.base,
+        &ada,
+        package_building("slow", "1.0.0", &[], &marker, None),
+    )
+    .await;
+    assert!(
+        wait_running(&marker, true, Duration::from_secs(60)).await,
+        "the old build never started on the remote worker"
+    );
+    let new = upload_to(
+        &server.base,
+        &ada,
+        package_building("slow", "1.0.1", &[], "true", None),
+    )
+    .await;
+    assert!(
+        wait_running(&marker, false, Duration::from_secs(10)).await,
+        "the superseded build is still running on the remote worker"
+    );
+    let v = app.wait_for_verdict(new).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+    let old_view = app.upload_view(old).await;
+    assert_eq!(old_view["state"], "superseded");
+    assert!(old_view["verdict"].is_null(), "{old_view:#}");
+}
+
+/// Messages the inbox received for `subject_part`, waiting (bounded) for
+/// the first and then a while longer for any duplicate.
+async fn settled_messages(inbox: &Inbox, subject_part: &str) -> usize {
+    let count = || {
+        inbox
+            .messages()
+            .iter()
+            .filter(|m| {
+                m.header("Subject")
+                    .is_some_and(|s| s.contains(subject_part))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_check_is_replaced_and_the_verdict_is_given_once() {
+    let Some(db) = postgres() else { return };
+    let (inbox, port) = smtp::start(None);
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let farm = worker_token(&app).await;
+    let data = app.app.config.data_dir.clone();
+    let config = server_config(data.parent().unwrap(), &["linux-a"], 0, Some(port));
+    let server =
+        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = WorkerProcess::start_remote(
+        "linux-a",
+        &server.base,
+        &farm,
+        dir.path(),
+        &app.database_url,
+    );
+
+    // The first try hangs; any later one passes.
+    let marker = format!("sleep {}", 600_000 + rand::random::<u32>() % 100_000);
+    let id = upload_to(
+        &server.base,
+        &ada,
+        package_building(
+            "victim",
+            "1.0.0",
+            &[],
+            &format!("if [ \"$HOLDQ_TRY\" = 1 ]; then {marker}; fi"),
+            None,
+        ),
+    )
+    .await;
+    assert!(
+        wait_running(&marker, true, Duration::from_secs(60)).await,
+        "the build never started"
+    );
+    first.kill();
+    // Its build dies with it.
+    assert!(
+        wait_running(&marker, false, Duration::from_secs(10)).await,
+        "the killed worker's build outlived it"
+    );
+    assert!(app.upload_view(id).await["verdict"].is_null());
+
+    // A worker started afresh on the same host (a new process, a new name)
+    // takes the check over once the old one's heartbeat has lapsed.
+    let _second = WorkerProcess::start_remote(
+        "linux-a",
+        &server.base,
+        &farm,
+        dir.path(),
+        &app.database_url,
+    );
+    let v = app.wait_for_verdict(id).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+    let build = check(&v, "build", "linux-a");
+    assert_eq!(build["state"], "passed", "{build:#}");
+
+    let verdicts: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM verdicts WHERE upload_id = $1")
+        .bind(id)
+        .fetch_one(app.app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(verdicts.0, 1);
+    assert_eq!(settled_messages(&inbox, "victim 1.0.0").await, 1);
+
+    // And the new worker keeps taking work.
+    let next = upload_to(
+        &server.base,
+        &ada,
+        package_building("victim", "1.0.1", &[], "true", None),
+    )
+    .await;
+    let v = app.wait_for_verdict(next).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+    assert!(!still_running(&marker));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_index() {
+    let Some(db) = postgres() else { return };
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let data = app.app.config.data_dir.clone();
+    let config = server_config(data.parent().unwrap(), &["linux-a"], 1, None);
+    // Both serve from the same (shared) data directory.
+    let one = ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let two = ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+
+    let packages = ["alpha", "beta", "gamma", "delta"];
+    let mut uploads = Vec::new();
+    for round in 0..3 {
+        let mut batch = Vec::new();
+        for (i, name) in packages.iter().enumerate() {
+            let base = if (i + round) % 2 == 0 {
+                &one.base
+            } else {
+                &two.base
+            };
+            let body = package_building(name, &format!("1.{round}.0"), &[], "true", None);
+            let (base, token) = (base.clone(), ada.clone());
+            batch.push(tokio::spawn(async move {
+                try_upload_to(&base, &token, body).await
+            }));
+            // The same package to the other server at the same moment.
+            let other = if (i + round) % 2 == 0 {
+                &two.base
+            } else {
+                &one.base
+            };
+            let body = package_building(name, &format!("1.{round}.1"), &[], "true", None);
+            let (other, token) = (other.clone(), ada.clone());
+            batch.push(tokio::spawn(async move {
+                try_upload_to(&other, &token, body).await
+            }));
+        }
+        for task in batch {
+            let (status, body) = task.await.unwrap();
+            // A twin accepted before its sibling arrived makes the sibling
+            // too low: refused, by rule, and nothing stored.
+            if status == StatusCode::CONFLICT && body["error"]["code"] == "version_too_low" {
+                continue;
+            }
+            assert_eq!(status, StatusCode::CREATED, "{body:#}");
+            uploads.push(body["id"].as_i64().unwrap());
+        }
+    }
+
+    // Wait until nothing is pending.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pending: (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking')")
+                .fetch_one(app.app.db.pool())
+                .await
+                .unwrap();
+        if pending.0 == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} uploads still pending",
+            pending.0
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT p.name, u.id, u.version, u.state FROM uploads u JOIN packages p ON p.id = u.package_id ORDER BY u.id",
+    )
+    .fetch_all(app.app.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), uploads.len());
+    for name in packages {
+        let of: Vec<_> = rows.iter().filter(|r| r.0 == name).collect();
+        let live: Vec<_> = of.iter().filter(|r| r.3 != "superseded").collect();
+        // Uploads of one round may be decided before the next arrives: each
+        // round ends with one survivor, and the last arrival always survives.
+        assert!(!live.is_empty(), "{name}: {of:?}");
+        let last = of.iter().map(|r| r.1).max().unwrap();
+        assert!(
+            live.iter().any(|r| r.1 == last),
+            "{name}: the last upload was superseded: {of:?}"
+        );
+        for r in &live {
+            assert_eq!(r.3, "accepted", "{name}: {of:?}");
+        }
+        // Never two unsuperseded uploads pending at once: the survivors
+        // were accepted in increasing version order.
+        let mut versions: Vec<semver::Version> =
+            live.iter().map(|r| r.2.parse().unwrap()).collect();
+        let sorted = {
+            let mut v = versions.clone();
+            v.sort();
+            v
+        };
+        assert_eq!(versions, sorted, "{name}: {of:?}");
+        versions.dedup();
+        assert_eq!(versions.len(), live.len());
+    }
+
+    // The index on the shared disk is whole and says what the database says.
+    let (index, whole) = index_is_whole(&data);
+    assert!(whole, "{index:#}");
+    let serial: (i64,) = sqlx::query_as("SELECT serial FROM stable_state")
+        .fetch_one(app.app.db.pool())
+        .await
+        .unwrap_or((-1,));
+    assert_eq!(index["serial"], serial.0, "{index:#}");
+    for name in packages {
+        let in_db: Vec<String> = rows
+            .iter()
+            .filter(|r| r.0 == name && r.3 == "accepted")
+            .map(|r| r.2.clone())
+            .collect();
+        let in_index: Vec<String> = index["packages"][name]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(in_index, in_db, "{name}");
+    }
+}
+
+on_both_databases!(upload_archives_are_for_workers_operators_and_owners,);
+
+async fn upload_archives_are_for_workers_operators_and_owners(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let eve = app.user("eve@example.org").await;
+    let farm = worker_token(&app).await;
+    let body = package_building("wave", "1.0.0", &[], "true", None);
+    let id = app.upload_ok(&ada, body.clone()).await;
+    let path = format!("/api/v1/uploads/{id}/archive");
+    let fetch = |token: Option<String>| {
+        let req = app.http.get(app.url(&path));
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        req.send()
+    };
+    for (who, token) in [
+        ("worker", &farm),
+        ("operator", &app.operator),
+        ("owner", &ada),
+    ] {
+        let resp = fetch(Some(token.clone())).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{who}");
+        let sha = resp.headers()["x-checksum-sha256"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(
+            bytes.as_ref(),
+            body.as_slice(),
+            "{who} gets the archive as uploaded"
+        );
+        assert_eq!(
+            sha,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
+        );
+    }
+    let resp = fetch(Some(eve)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = fetch(None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // A worker's token reads; it does not upload.
+    let a = app
+        .upload(
+            Some(&farm),
+            package_building("sneaky", "1.0.0", &[], "true", None),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.code(), "worker_token", "{:?}", a.body);
+}
