@@ -10,13 +10,15 @@
 //!
 //! Run: `cargo bench --bench checks`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use holdq::config::Config;
 use holdq::sandbox::{RunSpec, Sandbox};
 use holdq::service::{App, scheduler};
+use support::{ms, package, percentile, running};
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const KILL_TRIALS: usize = 60;
 const THROUGHPUT_UPLOADS: usize = 100;
@@ -57,7 +59,7 @@ async fn run() -> anyhow::Result<()> {
             &client,
             &base,
             &token,
-            &package("victim", &format!("1.0.{}", 2 * trial), &marker),
+            &package("victim", &format!("1.0.{}", 2 * trial), &marker, None),
         )
         .await?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -73,7 +75,7 @@ async fn run() -> anyhow::Result<()> {
             &client,
             &base,
             &token,
-            &package("victim", &format!("1.0.{}", 2 * trial + 1), "true"),
+            &package("victim", &format!("1.0.{}", 2 * trial + 1), "true", None),
         )
         .await?;
         while running(&marker) {
@@ -122,7 +124,7 @@ async fn run() -> anyhow::Result<()> {
 
     // Queue throughput: distinct packages, no-op builds, upload to verdict.
     let archives: Vec<Vec<u8>> = (0..THROUGHPUT_UPLOADS)
-        .map(|i| package(&format!("noop{i}"), "1.0.0", "true"))
+        .map(|i| package(&format!("noop{i}"), "1.0.0", "true", None))
         .collect();
     let start = Instant::now();
     let mut ids = Vec::new();
@@ -146,29 +148,6 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn package(name: &str, version: &str, build: &str) -> Vec<u8> {
-    use std::io::Write;
-    let manifest = format!(
-        "[package]\nname = \"{name}\"\nversion = \"{version}\"\nmaintainers = [\"Bench <bench@example.org>\"]\n\
-         description = \"bench\"\nlicense = \"MIT\"\n\n[build]\ncommand = \"{build}\"\n"
-    );
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(manifest.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(
-        &mut header,
-        format!("{name}-{version}/package.toml"),
-        manifest.as_bytes(),
-    )
-    .unwrap();
-    let bytes = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&bytes).unwrap();
-    gz.finish().unwrap()
-}
-
 async fn upload(
     client: &reqwest::Client,
     base: &str,
@@ -190,23 +169,6 @@ async fn upload(
     Ok(resp.json::<serde_json::Value>().await?["id"]
         .as_i64()
         .unwrap_or_default())
-}
-
-/// Whether a process whose command line contains `marker` is alive.
-fn running(marker: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let cmdline = Path::new("/proc").join(e.file_name()).join("cmdline");
-        std::fs::read(cmdline)
-            .map(|b| {
-                String::from_utf8_lossy(&b)
-                    .replace('\0', " ")
-                    .contains(marker)
-            })
-            .unwrap_or(false)
-    })
 }
 
 async fn wait_idle(app: &App) -> anyhow::Result<()> {
@@ -234,13 +196,4 @@ async fn count_accepted(app: &App, ids: &[i64]) -> anyhow::Result<usize> {
         n += usize::from(state == "accepted");
     }
     Ok(n)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -1,0 +1,59 @@
+//! What the benchmarks share: package archives, process scans, percentiles.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+/// A package whose build runs `build`, on `platform` only when given.
+pub fn package(name: &str, version: &str, build: &str, platform: Option<&str>) -> Vec<u8> {
+    use std::io::Write;
+    let mut manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\nmaintainers = [\"Bench <bench@example.org>\"]\n\
+         description = \"bench\"\nlicense = \"MIT\"\n\n[build]\ncommand = \"{build}\"\n"
+    );
+    if let Some(platform) = platform {
+        manifest.push_str(&format!("platforms = [\"{platform}\"]\n"));
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(manifest.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        format!("{name}-{version}/package.toml"),
+        manifest.as_bytes(),
+    )
+    .unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Whether a process whose command line contains `marker` is alive.
+pub fn running(marker: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let cmdline = Path::new("/proc").join(e.file_name()).join("cmdline");
+        std::fs::read(cmdline)
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
+            .unwrap_or(false)
+    })
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
