@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use holdq::config::Config;
 use holdq::sandbox::{RunSpec, Sandbox};
 use holdq::service::{App, scheduler};
-use support::{ms, package, percentile, running};
+use support::{ms, package, percentile, wait_process};
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -62,14 +62,10 @@ async fn run() -> anyhow::Result<()> {
             &package("victim", &format!("1.0.{}", 2 * trial), &marker, None),
         )
         .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !running(&marker) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "trial {trial}: the build never started"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        anyhow::ensure!(
+            wait_process(&marker, true).await,
+            "trial {trial}: the build never started"
+        );
         let start = Instant::now();
         upload(
             &client,
@@ -78,13 +74,10 @@ async fn run() -> anyhow::Result<()> {
             &package("victim", &format!("1.0.{}", 2 * trial + 1), "true", None),
         )
         .await?;
-        while running(&marker) {
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(30),
-                "trial {trial}: the old build survived"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        anyhow::ensure!(
+            wait_process(&marker, false).await,
+            "trial {trial}: the old build survived"
+        );
         kills.push(start.elapsed());
     }
     kills.sort();

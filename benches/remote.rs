@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use holdq::service::users::Role;
-use support::{ms, package, percentile, running};
+use support::{ms, package, percentile, wait_process};
 
 mod support;
 
@@ -271,14 +271,10 @@ async fn kill_latencies(
             Some(platform),
         ))
         .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !running(&marker) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "trial {trial}: the build never started"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        anyhow::ensure!(
+            wait_process(&marker, true).await,
+            "trial {trial}: the build never started"
+        );
         let start = Instant::now();
         let newer = api
             .upload(package(
@@ -288,13 +284,10 @@ async fn kill_latencies(
                 Some(platform),
             ))
             .await?;
-        while running(&marker) {
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(30),
-                "trial {trial}: the old build survived"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        anyhow::ensure!(
+            wait_process(&marker, false).await,
+            "trial {trial}: the old build survived"
+        );
         out.push(start.elapsed());
         // The next trial starts with an idle worker.
         wait_for("the newer upload's verdict", || async {

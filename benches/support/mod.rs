@@ -49,6 +49,19 @@ pub fn running(marker: &str) -> bool {
     })
 }
 
+/// Waits up to 30 s, looking every millisecond, until a process whose
+/// command line contains `marker` is `alive` (or not); false on time-out.
+pub async fn wait_process(marker: &str, alive: bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running(marker) != alive {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
