@@ -352,7 +352,9 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
     watcher.abort();
     result?;
     if app.remote.is_some() {
-        // No stable storage here to promote into: a server decides.
+        // No stable storage here to promote into: a server decides. This
+        // process runs one platform, so the upload's runs here are over.
+        app.halts.forget(upload_id);
         app.queues.push_decide(upload_id).await?;
     } else {
         super::verdict::decide(app, upload_id).await?;

@@ -450,6 +450,80 @@ async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_ind
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
+    let Some(db) = postgres() else { return };
+    // This process takes the upload out of the queue: same platforms.
+    let app = TestApp::spawn_with(db, |c| {
+        c.platforms = vec![crate::support::platform("linux-a")]
+    })
+    .await;
+    let ada = app.user("ada@example.org").await;
+    let farm = worker_token(&app).await;
+    let data = app.app.config.data_dir.clone();
+    let config = server_config(data.parent().unwrap(), &["linux-a"], 0, None);
+    let mut server =
+        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let port = server.port();
+    let dir = tempfile::tempdir().unwrap();
+    let _worker = WorkerProcess::start_remote(
+        "linux-a",
+        &server.base,
+        &farm,
+        dir.path(),
+        &app.database_url,
+    );
+    // Once the worker has checked its token and registered, the server goes.
+    wait_for_rows(
+        &app,
+        "SELECT COUNT(*) FROM check_workers WHERE platform = 'linux-a'",
+        "the worker never registered",
+    )
+    .await;
+    server.kill();
+
+    // The upload arrives through another server on the same database and
+    // leaves the queue; the worker takes the check but cannot download.
+    let id = app
+        .upload_ok(
+            &ada,
+            package_building("patient", "1.0.0", &[], "true", None),
+        )
+        .await;
+    holdq::service::checks::start_queued(&app.app)
+        .await
+        .unwrap();
+    wait_for_rows(
+        &app,
+        "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'holdq-checks-linux-a' AND status = 'Running'",
+        "the worker never took the check",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The server comes back at its address: the check completes, accepted.
+    let _back =
+        ServerProcess::start_on_port(port, &data, &app.database_url, None, Some(&config)).await;
+    let v = app.wait_for_verdict(id).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+}
+
+/// Waits (30 s at most) until the count `sql` selects is not zero.
+async fn wait_for_rows(app: &TestApp, sql: &'static str, never: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (n,): (i64,) = sqlx::query_as(sql)
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 on_both_databases!(upload_archives_are_for_workers_operators_and_owners,);
 
 async fn upload_archives_are_for_workers_operators_and_owners(db: TestDb) {

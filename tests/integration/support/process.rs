@@ -28,6 +28,18 @@ impl ServerProcess {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on_port(port, data_dir, database_url, failpoint, config).await
+    }
+
+    /// [`ServerProcess::start_with_config`] on `port` (a restart at the
+    /// same address).
+    pub async fn start_on_port(
+        port: u16,
+        data_dir: &Path,
+        database_url: &str,
+        failpoint: Option<&str>,
+        config: Option<&Path>,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdq"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -74,6 +86,10 @@ impl ServerProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
     }
 }
 
