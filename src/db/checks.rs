@@ -159,6 +159,30 @@ pub async fn unfinished_builds(conn: &mut Conn) -> sqlx::Result<Vec<(i64, String
     .await
 }
 
+/// How often the check's job ended before the check started.
+pub async fn start_failures(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT start_failures FROM checks WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map_or(0, |r| r.0))
+}
+
+/// Records that a job of the still-pending check `id` ended without
+/// starting it, and why; false when the check is no longer pending (it
+/// started, or was halted).
+pub async fn record_start_failure(conn: &mut Conn, id: i64, why: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE checks SET start_failures = start_failures + 1, summary = $1 \
+         WHERE id = $2 AND state = 'pending'",
+    )
+    .bind(why)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[derive(Clone, Debug, FromRow)]
 pub struct VerdictRow {
     pub upload_id: i64,

@@ -233,14 +233,17 @@ impl Queues {
     /// makes a second push of the same attempt a no-op.
     /// `generation` counts the platform's resumes: a job pushed while it
     /// was paused was consumed without running, and is pushed again.
+    /// `failures` counts the jobs that ended without starting the check:
+    /// each gets a successor.
     pub async fn push_check(
         &self,
         platform: &str,
         check_id: i64,
         attempt: i64,
         generation: i64,
+        failures: i64,
     ) -> anyhow::Result<()> {
-        let key = format!("check-{check_id}-{attempt}-g{generation}");
+        let key = format!("check-{check_id}-{attempt}-g{generation}-f{failures}");
         self.push(&queue_name(platform), RunCheck { check_id }, key)
             .await
             .with_context(|| format!("cannot enqueue check {check_id}"))

@@ -295,15 +295,17 @@ pub async fn enqueue_check(
     check_id: i64,
     attempt: i64,
 ) -> anyhow::Result<()> {
-    let (paused, generation) = {
+    let (paused, generation, failures) = {
         let mut conn = app.db.pool().acquire().await?;
-        db::operators::platform_state(&mut conn, platform).await?
+        let (paused, generation) = db::operators::platform_state(&mut conn, platform).await?;
+        let failures = db::checks::start_failures(&mut conn, check_id).await?;
+        (paused, generation, failures)
     };
     if paused {
         return Ok(());
     }
     app.queues
-        .push_check(platform, check_id, attempt, generation)
+        .push_check(platform, check_id, attempt, generation, failures)
         .await
 }
 

@@ -255,7 +255,7 @@ pub async fn set_paused(
             db::checks::unfinished_builds(&mut conn).await?
         };
         for (id, p, attempts) in pending.into_iter().filter(|(_, p, _)| p == name) {
-            app.queues.push_check(&p, id, attempts, generation).await?;
+            checks::enqueue_check(app, &p, id, attempts).await?;
         }
     }
     Ok(PlatformView {

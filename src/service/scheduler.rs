@@ -66,14 +66,28 @@ pub fn spawn_workers(
                         registry_set_current(&app, &name, Some(job.check_id)).await;
                         let result = checks::run_platform(&app, job.check_id, &name).await;
                         registry_set_current(&app, &name, None).await;
-                        if let Err(e) = &result {
-                            tracing::error!(
-                                check.id = job.check_id,
-                                error = format!("{e:#}"),
-                                "check failed to run; it will be retried"
-                            );
+                        match result {
+                            Ok(()) => Ok(()),
+                            Err(e) => {
+                                let why = format!("could not start on {name}: {e:#}");
+                                // Not started: done with this job; the sweep
+                                // gives the check a new one.
+                                let recorded = async {
+                                    let mut conn = app.db.pool().acquire().await?;
+                                    db::checks::record_start_failure(&mut conn, job.check_id, &why)
+                                        .await
+                                }
+                                .await
+                                .unwrap_or(false);
+                                tracing::error!(
+                                    check.id = job.check_id,
+                                    error = format!("{e:#}"),
+                                    started = !recorded,
+                                    "check failed to run; it will be retried"
+                                );
+                                if recorded { Ok(()) } else { Err(e) }
+                            }
                         }
-                        result
                     })
                 }));
             tokio::spawn(async move {
@@ -155,7 +169,10 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
     for (check_id, platform, attempts) in builds {
         // A running check is left to its worker; apalis re-enqueues the job
         // of a worker that stops beating. Pending ones get a job (again).
-        let stale_running = {
+        // A pending one gets a job unless it has one (the key says): a job
+        // lost between commit and push, or one that ended without starting
+        // the check, has a successor.
+        let due = {
             let mut conn = app.db.pool().acquire().await?;
             let check = db::checks::get(&mut conn, check_id).await?;
             let limit = app
@@ -164,14 +181,13 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
                 .map(|p| p.timeout)
                 .unwrap_or(Duration::from_secs(900));
             check.is_some_and(|c| {
-                c.state == "running"
-                    && c.started_at.is_some_and(|t| {
+                c.state == "pending"
+                    || c.started_at.is_some_and(|t| {
                         db::now_ms() - t > (limit + Duration::from_secs(120)).as_millis() as i64
                     })
             })
         };
-        let pending = attempts == 0 || stale_running;
-        if pending {
+        if due {
             checks::enqueue_check(app, &platform, check_id, attempts).await?;
         }
     }

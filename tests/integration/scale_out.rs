@@ -4,7 +4,7 @@
 //! `HOLDQ_TEST_POSTGRES_URL` is set (always in CI); the archive endpoint's
 //! rules run on both databases.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -52,6 +52,53 @@ fn server_config(
     path
 }
 
+/// A test database and this process on it (same platforms, so it may take
+/// uploads out of the queue), a server process checking `platforms` only
+/// on workers elsewhere, a maintainer's and a worker's token.
+struct Cluster {
+    app: TestApp,
+    ada: String,
+    farm: String,
+    data: PathBuf,
+    config: PathBuf,
+    server: ServerProcess,
+}
+
+impl Cluster {
+    async fn start(db: TestDb, platforms: &[&str], smtp_port: Option<u16>) -> Self {
+        let names: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+        let app = TestApp::spawn_with(db, move |c| {
+            c.platforms = names.iter().map(|n| crate::support::platform(n)).collect();
+        })
+        .await;
+        let ada = app.user("ada@example.org").await;
+        let farm = worker_token(&app).await;
+        let data = app.app.config.data_dir.clone();
+        let config = server_config(data.parent().unwrap(), platforms, 0, smtp_port);
+        let server =
+            ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+        Self {
+            app,
+            ada,
+            farm,
+            data,
+            config,
+            server,
+        }
+    }
+}
+
+/// A worker for `platform` on "another machine": `dir` is all its own.
+fn remote(
+    platform: &str,
+    server: &ServerProcess,
+    farm: &str,
+    dir: &Path,
+    app: &TestApp,
+) -> WorkerProcess {
+    WorkerProcess::start_remote(platform, &server.base, farm, dir, &app.database_url)
+}
+
 async fn worker_token(app: &TestApp) -> String {
     holdq::service::users::add_user(
         &app.app.db,
@@ -85,29 +132,17 @@ fn files_in(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_on_other_machines_check_both_platforms_over_http() {
     let Some(db) = postgres() else { return };
-    let app = TestApp::spawn(db).await;
-    let ada = app.user("ada@example.org").await;
-    let farm = worker_token(&app).await;
-    let data = app.app.config.data_dir.clone();
-    let root = data.parent().unwrap();
-    let config = server_config(root, &["linux-a", "linux-b"], 0, None);
-    let server =
-        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let Cluster {
+        app,
+        ada,
+        farm,
+        data,
+        server,
+        ..
+    } = Cluster::start(db, &["linux-a", "linux-b"], None).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let _a = WorkerProcess::start_remote(
-        "linux-a",
-        &server.base,
-        &farm,
-        dir_a.path(),
-        &app.database_url,
-    );
-    let _b = WorkerProcess::start_remote(
-        "linux-b",
-        &server.base,
-        &farm,
-        dir_b.path(),
-        &app.database_url,
-    );
+    let _a = remote("linux-a", &server, &farm, dir_a.path(), &app);
+    let _b = remote("linux-b", &server, &farm, dir_b.path(), &app);
 
     let lib = upload_to(
         &server.base,
@@ -166,7 +201,7 @@ async fn workers_on_other_machines_check_both_platforms_over_http() {
         "a check ran in the server's data directory"
     );
     assert!(dir_a.path().join("work").exists() && dir_b.path().join("work").exists());
-    let (index, whole) = index_is_whole(&data);
+    let (index, whole) = published_index(&app, &data).await;
     assert!(whole, "{index:#}");
     assert_eq!(
         index["packages"]["synth"]["versions"][0]["sha256"],
@@ -177,21 +212,15 @@ async fn workers_on_other_machines_check_both_platforms_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_superseding_upload_kills_the_build_on_a_remote_worker() {
     let Some(db) = postgres() else { return };
-    let app = TestApp::spawn(db).await;
-    let ada = app.user("ada@example.org").await;
-    let farm = worker_token(&app).await;
-    let data = app.app.config.data_dir.clone();
-    let config = server_config(data.parent().unwrap(), &["linux-a"], 0, None);
-    let server =
-        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let Cluster {
+        app,
+        ada,
+        farm,
+        server,
+        ..
+    } = Cluster::start(db, &["linux-a"], None).await;
     let dir = tempfile::tempdir().unwrap();
-    let _worker = WorkerProcess::start_remote(
-        "linux-a",
-        &server.base,
-        &farm,
-        dir.path(),
-        &app.database_url,
-    );
+    let _worker = remote("linux-a", &server, &farm, dir.path(), &app);
 
     let marker = format!("sleep {}", 700_000 + rand::random::<u32>() % 100_000);
     let old = upload_to(
@@ -246,21 +275,15 @@ async fn settled_messages(inbox: &Inbox, subject_part: &str) -> usize {
 async fn a_worker_killed_mid_check_is_replaced_and_the_verdict_is_given_once() {
     let Some(db) = postgres() else { return };
     let (inbox, port) = smtp::start(None);
-    let app = TestApp::spawn(db).await;
-    let ada = app.user("ada@example.org").await;
-    let farm = worker_token(&app).await;
-    let data = app.app.config.data_dir.clone();
-    let config = server_config(data.parent().unwrap(), &["linux-a"], 0, Some(port));
-    let server =
-        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let Cluster {
+        app,
+        ada,
+        farm,
+        server,
+        ..
+    } = Cluster::start(db, &["linux-a"], Some(port)).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut first = WorkerProcess::start_remote(
-        "linux-a",
-        &server.base,
-        &farm,
-        dir.path(),
-        &app.database_url,
-    );
+    let mut first = remote("linux-a", &server, &farm, dir.path(), &app);
 
     // The first try hangs; any later one passes.
     let marker = format!("sleep {}", 600_000 + rand::random::<u32>() % 100_000);
@@ -290,13 +313,7 @@ async fn a_worker_killed_mid_check_is_replaced_and_the_verdict_is_given_once() {
 
     // A worker started afresh on the same host (a new process, a new name)
     // takes the check over once the old one's heartbeat has lapsed.
-    let _second = WorkerProcess::start_remote(
-        "linux-a",
-        &server.base,
-        &farm,
-        dir.path(),
-        &app.database_url,
-    );
+    let _second = remote("linux-a", &server, &farm, dir.path(), &app);
     let v = app.wait_for_verdict(id).await;
     assert_eq!(v["state"], "accepted", "{v:#}");
     let build = check(&v, "build", "linux-a");
@@ -427,13 +444,8 @@ async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_ind
     }
 
     // The index on the shared disk is whole and says what the database says.
-    let (index, whole) = index_is_whole(&data);
+    let (index, whole) = published_index(&app, &data).await;
     assert!(whole, "{index:#}");
-    let serial: (i64,) = sqlx::query_as("SELECT serial FROM stable_state")
-        .fetch_one(app.app.db.pool())
-        .await
-        .unwrap_or((-1,));
-    assert_eq!(index["serial"], serial.0, "{index:#}");
     for name in packages {
         let in_db: Vec<String> = rows
             .iter()
@@ -453,26 +465,17 @@ async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_ind
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
     let Some(db) = postgres() else { return };
-    // This process takes the upload out of the queue: same platforms.
-    let app = TestApp::spawn_with(db, |c| {
-        c.platforms = vec![crate::support::platform("linux-a")]
-    })
-    .await;
-    let ada = app.user("ada@example.org").await;
-    let farm = worker_token(&app).await;
-    let data = app.app.config.data_dir.clone();
-    let config = server_config(data.parent().unwrap(), &["linux-a"], 0, None);
-    let mut server =
-        ServerProcess::start_with_config(&data, &app.database_url, None, Some(&config)).await;
+    let Cluster {
+        app,
+        ada,
+        farm,
+        data,
+        config,
+        mut server,
+    } = Cluster::start(db, &["linux-a"], None).await;
     let port = server.port();
     let dir = tempfile::tempdir().unwrap();
-    let _worker = WorkerProcess::start_remote(
-        "linux-a",
-        &server.base,
-        &farm,
-        dir.path(),
-        &app.database_url,
-    );
+    let _worker = remote("linux-a", &server, &farm, dir.path(), &app);
     // Once the worker has checked its token and registered, the server goes.
     wait_for_rows(
         &app,
@@ -506,6 +509,79 @@ async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
         ServerProcess::start_on_port(port, &data, &app.database_url, None, Some(&config)).await;
     let v = app.wait_for_verdict(id).await;
     assert_eq!(v["state"], "accepted", "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_whose_worker_cannot_start_it_gets_a_new_job() {
+    let Some(db) = postgres() else { return };
+    let Cluster {
+        app,
+        ada,
+        farm,
+        server,
+        ..
+    } = Cluster::start(db, &["linux-a"], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _worker = remote("linux-a", &server, &farm, dir.path(), &app);
+    wait_for_rows(
+        &app,
+        "SELECT COUNT(*) FROM check_workers WHERE platform = 'linux-a'",
+        "the worker never registered",
+    )
+    .await;
+    // The worker's account loses its right to archives (a misconfigured
+    // farm): the server refuses the download, and the check cannot start.
+    let set_worker = |on: i64| {
+        sqlx::query("UPDATE users SET is_worker = $1 WHERE email = 'farm@example.org'")
+            .bind(on)
+            .execute(app.app.db.pool())
+    };
+    set_worker(0).await.unwrap();
+    let id = upload_to(
+        &server.base,
+        &ada,
+        package_building("stubborn", "1.0.0", &[], "true", None),
+    )
+    .await;
+    wait_for_rows(
+        &app,
+        "SELECT COUNT(*) FROM checks WHERE kind = 'build' AND start_failures > 0",
+        "the failed start was not recorded",
+    )
+    .await;
+    let build = check(&app.upload_view(id).await, "build", "linux-a").clone();
+    assert_eq!(build["state"], "pending", "{build:#}");
+    assert!(
+        build["summary"].as_str().unwrap().contains("403"),
+        "the check says why it waits: {build:#}"
+    );
+
+    // Fixed: the sweep gives the check a new job, and it passes.
+    set_worker(1).await.unwrap();
+    let v = app.wait_for_verdict(id).await;
+    assert_eq!(v["state"], "accepted", "{v:#}");
+}
+
+/// The stable index once it is published at the database's serial (it is
+/// written just after the promotion commits), and whether it is whole.
+async fn published_index(app: &TestApp, data: &Path) -> (Value, bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (serial,): (i64,) = sqlx::query_as("SELECT serial FROM stable_state")
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+        let (index, whole) = index_is_whole(data);
+        if index["serial"] == serial {
+            return (index, whole);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the index stays at serial {} while the database is at {serial}",
+            index["serial"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits (30 s at most) until the count `sql` selects is not zero.
