@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use semver::Version;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
 use crate::domain::graph::StableRepo;
 use crate::domain::resolve::{Release, Resolution};
-use crate::domain::{Manifest, PackageName, UploadState};
+use crate::domain::{Manifest, UploadState};
 use crate::sandbox::{Ending, RunOutcome};
 use crate::storage::archive;
 
@@ -89,7 +88,7 @@ fn parse_manifest(row: &UploadRow) -> anyhow::Result<Manifest> {
     serde_json::from_str(&row.manifest).context("stored manifest")
 }
 
-fn release_of(manifest: &Manifest) -> Release {
+pub(super) fn release_of(manifest: &Manifest) -> Release {
     Release {
         version: manifest.version.clone(),
         dependencies: manifest.dependencies.clone(),
@@ -408,7 +407,7 @@ async fn platform_checks(
 }
 
 /// Records a check's result unless the upload was halted meanwhile.
-async fn finish(
+pub(super) async fn finish(
     app: &App,
     check_id: i64,
     state: CheckState,
@@ -433,7 +432,7 @@ async fn finish(
     Ok(())
 }
 
-fn describe(outcome: &RunOutcome) -> String {
+pub(super) fn describe(outcome: &RunOutcome) -> String {
     match &outcome.ending {
         Ending::Exited(0) => format!("exited 0 in {:.1}s", outcome.duration.as_secs_f64()),
         Ending::Exited(code) => {
@@ -447,7 +446,7 @@ fn describe(outcome: &RunOutcome) -> String {
     }
 }
 
-fn state_of(outcome: &RunOutcome) -> CheckState {
+pub(super) fn state_of(outcome: &RunOutcome) -> CheckState {
     if outcome.succeeded() {
         CheckState::Passed
     } else {
@@ -606,7 +605,7 @@ async fn run_chain(
         && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
     {
         if build_passed {
-            run_revdeps(app, manifest, &source, platform, revdeps.id, halt).await?;
+            super::revdeps::run(app, manifest, &source, platform, revdeps.id, halt).await?;
         } else {
             finish(
                 app,
@@ -641,213 +640,6 @@ async fn skip_rest(
         .await?;
     }
     Ok(())
-}
-
-/// Rebuilds the stable dependents of the package whose requirement admits
-/// the new version, against it; passes when the fraction that still build
-/// reaches `revdeps.min_fraction`. A dependent that already fails against
-/// stable is no regression and does not count.
-async fn run_revdeps(
-    app: &App,
-    manifest: &Manifest,
-    source: &Source,
-    platform: &PlatformConfig,
-    check_id: i64,
-    halt: &CancellationToken,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let passmark = super::passmark::current(app).await?;
-    let max = passmark.revdeps_max_dependents as usize;
-    let release = release_of(manifest);
-    // Every resolution up front, from one look at stable: each dependent
-    // with the upload in place of its package, and as stable is.
-    let plan = with_repo(app, |repo| {
-        revdep_candidates(repo, &manifest.name, &manifest.version, max)
-            .into_iter()
-            .map(|(d, v)| {
-                let with_new = repo
-                    .universe()
-                    .resolve_with(&d, &v, (&manifest.name, &release));
-                let as_is = repo.resolve(&d, &v);
-                (d, v, with_new, as_is)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    let candidates_len = plan.len();
-    let (mut ok, mut regressions, mut already_broken) = (0u32, Vec::new(), Vec::new());
-    let mut log = String::new();
-    let mut results = Vec::new();
-    for (dependent, version, with_new, as_is) in &plan {
-        let (dependent, version) = (dependent, version);
-        let command = dependent_build_command(app, dependent, version).await?;
-        let against_new = match with_new {
-            Ok(resolution) => {
-                let overlay = Some((manifest.name.as_str(), source));
-                match build_stable(
-                    app, dependent, version, resolution, overlay, platform, &command, halt,
-                )
-                .await?
-                {
-                    Some(outcome) => Some(outcome),
-                    None => return Ok(()), // halted
-                }
-            }
-            Err(e) => {
-                log.push_str(&format!(
-                    "== {dependent} {version}: does not resolve with the new version: {e}\n"
-                ));
-                None
-            }
-        };
-        if against_new.as_ref().is_some_and(RunOutcome::succeeded) {
-            ok += 1;
-            results.push(
-                json!({"name": dependent.as_str(), "version": version.to_string(), "result": "ok"}),
-            );
-            continue;
-        }
-        if let Some(o) = &against_new {
-            log.push_str(&format!(
-                "== {dependent} {version} against the new version: {}\n{}\n",
-                describe(o),
-                o.output
-            ));
-        }
-        // Does it build against stable as it is? If not, it was broken already.
-        let baseline_ok = match as_is {
-            Ok(resolution) => match build_stable(
-                app, dependent, version, resolution, None, platform, &command, halt,
-            )
-            .await?
-            {
-                Some(outcome) => outcome.succeeded(),
-                None => return Ok(()), // halted
-            },
-            Err(_) => false,
-        };
-        let result = if baseline_ok {
-            "regression"
-        } else {
-            "already broken"
-        };
-        results.push(
-            json!({"name": dependent.as_str(), "version": version.to_string(), "result": result}),
-        );
-        if baseline_ok {
-            regressions.push(format!("{dependent} {version}"));
-        } else {
-            already_broken.push(format!("{dependent} {version}"));
-        }
-    }
-    let counted = ok as usize + regressions.len();
-    let fraction = if counted == 0 {
-        1.0
-    } else {
-        ok as f64 / counted as f64
-    };
-    let passed = passmark.revdeps_pass(fraction);
-    let summary = if candidates_len == 0 {
-        "no stable dependents".to_owned()
-    } else {
-        let mut s = format!(
-            "{ok} of {counted} dependents still build ({:.0}%)",
-            fraction * 100.0
-        );
-        if !regressions.is_empty() {
-            s.push_str(&format!("; broken: {}", regressions.join(", ")));
-        }
-        if !already_broken.is_empty() {
-            s.push_str(&format!(
-                "; already broken, not counted: {}",
-                already_broken.join(", ")
-            ));
-        }
-        s
-    };
-    let state = if passed {
-        CheckState::Passed
-    } else {
-        CheckState::Failed
-    };
-    finish(
-        app,
-        check_id,
-        state,
-        &summary,
-        &log,
-        started.elapsed(),
-        json!({"fraction": fraction, "dependents": results}),
-    )
-    .await
-}
-
-/// Stable dependents whose latest version requires the package in a way
-/// that admits `version`, most-depended-upon first, at most `max`.
-pub fn revdep_candidates(
-    stable: &StableRepo,
-    name: &PackageName,
-    version: &Version,
-    max: usize,
-) -> Vec<(PackageName, Version)> {
-    let mut admitted: Vec<(usize, PackageName, Version)> = stable
-        .dependents(name)
-        .into_iter()
-        .filter_map(|d| {
-            let latest = stable.latest(&d)?;
-            let req = latest.dependencies.get(name)?;
-            req.matches(version).then(|| {
-                (
-                    stable.dependents_count(&d),
-                    d.clone(),
-                    latest.version.clone(),
-                )
-            })
-        })
-        .collect();
-    admitted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    admitted
-        .into_iter()
-        .take(max)
-        .map(|(_, n, v)| (n, v))
-        .collect()
-}
-
-/// Builds the stable version `name` `version` against `resolution` (with
-/// `overlay` standing in for one package); `None` when halted.
-#[allow(clippy::too_many_arguments)]
-async fn build_stable(
-    app: &App,
-    name: &PackageName,
-    version: &Version,
-    resolution: &Resolution,
-    overlay: Option<(&str, &Source)>,
-    platform: &PlatformConfig,
-    command: &str,
-    halt: &CancellationToken,
-) -> anyhow::Result<Option<RunOutcome>> {
-    let source = Source {
-        archive: super::archives::stable_archive(app, name.as_str(), &version.to_string()).await?,
-        top: format!("{name}-{version}"),
-    };
-    let ws = Workspace::prepare(app, source, resolution, overlay).await?;
-    let outcome = ws.run(app, platform, command, halt).await?;
-    Ok((outcome.ending != Ending::Halted).then_some(outcome))
-}
-
-async fn dependent_build_command(
-    app: &App,
-    name: &PackageName,
-    version: &Version,
-) -> anyhow::Result<String> {
-    let mut conn = app.db.pool().acquire().await?;
-    let rows = db::stable::versions_of(&mut conn, name.as_str()).await?;
-    let row = rows
-        .iter()
-        .find(|r| r.version == version.to_string())
-        .with_context(|| format!("{name} {version} vanished from stable"))?;
-    let manifest: Manifest = serde_json::from_str(&row.manifest)?;
-    Ok(manifest.build.command)
 }
 
 /// A reader that hashes what passes through it.

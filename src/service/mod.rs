@@ -11,6 +11,7 @@ pub mod operators;
 pub mod owners;
 pub mod passmark;
 pub mod queue;
+pub mod revdeps;
 pub mod scheduler;
 pub mod stable;
 pub mod upload;
