@@ -22,10 +22,11 @@ pub struct CheckRow {
     pub summary: Option<String>,
     pub log: Option<String>,
     pub metadata: Option<String>,
+    pub start_failures: i64,
 }
 
 const COLUMNS: &str = "id, upload_id, kind, platform, state, weight, required, attempts, worker, \
-     started_at, finished_at, duration_ms, summary, log, metadata";
+     started_at, finished_at, duration_ms, summary, log, metadata, start_failures";
 
 pub struct NewCheck<'a> {
     pub upload_id: i64,
@@ -73,7 +74,8 @@ pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<Chec
 pub async fn of_pending_uploads(conn: &mut Conn) -> sqlx::Result<Vec<CheckRow>> {
     sqlx::query_as(
         "SELECT c.id, c.upload_id, c.kind, c.platform, c.state, c.weight, c.required, c.attempts, \
-         c.worker, c.started_at, c.finished_at, c.duration_ms, c.summary, NULL AS log, NULL AS metadata \
+         c.worker, c.started_at, c.finished_at, c.duration_ms, c.summary, NULL AS log, NULL AS metadata, \
+         c.start_failures \
          FROM checks c JOIN uploads u ON u.id = c.upload_id \
          WHERE u.state IN ('queued', 'checking') ORDER BY c.id",
     )
@@ -147,25 +149,28 @@ pub async fn halt_upload(conn: &mut Conn, backend: Backend, upload_id: i64) -> s
     Ok(halted)
 }
 
+/// A build check still to run, of an upload being checked.
+#[derive(Clone, Debug, FromRow)]
+pub struct UnfinishedBuild {
+    pub id: i64,
+    pub platform: String,
+    pub state: String,
+    pub attempts: i64,
+    pub start_failures: i64,
+    pub started_at: Option<i64>,
+}
+
 /// Build checks still to run, of uploads being checked: what the reconcile
 /// sweep makes sure has a job.
-pub async fn unfinished_builds(conn: &mut Conn) -> sqlx::Result<Vec<(i64, String, i64)>> {
+pub async fn unfinished_builds(conn: &mut Conn) -> sqlx::Result<Vec<UnfinishedBuild>> {
     sqlx::query_as(
-        "SELECT c.id, c.platform, c.attempts FROM checks c JOIN uploads u ON u.id = c.upload_id \
+        "SELECT c.id, c.platform, c.state, c.attempts, c.start_failures, c.started_at \
+         FROM checks c JOIN uploads u ON u.id = c.upload_id \
          WHERE c.kind = 'build' AND c.state IN ('pending', 'running') AND u.state = 'checking' \
          ORDER BY c.id",
     )
     .fetch_all(conn)
     .await
-}
-
-/// How often the check's job ended before the check started.
-pub async fn start_failures(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT start_failures FROM checks WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map_or(0, |r| r.0))
 }
 
 /// Records that a job of the still-pending check `id` ended without

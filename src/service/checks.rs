@@ -281,30 +281,31 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         super::verdict::decide(app, upload_id).await?;
     }
     for (platform, check_id) in builds {
-        enqueue_check(app, &platform, check_id, 0).await?;
+        enqueue_check(app, &platform, check_id, 0, 0).await?;
     }
     Ok(true)
 }
 
 /// Pushes the job of a build check unless its platform is paused (a resume
-/// pushes every pending check of the platform).
+/// pushes every pending check of the platform). `attempts` and `failures`
+/// (jobs that ended without starting it) are the check's, part of the job's
+/// key: a check gets a new job exactly when one of them moved.
 pub async fn enqueue_check(
     app: &App,
     platform: &str,
     check_id: i64,
-    attempt: i64,
+    attempts: i64,
+    failures: i64,
 ) -> anyhow::Result<()> {
-    let (paused, generation, failures) = {
+    let (paused, generation) = {
         let mut conn = app.db.pool().acquire().await?;
-        let (paused, generation) = db::operators::platform_state(&mut conn, platform).await?;
-        let failures = db::checks::start_failures(&mut conn, check_id).await?;
-        (paused, generation, failures)
+        db::operators::platform_state(&mut conn, platform).await?
     };
     if paused {
         return Ok(());
     }
     app.queues
-        .push_check(platform, check_id, attempt, generation, failures)
+        .push_check(platform, check_id, attempts, generation, failures)
         .await
 }
 

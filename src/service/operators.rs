@@ -193,12 +193,12 @@ pub async fn retry(
             .iter()
             .find(|c| c.platform == *platform && c.kind == "build")
         {
-            builds.push((platform.to_string(), b.id, b.attempts));
+            builds.push((platform.to_string(), b.id, b.attempts, b.start_failures));
         }
     }
     tx.commit().await?;
-    for (platform, id, attempts) in &builds {
-        checks::enqueue_check(app, platform, *id, *attempts).await?;
+    for (platform, id, attempts, failures) in &builds {
+        checks::enqueue_check(app, platform, *id, *attempts, *failures).await?;
     }
     Ok(failed.iter().map(|c| label_of(c)).collect())
 }
@@ -254,8 +254,8 @@ pub async fn set_paused(
             let mut conn = app.db.pool().acquire().await?;
             db::checks::unfinished_builds(&mut conn).await?
         };
-        for (id, p, attempts) in pending.into_iter().filter(|(_, p, _)| p == name) {
-            checks::enqueue_check(app, &p, id, attempts).await?;
+        for b in pending.iter().filter(|b| b.platform == name) {
+            checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
         }
     }
     Ok(PlatformView {

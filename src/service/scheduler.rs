@@ -166,29 +166,22 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
             db::uploads::checking_ids(&mut conn).await?,
         )
     };
-    for (check_id, platform, attempts) in builds {
-        // A running check is left to its worker; apalis re-enqueues the job
-        // of a worker that stops beating. Pending ones get a job (again).
-        // A pending one gets a job unless it has one (the key says): a job
-        // lost between commit and push, or one that ended without starting
-        // the check, has a successor.
-        let due = {
-            let mut conn = app.db.pool().acquire().await?;
-            let check = db::checks::get(&mut conn, check_id).await?;
-            let limit = app
-                .config
-                .platform(&platform)
-                .map(|p| p.timeout)
-                .unwrap_or(Duration::from_secs(900));
-            check.is_some_and(|c| {
-                c.state == "pending"
-                    || c.started_at.is_some_and(|t| {
-                        db::now_ms() - t > (limit + Duration::from_secs(120)).as_millis() as i64
-                    })
-            })
-        };
-        if due {
-            checks::enqueue_check(app, &platform, check_id, attempts).await?;
+    for b in builds {
+        // A pending check gets a job unless it has one (the key says so): a
+        // job lost between commit and push, or one that ended without
+        // starting the check, has a successor. A running one is left to its
+        // worker (apalis re-queues the job of a worker that stops beating)
+        // until it has run for its platform's time limit and two minutes.
+        let limit = app
+            .config
+            .platform(&b.platform)
+            .map(|p| p.timeout)
+            .unwrap_or(Duration::from_secs(900));
+        let stale = b.started_at.is_some_and(|t| {
+            db::now_ms() - t > (limit + Duration::from_secs(120)).as_millis() as i64
+        });
+        if b.state == "pending" || stale {
+            checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
         }
     }
     for upload_id in checking {

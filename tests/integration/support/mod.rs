@@ -199,14 +199,14 @@ impl TestApp {
                     .await
                     .unwrap()
                     .into_iter()
-                    .filter(|(_, platform, _)| !paused.contains(platform))
+                    .filter(|b| !paused.contains(&b.platform))
                     .collect::<Vec<_>>()
             };
             if builds.is_empty() {
                 break;
             }
-            for (check_id, _, _) in builds {
-                checks::run_platform(&self.app, check_id, "test-drain")
+            for b in builds {
+                checks::run_platform(&self.app, b.id, "test-drain")
                     .await
                     .expect("run the checks");
             }
