@@ -156,7 +156,6 @@ fn default_env() -> Vec<String> {
 }
 
 impl PlatformConfig {
-    /// The platform of this host, e.g. `linux-x86_64`.
     /// A platform of this name with the default limits, for a worker
     /// whose config does not describe it.
     pub fn named(name: PackageName) -> Self {
@@ -166,6 +165,7 @@ impl PlatformConfig {
         }
     }
 
+    /// The platform of this host, e.g. `linux-x86_64`.
     pub fn host() -> Self {
         let name = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
             .to_lowercase()

@@ -25,11 +25,11 @@ use sqlx::{AnyPool, Connection, Executor};
 use crate::config::redact_url;
 
 pub use sqlx::AnyConnection as Conn;
-/// A transaction owned by one use case.
 /// The PostgreSQL notification channel on which a halted upload's id is
 /// announced to the workers of every process.
 pub const HALT_CHANNEL: &str = "holdq_halt";
 
+/// A transaction owned by one use case.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Which database a URL names.

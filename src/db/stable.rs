@@ -53,6 +53,23 @@ pub async fn versions_of(conn: &mut Conn, name: &str) -> sqlx::Result<Vec<Stable
     .await
 }
 
+/// One stable version of a package.
+pub async fn version(
+    conn: &mut Conn,
+    name: &str,
+    version: &str,
+) -> sqlx::Result<Option<StableRow>> {
+    sqlx::query_as(
+        "SELECT v.package_id, p.name, p.state AS package_state, v.version, v.sha256, v.size_bytes, \
+         v.manifest, v.promoted_at FROM versions v JOIN packages p ON p.id = v.package_id \
+         WHERE p.name = $1 AND v.version = $2",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(conn)
+    .await
+}
+
 pub struct NewVersion<'a> {
     pub package_id: i64,
     pub version: &'a str,

@@ -332,30 +332,9 @@ impl Queues {
             .await
     }
 
-    /// Runs one email worker until `shutdown`.
-    pub async fn run_email_worker(
-        self,
-        name: String,
-        handler: Handler<SendEmail>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        self.run_worker(MAIL_QUEUE.to_owned(), name, handler, shutdown)
-            .await
-    }
-
-    /// Runs one decision worker (a server's) until `shutdown`.
-    pub async fn run_decide_worker(
-        self,
-        name: String,
-        handler: Handler<Decide>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        self.run_worker(DECIDE_QUEUE.to_owned(), name, handler, shutdown)
-            .await
-    }
-
-    /// Runs one worker on `queue`, one job at a time, calling `handler`.
-    async fn run_worker<J: Job>(
+    /// Runs one worker on `queue` (`MAIL_QUEUE`, `DECIDE_QUEUE`, or a
+    /// platform's `queue_name`), one job at a time, calling `handler`.
+    pub async fn run_worker<J: Job>(
         self,
         queue: String,
         name: String,

@@ -28,10 +28,8 @@ pub async fn stable_archive(app: &App, name: &str, version: &str) -> anyhow::Res
     };
     let sha256 = {
         let mut conn = app.db.pool().acquire().await?;
-        db::stable::versions_of(&mut conn, name)
+        db::stable::version(&mut conn, name, version)
             .await?
-            .into_iter()
-            .find(|v| v.version == version)
             .map(|v| v.sha256)
             .with_context(|| format!("{name} {version} is not in stable"))?
     };

@@ -217,10 +217,8 @@ async fn dependent_build_command(
     version: &Version,
 ) -> anyhow::Result<String> {
     let mut conn = app.db.pool().acquire().await?;
-    let rows = db::stable::versions_of(&mut conn, name.as_str()).await?;
-    let row = rows
-        .iter()
-        .find(|r| r.version == version.to_string())
+    let row = db::stable::version(&mut conn, name.as_str(), &version.to_string())
+        .await?
         .with_context(|| format!("{name} {version} vanished from stable"))?;
     let manifest: Manifest = serde_json::from_str(&row.manifest)?;
     Ok(manifest.build.command)

@@ -192,39 +192,51 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
 
 /// Starts the worker that delivers the outbox.
 pub fn spawn_email_worker(app: &App, shutdown: CancellationToken) -> JoinHandle<()> {
-    let name = worker_name("mail", 0);
-    let handler_app = app.clone();
-    let handler = crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::SendEmail| {
-        let app = handler_app.clone();
-        Box::pin(async move { notify::deliver(&app, job.outbox_id).await })
-    }));
-    let queues = app.queues.clone();
-    tokio::spawn(async move {
-        if let Err(e) = queues
-            .run_email_worker(name.clone(), handler, shutdown)
-            .await
-        {
-            tracing::error!(worker = %name, error = format!("{e:#}"), "email worker stopped");
-        }
-    })
+    spawn_queue_worker(
+        app,
+        crate::jobs::MAIL_QUEUE,
+        "mail",
+        shutdown,
+        |app, job: crate::jobs::SendEmail| {
+            Box::pin(async move { notify::deliver(&app, job.outbox_id).await })
+        },
+    )
 }
 
 /// Starts the worker that decides uploads whose last checks ran on a
 /// worker of another machine (a server's duty: it owns stable storage).
 pub fn spawn_decide_worker(app: &App, shutdown: CancellationToken) -> JoinHandle<()> {
-    let name = worker_name("decide", 0);
+    spawn_queue_worker(
+        app,
+        crate::jobs::DECIDE_QUEUE,
+        "decide",
+        shutdown,
+        |app, job: crate::jobs::Decide| {
+            Box::pin(async move { verdict::decide(&app, job.upload_id).await.map(|_| ()) })
+        },
+    )
+}
+
+/// Starts one worker on `queue` running `work` for each job until `shutdown`.
+fn spawn_queue_worker<J: crate::jobs::Job>(
+    app: &App,
+    queue: &'static str,
+    label: &'static str,
+    shutdown: CancellationToken,
+    work: fn(App, J) -> futures::future::BoxFuture<'static, anyhow::Result<()>>,
+) -> JoinHandle<()> {
+    let name = worker_name(label, 0);
     let handler_app = app.clone();
-    let handler = crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::Decide| {
-        let app = handler_app.clone();
-        Box::pin(async move { verdict::decide(&app, job.upload_id).await.map(|_| ()) })
+    let handler = crate::jobs::Handler(std::sync::Arc::new(move |job: J| {
+        work(handler_app.clone(), job)
     }));
     let queues = app.queues.clone();
     tokio::spawn(async move {
         if let Err(e) = queues
-            .run_decide_worker(name.clone(), handler, shutdown)
+            .run_worker(queue.to_owned(), name.clone(), handler, shutdown)
             .await
         {
-            tracing::error!(worker = %name, error = format!("{e:#}"), "decision worker stopped");
+            tracing::error!(worker = %name, error = format!("{e:#}"), "{label} worker stopped");
         }
     })
 }

@@ -434,12 +434,17 @@ pub async fn dependents_of(
 /// The archive of a stable version.
 pub async fn archive(app: &App, name: &str, version: &str) -> Result<PathBuf, StableError> {
     let mut conn = app.db.pool().acquire().await?;
-    let rows = db::stable::versions_of(&mut conn, name).await?;
-    if rows.is_empty() {
-        return Err(StableError::NoSuchPackage(name.into()));
-    }
-    if !rows.iter().any(|r| r.version == version) {
-        return Err(StableError::NoSuchVersion(name.into(), version.into()));
+    if db::stable::version(&mut conn, name, version)
+        .await?
+        .is_none()
+    {
+        return Err(
+            if db::stable::versions_of(&mut conn, name).await?.is_empty() {
+                StableError::NoSuchPackage(name.into())
+            } else {
+                StableError::NoSuchVersion(name.into(), version.into())
+            },
+        );
     }
     Ok(app.stable.archive_path(name, version))
 }
