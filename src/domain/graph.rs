@@ -407,20 +407,7 @@ impl StableRepo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn n(s: &str) -> PackageName {
-        PackageName::parse(s).unwrap()
-    }
-
-    fn rel(version: &str, deps: &[(&str, &str)]) -> Release {
-        Release {
-            version: Version::parse(version).unwrap(),
-            dependencies: deps
-                .iter()
-                .map(|(d, r)| (n(d), VersionReq::parse(r).unwrap()))
-                .collect(),
-        }
-    }
+    use crate::domain::fixtures::{n, rel};
 
     fn sorted(names: Vec<&PackageName>) -> Vec<PackageName> {
         let mut v: Vec<PackageName> = names.into_iter().cloned().collect();
@@ -513,6 +500,7 @@ mod model {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::domain::fixtures::n;
 
     const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
 
@@ -614,10 +602,6 @@ mod model {
                 }
             }
         }
-    }
-
-    fn n(s: &str) -> PackageName {
-        PackageName::parse(s).unwrap()
     }
 
     proptest! {

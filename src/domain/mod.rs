@@ -2,6 +2,8 @@
 //! machine. Nothing here touches a database, the network or the filesystem.
 
 pub mod check;
+#[cfg(test)]
+mod fixtures;
 pub mod graph;
 pub mod manifest;
 pub mod name;

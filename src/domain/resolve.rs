@@ -269,20 +269,7 @@ impl DependencyProvider for View<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn n(s: &str) -> PackageName {
-        PackageName::parse(s).unwrap()
-    }
-
-    fn rel(version: &str, deps: &[(&str, &str)]) -> Release {
-        Release {
-            version: Version::parse(version).unwrap(),
-            dependencies: deps
-                .iter()
-                .map(|(d, r)| (n(d), VersionReq::parse(r).unwrap()))
-                .collect(),
-        }
-    }
+    use crate::domain::fixtures::{n, rel};
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
