@@ -26,6 +26,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub passmark: PassMarkConfig,
     pub revdeps: RevdepsConfig,
+    pub queue: QueueConfig,
     pub platforms: Vec<PlatformConfig>,
 }
 
@@ -116,6 +117,27 @@ impl Default for RevdepsConfig {
         Self {
             min_fraction: 1.0,
             max_dependents: 100,
+        }
+    }
+}
+
+/// The holding queue's integrity rules (SPEC section 3, rules 6 and 7).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Rebases after which an upload's checks wait for the related uploads
+    /// ahead of it instead of speculating, so that it always ends.
+    pub max_rebases: u32,
+    /// Check each upload against stable plus the pending uploads ahead of
+    /// it. Off: each waits for the related uploads ahead to be decided.
+    pub speculate: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_rebases: 3,
+            speculate: true,
         }
     }
 }
@@ -279,6 +301,8 @@ struct FileConfig {
     #[serde(default)]
     revdeps: RevdepsConfig,
     #[serde(default)]
+    queue: QueueConfig,
+    #[serde(default)]
     platform: Vec<PlatformConfig>,
 }
 
@@ -380,6 +404,7 @@ impl Config {
             mail,
             passmark: file.passmark,
             revdeps: file.revdeps,
+            queue: file.queue,
             platforms,
         };
         config.validate()?;
@@ -450,6 +475,7 @@ impl fmt::Debug for Config {
             .field("mail", &self.mail)
             .field("passmark", &self.passmark)
             .field("revdeps", &self.revdeps)
+            .field("queue", &self.queue)
             .field("platforms", &self.platforms)
             .finish()
     }

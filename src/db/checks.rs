@@ -23,10 +23,12 @@ pub struct CheckRow {
     pub log: Option<String>,
     pub metadata: Option<String>,
     pub start_failures: i64,
+    /// What the check's current run ran against (JSON of `domain::integrity::Base`).
+    pub base: Option<String>,
 }
 
 const COLUMNS: &str = "id, upload_id, kind, platform, state, weight, required, attempts, worker, \
-     started_at, finished_at, duration_ms, summary, log, metadata, start_failures";
+     started_at, finished_at, duration_ms, summary, log, metadata, start_failures, base";
 
 pub struct NewCheck<'a> {
     pub upload_id: i64,
@@ -75,7 +77,7 @@ pub async fn of_pending_uploads(conn: &mut Conn) -> sqlx::Result<Vec<CheckRow>> 
     sqlx::query_as(
         "SELECT c.id, c.upload_id, c.kind, c.platform, c.state, c.weight, c.required, c.attempts, \
          c.worker, c.started_at, c.finished_at, c.duration_ms, c.summary, NULL AS log, NULL AS metadata, \
-         c.start_failures \
+         c.start_failures, c.base \
          FROM checks c JOIN uploads u ON u.id = c.upload_id \
          WHERE u.state IN ('queued', 'checking') ORDER BY c.id",
     )
@@ -149,28 +151,132 @@ pub async fn halt_upload(conn: &mut Conn, backend: Backend, upload_id: i64) -> s
     Ok(halted)
 }
 
-/// A build check still to run, of an upload being checked.
+/// Records what the check's current run runs against.
+pub async fn set_base(conn: &mut Conn, id: i64, base: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE checks SET base = $1 WHERE id = $2")
+        .bind(base)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Keeps the current run of check `id` in `check_runs` (why it ended:
+/// `ended_by`) and makes the check pending again with `summary`: a rebase.
+pub async fn rerun(conn: &mut Conn, id: i64, ended_by: &str, summary: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO check_runs (check_id, upload_id, state, attempts, worker, started_at, finished_at, \
+         duration_ms, summary, log, metadata, base, ended_by) \
+         SELECT id, upload_id, state, attempts, worker, started_at, finished_at, duration_ms, summary, \
+         log, metadata, base, $1 FROM checks WHERE id = $2",
+    )
+    .bind(ended_by)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE checks SET state = 'pending', worker = NULL, started_at = NULL, finished_at = NULL, \
+         duration_ms = NULL, summary = $1, log = NULL, metadata = NULL, base = NULL WHERE id = $2",
+    )
+    .bind(summary)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An earlier run of a check, kept when the check ran again.
+#[derive(Clone, Debug, FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub check_id: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub summary: Option<String>,
+    pub base: Option<String>,
+    pub ended_by: String,
+}
+
+/// The earlier runs of an upload's checks, oldest first (without logs).
+pub async fn runs_of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<RunRow>> {
+    sqlx::query_as(
+        "SELECT id, check_id, state, attempts, started_at, finished_at, duration_ms, summary, base, \
+         ended_by FROM check_runs WHERE upload_id = $1 ORDER BY id",
+    )
+    .bind(upload_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// How often the upload of check `id` was rebased: part of its job's key.
+pub async fn rebases_of_check(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT u.rebases FROM checks c JOIN uploads u ON u.id = c.upload_id WHERE c.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map_or(0, |r| r.0))
+}
+
+/// The build check of a platform with a check still to run, of an upload
+/// being checked: the job of a platform runs its build, test and revdeps.
 #[derive(Clone, Debug, FromRow)]
 pub struct UnfinishedBuild {
     pub id: i64,
     pub platform: String,
+    /// `running` when some check of the platform runs, else `pending`.
     pub state: String,
     pub attempts: i64,
     pub start_failures: i64,
+    /// When the running check of the platform started.
     pub started_at: Option<i64>,
+    /// When the build itself finished, if it did (its job may still be
+    /// between the build and the next check).
+    pub build_finished_at: Option<i64>,
 }
 
-/// Build checks still to run, of uploads being checked: what the reconcile
-/// sweep makes sure has a job.
+/// Build checks of uploads being checked whose platform has a check left:
+/// what the reconcile sweep makes sure has a job.
 pub async fn unfinished_builds(conn: &mut Conn) -> sqlx::Result<Vec<UnfinishedBuild>> {
     sqlx::query_as(
-        "SELECT c.id, c.platform, c.state, c.attempts, c.start_failures, c.started_at \
+        "SELECT c.id, c.platform, \
+         CASE WHEN EXISTS (SELECT 1 FROM checks r WHERE r.upload_id = c.upload_id \
+           AND r.platform = c.platform AND r.state = 'running') THEN 'running' ELSE 'pending' END AS state, \
+         c.attempts, c.start_failures, \
+         (SELECT MAX(r.started_at) FROM checks r WHERE r.upload_id = c.upload_id \
+           AND r.platform = c.platform AND r.state = 'running') AS started_at, \
+         CASE WHEN c.state IN ('pending', 'running') THEN NULL ELSE c.finished_at END AS build_finished_at \
          FROM checks c JOIN uploads u ON u.id = c.upload_id \
-         WHERE c.kind = 'build' AND c.state IN ('pending', 'running') AND u.state = 'checking' \
+         WHERE c.kind = 'build' AND u.state = 'checking' AND EXISTS (SELECT 1 FROM checks o \
+           WHERE o.upload_id = c.upload_id AND o.platform = c.platform \
+           AND o.state IN ('pending', 'running')) \
          ORDER BY c.id",
     )
     .fetch_all(conn)
     .await
+}
+
+/// Records that the job of build check `id` found its platform's checks
+/// must wait (`why`, shown on the checks still pending): the next job gets
+/// a new key.
+pub async fn record_wait(conn: &mut Conn, id: i64, why: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE checks SET start_failures = start_failures + 1 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE checks SET summary = $1 WHERE state = 'pending' AND (upload_id, platform) = \
+         (SELECT upload_id, platform FROM checks WHERE id = $2)",
+    )
+    .bind(why)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records that a job of the still-pending check `id` ended without

@@ -4,6 +4,7 @@
 //! into row structs) and written once with `$N` placeholders, which both
 //! backends accept.
 
+pub mod assumptions;
 pub mod checks;
 pub mod events;
 pub mod operators;

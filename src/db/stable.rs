@@ -112,3 +112,15 @@ pub async fn bump_serial(conn: &mut Conn) -> sqlx::Result<i64> {
             .await?;
     Ok(serial)
 }
+
+/// Takes the lock that serialises every change of stable (the serial's
+/// row, on PostgreSQL; SQLite's write lock already is one) and returns the
+/// serial: what a promotion validates its bases against.
+pub async fn lock_serial(conn: &mut Conn, for_update: &str) -> sqlx::Result<i64> {
+    let (serial,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT serial FROM stable_state WHERE id = 1{for_update}"
+    )))
+    .fetch_one(conn)
+    .await?;
+    Ok(serial)
+}

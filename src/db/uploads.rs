@@ -190,3 +190,46 @@ pub async fn count_all(conn: &mut Conn) -> sqlx::Result<i64> {
         .await?;
     Ok(n)
 }
+
+/// Counts one more rebase of the upload, with the status line saying why;
+/// returns the new count.
+pub async fn count_rebase(conn: &mut Conn, id: i64, why: &str) -> sqlx::Result<i64> {
+    let (rebases,): (i64,) = sqlx::query_as(
+        "UPDATE uploads SET rebases = rebases + 1, state_reason = $1, updated_at = $2 \
+         WHERE id = $3 RETURNING rebases",
+    )
+    .bind(why)
+    .bind(now_ms())
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(rebases)
+}
+
+/// How often the upload was rebased.
+pub async fn rebases(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT rebases FROM uploads WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map_or(0, |r| r.0))
+}
+
+/// Every accepted upload, oldest first.
+pub async fn accepted(conn: &mut Conn) -> sqlx::Result<Vec<UploadRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE u.state = 'accepted' ORDER BY u.id"
+    )))
+    .fetch_all(conn)
+    .await
+}
+
+/// Sets the line that says why the upload stands where it does.
+pub async fn set_reason(conn: &mut Conn, id: i64, reason: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE uploads SET state_reason = $1 WHERE id = $2")
+        .bind(reason)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

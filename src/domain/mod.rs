@@ -5,6 +5,7 @@ pub mod check;
 #[cfg(test)]
 mod fixtures;
 pub mod graph;
+pub mod integrity;
 pub mod manifest;
 pub mod name;
 pub mod passmark;

@@ -133,26 +133,42 @@ impl Universe {
         version: &Version,
         overlay: (&PackageName, &Release),
     ) -> Result<Resolution, ResolveError> {
+        let overlay: Overlay = [(overlay.0.clone(), vec![overlay.1.clone()])].into();
+        self.resolve_over(name, version, &overlay)
+    }
+
+    /// Resolves as if each package of `overlay` had exactly the releases
+    /// it lists there (pins still apply): how the future stable, stable plus
+    /// the uploads ahead, is seen without copying the universe.
+    pub fn resolve_over(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        overlay: &Overlay,
+    ) -> Result<Resolution, ResolveError> {
         View {
             base: self,
-            overlay: Some((overlay.0, std::slice::from_ref(overlay.1))),
+            overlay: Some(overlay),
         }
         .resolve(name, version)
     }
 }
 
+/// Packages whose releases are replaced, each by a sorted list.
+pub type Overlay = HashMap<PackageName, Vec<Release>>;
+
 /// The universe as one resolution sees it: the base, with an optional
 /// package whose versions are replaced.
 struct View<'a> {
     base: &'a Universe,
-    overlay: Option<(&'a PackageName, &'a [Release])>,
+    overlay: Option<&'a Overlay>,
 }
 
 impl View<'_> {
     fn releases(&self, name: &PackageName) -> &[Release] {
-        match self.overlay {
-            Some((over, releases)) if over == name => releases,
-            _ => self.base.releases(name),
+        match self.overlay.and_then(|o| o.get(name)) {
+            Some(releases) => releases,
+            None => self.base.releases(name),
         }
     }
 

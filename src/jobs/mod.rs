@@ -234,7 +234,8 @@ impl Queues {
     /// `generation` counts the platform's resumes: a job pushed while it
     /// was paused was consumed without running, and is pushed again.
     /// `failures` counts the jobs that ended without starting the check:
-    /// each gets a successor.
+    /// each gets a successor. `rebases` counts the upload's rebases: each
+    /// runs checks again.
     pub async fn push_check(
         &self,
         platform: &str,
@@ -242,8 +243,9 @@ impl Queues {
         attempt: i64,
         generation: i64,
         failures: i64,
+        rebases: i64,
     ) -> anyhow::Result<()> {
-        let key = format!("check-{check_id}-{attempt}-g{generation}-f{failures}");
+        let key = format!("check-{check_id}-{attempt}-g{generation}-f{failures}-r{rebases}");
         self.push(&queue_name(platform), RunCheck { check_id }, key)
             .await
             .with_context(|| format!("cannot enqueue check {check_id}"))

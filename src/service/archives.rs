@@ -40,3 +40,15 @@ pub async fn stable_archive(app: &App, name: &str, version: &str) -> anyhow::Res
         )
         .await
 }
+
+/// The archive of pending upload `upload_id` (one ahead in the queue that a
+/// check's base assumes).
+pub async fn pending_archive(app: &App, upload_id: i64) -> anyhow::Result<PathBuf> {
+    let row = {
+        let mut conn = app.db.pool().acquire().await?;
+        db::uploads::get(&mut conn, upload_id)
+            .await?
+            .with_context(|| format!("upload {upload_id} vanished"))?
+    };
+    upload_archive(app, &row).await
+}

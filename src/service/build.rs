@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use crate::config::PlatformConfig;
-use crate::domain::resolve::Resolution;
+use crate::domain::integrity::{Closure, Source as BaseSource};
 use crate::sandbox::{RunOutcome, RunSpec};
 use crate::storage::unpack;
 
@@ -34,14 +34,14 @@ pub struct Source {
 }
 
 impl Workspace {
-    /// Unpacks `source` and the archives of `resolution` (from stable,
-    /// except `overlay`: a package whose archive comes from elsewhere, such
-    /// as the upload under test) into a new directory under the data dir.
+    /// Unpacks `source` and the archives of `closure` (from stable, or from
+    /// the pending upload each names; `me` is the upload under check, whose
+    /// archive is at hand) into a new directory under the data dir.
     pub async fn prepare(
         app: &App,
         source: Source,
-        resolution: &Resolution,
-        overlay: Option<(&str, &Source)>,
+        closure: &Closure,
+        me: Option<(i64, &Source)>,
     ) -> anyhow::Result<Self> {
         let work_root = app.config.data_dir.join("work");
         fs::create_dir_all(&work_root)
@@ -57,12 +57,14 @@ impl Workspace {
         }
         let mut deps: Vec<(String, PathBuf, String)> = Vec::new();
         let mut resolved_toml = String::new();
-        for (name, version) in resolution {
+        for (name, pinned) in closure {
+            let version = &pinned.version;
             resolved_toml.push_str(&format!("{name} = \"{version}\"\n"));
             let top = format!("{name}-{version}");
-            let archive = match overlay {
-                Some((over, src)) if over == name.as_str() => src.archive.clone(),
-                _ => {
+            let archive = match (pinned.source, me) {
+                (BaseSource::Upload(id), Some((me, src))) if id == me => src.archive.clone(),
+                (BaseSource::Upload(id), _) => super::archives::pending_archive(app, id).await?,
+                (BaseSource::Stable, _) => {
                     super::archives::stable_archive(app, name.as_str(), &version.to_string())
                         .await?
                 }

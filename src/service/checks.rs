@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::build::{Source, Workspace};
-use super::stable::with_repo;
 use crate::config::PlatformConfig;
 use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
 use crate::domain::graph::StableRepo;
-use crate::domain::resolve::{Release, Resolution};
+use crate::domain::integrity::Closure;
+use crate::domain::resolve::Release;
 use crate::domain::{Manifest, UploadState};
 use crate::sandbox::{Ending, RunOutcome};
 use crate::storage::archive;
@@ -95,10 +95,9 @@ pub(super) fn release_of(manifest: &Manifest) -> Release {
     }
 }
 
-/// Resolves an upload against stable, the upload standing in for every
-/// stable version of its own package. A dependency on an obsolete package
-/// is refused unless the package already had it (its pin carries over).
-pub fn resolve_upload(repo: &StableRepo, manifest: &Manifest) -> Result<Resolution, String> {
+/// A dependency on an obsolete package is refused unless the package
+/// already had it (its pin carries over).
+pub fn refuse_new_obsolete(repo: &StableRepo, manifest: &Manifest) -> Result<(), String> {
     for dep in manifest.dependencies.keys() {
         if let Some(why) = repo.obsolescence(dep)
             && repo.pin_of(&manifest.name, dep).is_none()
@@ -114,14 +113,7 @@ pub fn resolve_upload(repo: &StableRepo, manifest: &Manifest) -> Result<Resoluti
             ));
         }
     }
-    let release = release_of(manifest);
-    repo.universe()
-        .resolve_with(
-            &manifest.name,
-            &manifest.version,
-            (&manifest.name, &release),
-        )
-        .map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// The platforms an upload is checked on.
@@ -171,9 +163,12 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     })
     .await?;
 
-    // resolve: against stable as it is now.
-    let resolution = with_repo(app, |repo| resolve_upload(repo, &manifest)).await?;
-    let resolved_json = resolution.as_ref().ok().map(resolution_json);
+    // resolve: against its future stable (stable plus the uploads ahead).
+    let (resolve_base, resolution) = super::integrity::closure_base(app, &row, &manifest).await?;
+    let resolved_json = resolution
+        .as_ref()
+        .ok()
+        .map(|()| resolution_json(&resolve_base.closure));
 
     let passmark = super::passmark::current(app).await?;
     let passmark = &passmark;
@@ -239,11 +234,16 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     )
     .await?;
     let (r_state, r_summary) = match &resolution {
-        Ok(r) if r.is_empty() => (CheckState::Passed, "no dependencies".to_owned()),
-        Ok(r) => (CheckState::Passed, format!("resolved {} packages", r.len())),
-        Err(e) => (CheckState::Failed, e.to_string()),
+        Ok(()) if resolve_base.closure.is_empty() => {
+            (CheckState::Passed, "no dependencies".to_owned())
+        }
+        Ok(()) => (
+            CheckState::Passed,
+            format!("resolved {} packages", resolve_base.closure.len()),
+        ),
+        Err(e) => (CheckState::Failed, e.clone()),
     };
-    record(
+    let resolve_id = record(
         &mut tx,
         CheckKind::Resolve,
         "",
@@ -252,6 +252,9 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         &r_summary,
     )
     .await?;
+    db::checks::set_base(&mut tx, resolve_id, &serde_json::to_string(&resolve_base)?).await?;
+    let assumed: Vec<i64> = resolve_base.assumptions(upload_id).into_iter().collect();
+    db::assumptions::add(&mut tx, upload_id, &assumed).await?;
     let ready = validate.is_ok() && resolution.is_ok();
     let mut builds = Vec::new();
     for platform in platforms_of(app, &manifest) {
@@ -297,40 +300,64 @@ pub async fn enqueue_check(
     attempts: i64,
     failures: i64,
 ) -> anyhow::Result<()> {
-    let (paused, generation) = {
+    let (paused, generation, rebases) = {
         let mut conn = app.db.pool().acquire().await?;
-        db::operators::platform_state(&mut conn, platform).await?
+        let (paused, generation) = db::operators::platform_state(&mut conn, platform).await?;
+        let rebases = db::checks::rebases_of_check(&mut conn, check_id).await?;
+        (paused, generation, rebases)
     };
     if paused {
         return Ok(());
     }
     app.queues
-        .push_check(platform, check_id, attempts, generation, failures)
+        .push_check(platform, check_id, attempts, generation, failures, rebases)
         .await
 }
 
-fn resolution_json(r: &Resolution) -> String {
+fn resolution_json(r: &Closure) -> String {
     let map: std::collections::BTreeMap<String, String> = r
         .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .map(|(n, p)| (n.to_string(), p.version.to_string()))
         .collect();
     serde_json::to_string(&map).expect("a map of strings serializes")
 }
 
 /// Runs the checks of one platform for the upload of build check
-/// `check_id`: build, then test, then revdeps. Idempotent.
+/// `check_id` (build, then test, then revdeps), then decides the upload
+/// or asks a server to. Idempotent.
 pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Result<()> {
+    let Some(upload_id) = run_platform_checks(app, check_id, worker).await? else {
+        return Ok(());
+    };
+    if app.remote.is_some() {
+        // No stable storage here to promote into: a server decides. This
+        // process runs one platform, so the upload's runs here are over.
+        app.halts.forget(upload_id);
+        app.queues.push_decide(upload_id).await?;
+    } else {
+        super::verdict::decide(app, upload_id).await?;
+    }
+    Ok(())
+}
+
+/// The checks of [`run_platform`] without the decision (a worker step
+/// tests call); the upload's id when they ran to their end.
+pub async fn run_platform_checks(
+    app: &App,
+    check_id: i64,
+    worker: &str,
+) -> anyhow::Result<Option<i64>> {
     let mut conn = app.db.pool().acquire().await?;
     let Some(build) = db::checks::get(&mut conn, check_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let upload_id = build.upload_id;
     let Some(row) = db::uploads::get(&mut conn, upload_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     drop(conn);
     if row.state != UploadState::Checking.as_str() {
-        return Ok(()); // superseded or already decided: no side effect
+        return Ok(None); // superseded or already decided: no side effect
     }
     {
         let mut conn = app.db.pool().acquire().await?;
@@ -338,7 +365,7 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
             .await?
             .0
         {
-            return Ok(()); // paused: the check waits; resume pushes it again
+            return Ok(None); // paused: the check waits; resume pushes it again
         }
     }
     let Some(platform) = app.config.platform(&build.platform).cloned() else {
@@ -353,15 +380,7 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
     let result = run_chain(app, &row, &manifest, &platform, worker, &halt).await;
     watcher.abort();
     result?;
-    if app.remote.is_some() {
-        // No stable storage here to promote into: a server decides. This
-        // process runs one platform, so the upload's runs here are over.
-        app.halts.forget(upload_id);
-        app.queues.push_decide(upload_id).await?;
-    } else {
-        super::verdict::decide(app, upload_id).await?;
-    }
-    Ok(())
+    Ok(Some(upload_id))
 }
 
 /// Halts the runs of `upload_id` when it stops being checked, for workers in
@@ -472,8 +491,21 @@ async fn run_chain(
     let test = checks.remove(&CheckKind::Test);
     let revdeps = checks.remove(&CheckKind::Revdeps);
 
-    // Resolve again now, against stable as it is when the build runs.
-    let resolution_now = with_repo(app, |repo| resolve_upload(repo, manifest)).await?;
+    // Past its rebases (or without speculation) the checks wait for the
+    // related uploads ahead; the sweep gives the check a new job.
+    let any_left = [Some(&build), test.as_ref(), revdeps.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final));
+    if any_left {
+        let blockers = super::integrity::blockers(app, row, manifest).await?;
+        if !blockers.is_empty() {
+            let why = format!("waiting for {} ahead of it", blockers.join(", "));
+            let mut conn = app.db.pool().acquire().await?;
+            db::checks::record_wait(&mut conn, build.id, &why).await?;
+            return Ok(());
+        }
+    }
     let source = Source {
         archive: super::archives::upload_archive(app, row).await?,
         top: manifest.dir_name(),
@@ -485,23 +517,24 @@ async fn run_chain(
             return Ok(());
         }
         drop(conn);
-        let resolution = match resolution_now {
-            Ok(r) => r,
-            Err(e) => {
-                let why = format!("the dependencies no longer resolve against stable: {e}");
-                finish(
-                    app,
-                    build.id,
-                    CheckState::Failed,
-                    &why,
-                    "",
-                    Duration::ZERO,
-                    json!({}),
-                )
-                .await?;
-                return skip_rest(app, test.as_ref(), revdeps.as_ref()).await;
-            }
-        };
+        // Resolve again now, against the future stable as it is when the
+        // build runs; that is the build's base.
+        let (base, resolved) = super::integrity::closure_base(app, row, manifest).await?;
+        super::integrity::record_base(app, upload_id, build.id, &base).await?;
+        if let Err(e) = resolved {
+            let why = format!("the dependencies no longer resolve: {e}");
+            finish(
+                app,
+                build.id,
+                CheckState::Failed,
+                &why,
+                "",
+                Duration::ZERO,
+                json!({}),
+            )
+            .await?;
+            return skip_rest(app, test.as_ref(), revdeps.as_ref()).await;
+        }
         // A failed build is tried again, in a fresh workspace, up to the
         // platform's `retries`; passing only on a retry marks it flaky.
         let manual_retry = build
@@ -517,7 +550,7 @@ async fn run_chain(
                     archive: source.archive.clone(),
                     top: source.top.clone(),
                 },
-                &resolution,
+                &base.closure,
                 None,
             )
             .await?;
@@ -553,7 +586,7 @@ async fn run_chain(
             "duration_ms": outcome.duration.as_millis() as u64,
             "installed_bytes": installed,
             "files": files,
-            "resolved": resolution.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "resolved": base.closure.iter().map(|(n, p)| (n.to_string(), p.version.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
             "tries": tries,
             "flaky": flaky,
         });
@@ -574,6 +607,10 @@ async fn run_chain(
             && !CheckState::parse(&test.state).is_some_and(CheckState::is_final)
         {
             if build_passed {
+                if !mark_running(app, test.id, worker).await? {
+                    return Ok(());
+                }
+                super::integrity::record_base(app, upload_id, test.id, &base).await?;
                 let outcome = ws.run(app, platform, command, halt).await?;
                 if outcome.ending == Ending::Halted {
                     return Ok(());
@@ -606,7 +643,10 @@ async fn run_chain(
         && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
     {
         if build_passed {
-            super::revdeps::run(app, manifest, &source, platform, revdeps.id, halt).await?;
+            if !mark_running(app, revdeps.id, worker).await? {
+                return Ok(());
+            }
+            super::revdeps::run(app, row, manifest, &source, platform, revdeps.id, halt).await?;
         } else {
             finish(
                 app,
@@ -621,6 +661,11 @@ async fn run_chain(
         }
     }
     Ok(())
+}
+
+async fn mark_running(app: &App, check_id: i64, worker: &str) -> anyhow::Result<bool> {
+    let mut conn = app.db.pool().acquire().await?;
+    Ok(db::checks::mark_running(&mut conn, check_id, worker).await?)
 }
 
 async fn skip_rest(

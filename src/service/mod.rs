@@ -4,6 +4,7 @@
 pub mod archives;
 pub mod build;
 pub mod checks;
+pub mod integrity;
 pub mod metrics;
 pub mod notify;
 pub mod obsolete;

@@ -40,6 +40,9 @@ pub struct VerdictEmail {
     pub failing: Vec<CheckLine>,
     pub failed_required: Vec<String>,
     pub stable_moved: bool,
+    /// Uploads ahead of this one (since accepted) that its failing checks
+    /// were built against: "lib 1.1.0 (upload 41)".
+    pub ahead: Vec<String>,
     /// Why an operator cancelled the upload, when one did.
     pub cancelled: Option<String>,
     /// Checks that passed only on a retry.
@@ -267,6 +270,7 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
             vec!["build@linux-x86_64".into()]
         },
         stable_moved: !accepted,
+        ahead: Vec::new(),
         cancelled: None,
         flaky: Vec::new(),
         pins: if accepted {

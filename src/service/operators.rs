@@ -103,6 +103,7 @@ pub async fn cancel(
         failing: Vec::new(),
         failed_required: Vec::new(),
         stable_moved: false,
+        ahead: Vec::new(),
         cancelled: Some(why.to_owned()),
         flaky: Vec::new(),
         pins: Vec::new(),
@@ -134,6 +135,7 @@ pub async fn cancel(
     app.halts.halt(upload_id);
     notify::push_new(app, &ids).await;
     tracing::info!(upload.id = upload_id, user.id = user.id, "upload cancelled");
+    super::verdict::decide_waiting_on(app, upload_id).await?;
     Ok(())
 }
 

@@ -148,13 +148,22 @@ pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadVie
         let waiting_for = if checks.is_empty() {
             vec!["its checks to start".to_owned()]
         } else if open.is_empty() {
-            vec!["its verdict".to_owned()]
+            // Its bases may wait for uploads ahead of it (the reason says).
+            vec![
+                row.state_reason
+                    .clone()
+                    .filter(|r| r.starts_with("waiting for"))
+                    .unwrap_or_else(|| "its verdict".to_owned()),
+            ]
         } else {
             open.iter()
                 .map(|c| {
                     let label = format!("{}@{}", c.kind, c.platform);
+                    let waits = c.summary.as_deref().filter(|s| s.starts_with("waiting for"));
                     if c.state == "running" {
                         format!("{label} (running)")
+                    } else if let Some(why) = waits {
+                        format!("{label} ({why})")
                     } else if paused.contains(&c.platform) {
                         format!("{label} (platform paused)")
                     } else {

@@ -1,30 +1,31 @@
-//! The `revdeps` check: the stable packages that depend on an upload,
+//! The `revdeps` check: the packages that depend on an upload (in stable
+//! and ahead of it in the queue),
 //! rebuilt against it on the platform, each compared with a build against
 //! stable as it is, so that only regressions count.
 
 use anyhow::Context;
-use semver::Version;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::build::{Source, Workspace};
-use super::checks::{describe, finish, release_of};
-use super::stable::with_repo;
+use super::checks::{describe, finish};
+use super::integrity::PlannedRebuild;
 use crate::config::PlatformConfig;
-use crate::db;
+use crate::db::{self, uploads::UploadRow};
+use crate::domain::Manifest;
 use crate::domain::check::CheckState;
-use crate::domain::graph::StableRepo;
-use crate::domain::resolve::Resolution;
-use crate::domain::{Manifest, PackageName};
+use crate::domain::integrity::{Closure, Dependent, Source as BaseSource};
 use crate::sandbox::{Ending, RunOutcome};
 
-/// Rebuilds the stable dependents of the package whose requirement admits
+/// Rebuilds the dependents of the package in the upload's future stable
+/// (stable ones, and pending uploads ahead of it) whose requirement admits
 /// the new version, against it; passes when the fraction that still build
-/// reaches `revdeps.min_fraction`. A dependent that already fails against
-/// stable is no regression and does not count.
+/// reaches `revdeps.min_fraction`. A dependent that already fails without
+/// the upload is no regression and does not count.
 pub async fn run(
     app: &App,
+    row: &UploadRow,
     manifest: &Manifest,
     source: &Source,
     platform: &PlatformConfig,
@@ -34,41 +35,29 @@ pub async fn run(
     let started = std::time::Instant::now();
     let passmark = super::passmark::current(app).await?;
     let max = passmark.revdeps_max_dependents as usize;
-    let release = release_of(manifest);
-    // Every resolution up front, from one look at stable: each dependent
-    // with the upload in place of its package, and as stable is.
-    let plan = with_repo(app, |repo| {
-        revdep_candidates(repo, &manifest.name, &manifest.version, max)
-            .into_iter()
-            .map(|(d, v)| {
-                let with_new = repo
-                    .universe()
-                    .resolve_with(&d, &v, (&manifest.name, &release));
-                let as_is = repo.resolve(&d, &v);
-                (d, v, with_new, as_is)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await?;
+    // Every resolution up front, from one look at the future stable.
+    let (base, plan) = super::integrity::revdeps_plan(app, row, manifest, max).await?;
+    super::integrity::record_base(app, row.id, check_id, &base).await?;
     let candidates_len = plan.len();
     let (mut ok, mut regressions, mut already_broken) = (0u32, Vec::new(), Vec::new());
     let mut log = String::new();
     let mut results = Vec::new();
-    for (dependent, version, with_new, as_is) in &plan {
-        let (dependent, version) = (dependent, version);
-        let command = dependent_build_command(app, dependent, version).await?;
+    for PlannedRebuild {
+        dependent: d,
+        with_new,
+        as_is,
+    } in &plan
+    {
+        let (dependent, version) = (&d.name, &d.version);
+        let built = Built::of(app, d).await?;
         let against_new = match with_new {
-            Ok(resolution) => {
-                let overlay = Some((manifest.name.as_str(), source));
-                match build_stable(
-                    app, dependent, version, resolution, overlay, platform, &command, halt,
-                )
+            Ok(closure) => match built
+                .build(app, closure, Some((row.id, source)), platform, halt)
                 .await?
-                {
-                    Some(outcome) => Some(outcome),
-                    None => return Ok(()), // halted
-                }
-            }
+            {
+                Some(outcome) => Some(outcome),
+                None => return Ok(()), // halted
+            },
             Err(e) => {
                 log.push_str(&format!(
                     "== {dependent} {version}: does not resolve with the new version: {e}\n"
@@ -76,11 +65,12 @@ pub async fn run(
                 None
             }
         };
+        let entry = |result: &str| {
+            json!({"name": dependent.as_str(), "version": version.to_string(), "source": d.source, "result": result})
+        };
         if against_new.as_ref().is_some_and(RunOutcome::succeeded) {
             ok += 1;
-            results.push(
-                json!({"name": dependent.as_str(), "version": version.to_string(), "result": "ok"}),
-            );
+            results.push(entry("ok"));
             continue;
         }
         if let Some(o) = &against_new {
@@ -90,13 +80,9 @@ pub async fn run(
                 o.output
             ));
         }
-        // Does it build against stable as it is? If not, it was broken already.
+        // Does it build without the upload? If not, it was broken already.
         let baseline_ok = match as_is {
-            Ok(resolution) => match build_stable(
-                app, dependent, version, resolution, None, platform, &command, halt,
-            )
-            .await?
-            {
+            Ok(closure) => match built.build(app, closure, None, platform, halt).await? {
                 Some(outcome) => outcome.succeeded(),
                 None => return Ok(()), // halted
             },
@@ -107,13 +93,15 @@ pub async fn run(
         } else {
             "already broken"
         };
-        results.push(
-            json!({"name": dependent.as_str(), "version": version.to_string(), "result": result}),
-        );
+        results.push(entry(result));
+        let label = match d.source {
+            BaseSource::Upload(id) => format!("{dependent} {version} (upload {id}, ahead in the queue)"),
+            BaseSource::Stable => format!("{dependent} {version}"),
+        };
         if baseline_ok {
-            regressions.push(format!("{dependent} {version}"));
+            regressions.push(label);
         } else {
-            already_broken.push(format!("{dependent} {version}"));
+            already_broken.push(label);
         }
     }
     let counted = ok as usize + regressions.len();
@@ -158,68 +146,59 @@ pub async fn run(
     .await
 }
 
-/// Stable dependents whose latest version requires the package in a way
-/// that admits `version`, most-depended-upon first, at most `max`.
-pub fn revdep_candidates(
-    stable: &StableRepo,
-    name: &PackageName,
-    version: &Version,
-    max: usize,
-) -> Vec<(PackageName, Version)> {
-    let mut admitted: Vec<(usize, PackageName, Version)> = stable
-        .dependents(name)
-        .into_iter()
-        .filter_map(|d| {
-            let latest = stable.latest(&d)?;
-            let req = latest.dependencies.get(name)?;
-            req.matches(version).then(|| {
-                (
-                    stable.dependents_count(&d),
-                    d.clone(),
-                    latest.version.clone(),
-                )
-            })
+/// A dependent to rebuild: its archive and build command, from stable or
+/// from its pending upload.
+struct Built {
+    source: Source,
+    command: String,
+}
+
+impl Built {
+    async fn of(app: &App, d: &Dependent) -> anyhow::Result<Self> {
+        let top = format!("{}-{}", d.name, d.version);
+        let (archive, manifest) = match d.source {
+            BaseSource::Stable => {
+                let mut conn = app.db.pool().acquire().await?;
+                let row = db::stable::version(&mut conn, d.name.as_str(), &d.version.to_string())
+                    .await?
+                    .with_context(|| format!("{} {} vanished from stable", d.name, d.version))?;
+                drop(conn);
+                let archive =
+                    super::archives::stable_archive(app, d.name.as_str(), &d.version.to_string())
+                        .await?;
+                (archive, row.manifest)
+            }
+            BaseSource::Upload(id) => {
+                let mut conn = app.db.pool().acquire().await?;
+                let row = db::uploads::get(&mut conn, id)
+                    .await?
+                    .with_context(|| format!("upload {id} vanished"))?;
+                drop(conn);
+                (super::archives::upload_archive(app, &row).await?, row.manifest)
+            }
+        };
+        let manifest: Manifest = serde_json::from_str(&manifest)?;
+        Ok(Self {
+            source: Source { archive, top },
+            command: manifest.build.command,
         })
-        .collect();
-    admitted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    admitted
-        .into_iter()
-        .take(max)
-        .map(|(_, n, v)| (n, v))
-        .collect()
-}
+    }
 
-/// Builds the stable version `name` `version` against `resolution` (with
-/// `overlay` standing in for one package); `None` when halted.
-#[allow(clippy::too_many_arguments)]
-async fn build_stable(
-    app: &App,
-    name: &PackageName,
-    version: &Version,
-    resolution: &Resolution,
-    overlay: Option<(&str, &Source)>,
-    platform: &PlatformConfig,
-    command: &str,
-    halt: &CancellationToken,
-) -> anyhow::Result<Option<RunOutcome>> {
-    let source = Source {
-        archive: super::archives::stable_archive(app, name.as_str(), &version.to_string()).await?,
-        top: format!("{name}-{version}"),
-    };
-    let ws = Workspace::prepare(app, source, resolution, overlay).await?;
-    let outcome = ws.run(app, platform, command, halt).await?;
-    Ok((outcome.ending != Ending::Halted).then_some(outcome))
-}
-
-async fn dependent_build_command(
-    app: &App,
-    name: &PackageName,
-    version: &Version,
-) -> anyhow::Result<String> {
-    let mut conn = app.db.pool().acquire().await?;
-    let row = db::stable::version(&mut conn, name.as_str(), &version.to_string())
-        .await?
-        .with_context(|| format!("{name} {version} vanished from stable"))?;
-    let manifest: Manifest = serde_json::from_str(&row.manifest)?;
-    Ok(manifest.build.command)
+    /// Builds the dependent against `closure`; `None` when halted.
+    async fn build(
+        &self,
+        app: &App,
+        closure: &Closure,
+        me: Option<(i64, &Source)>,
+        platform: &PlatformConfig,
+        halt: &CancellationToken,
+    ) -> anyhow::Result<Option<RunOutcome>> {
+        let source = Source {
+            archive: self.source.archive.clone(),
+            top: self.source.top.clone(),
+        };
+        let ws = Workspace::prepare(app, source, closure, me).await?;
+        let outcome = ws.run(app, platform, &self.command, halt).await?;
+        Ok((outcome.ending != Ending::Halted).then_some(outcome))
+    }
 }

@@ -166,6 +166,24 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
             db::uploads::checking_ids(&mut conn).await?,
         )
     };
+    push_builds(app, builds).await?;
+    for upload_id in checking {
+        verdict::decide(app, upload_id).await?;
+    }
+    Ok(())
+}
+
+/// Gives a job to every build check that should have one (its platform has
+/// a check left to run), unless it has one already (the key says so).
+pub async fn push_unfinished(app: &App) -> anyhow::Result<()> {
+    let builds = {
+        let mut conn = app.db.pool().acquire().await?;
+        db::checks::unfinished_builds(&mut conn).await?
+    };
+    push_builds(app, builds).await
+}
+
+async fn push_builds(app: &App, builds: Vec<db::checks::UnfinishedBuild>) -> anyhow::Result<()> {
     for b in builds {
         // A pending check gets a job unless it has one (the key says so): a
         // job lost between commit and push, or one that ended without
@@ -180,12 +198,12 @@ pub async fn reconcile(app: &App) -> anyhow::Result<()> {
         let stale = b.started_at.is_some_and(|t| {
             db::now_ms() - t > (limit + Duration::from_secs(120)).as_millis() as i64
         });
-        if b.state == "pending" || stale {
+        // A platform whose build is done and whose next check has not yet
+        // started is left a moment to its job, which is between the two.
+        let between = b.build_finished_at.is_some_and(|t| db::now_ms() - t < 30_000);
+        if (b.state == "pending" && !between) || stale {
             checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
         }
-    }
-    for upload_id in checking {
-        verdict::decide(app, upload_id).await?;
     }
     Ok(())
 }

@@ -83,21 +83,55 @@ pub fn repo_of(
 /// this process's model when its serial is current, else after rebuilding
 /// it (another process changed stable).
 pub async fn with_repo<R>(app: &App, f: impl FnOnce(&StableRepo) -> R) -> anyhow::Result<R> {
+    with_serial_repo(app, |_, repo| f(repo)).await
+}
+
+/// [`with_repo`], with the serial the repository is at.
+pub async fn with_serial_repo<R>(
+    app: &App,
+    f: impl FnOnce(i64, &StableRepo) -> R,
+) -> anyhow::Result<R> {
     let serial = {
         let mut conn = app.db.pool().acquire().await?;
         db::stable::serial(&mut conn).await?
     };
+    model_run(app, serial, false, f).await
+}
+
+/// Runs `f` on the stable repository at exactly `serial`, which the caller
+/// holds the promotion lock at (so the database cannot move meanwhile):
+/// the model is this process's only when it is at that serial, else it is
+/// read again from the database.
+pub async fn with_repo_at<R>(
+    app: &App,
+    serial: i64,
+    f: impl FnOnce(&StableRepo) -> R,
+) -> anyhow::Result<R> {
+    model_run(app, serial, true, |_, repo| f(repo)).await
+}
+
+async fn model_run<R>(
+    app: &App,
+    serial: i64,
+    exact: bool,
+    f: impl FnOnce(i64, &StableRepo) -> R,
+) -> anyhow::Result<R> {
     {
         let guard = app.stable_cache.read().expect("stable cache lock");
         if let Some(model) = guard.as_ref()
             && model.serial == serial
         {
-            return Ok(f(&model.repo));
+            return Ok(f(serial, &model.repo));
         }
     }
     let model = load_model(app).await?;
+    anyhow::ensure!(
+        !exact || model.serial == serial,
+        "stable is at serial {}, not at the locked {serial}",
+        model.serial
+    );
     let mut guard = app.stable_cache.write().expect("stable cache lock");
-    let result = f(&model.repo);
+    let result = f(model.serial, &model.repo);
     if guard.as_ref().is_none_or(|m| m.serial <= model.serial) {
         *guard = Some(model);
     }

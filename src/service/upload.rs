@@ -265,6 +265,13 @@ async fn queue_upload(
         app.halts.halt(old);
     }
     app.wake.notify_one();
+    // Uploads whose bases assumed a superseded one are rebased (the sweep
+    // would do it too, later).
+    for &old in &superseded {
+        if let Err(e) = super::verdict::decide_waiting_on(app, old).await {
+            tracing::warn!(upload.id = old, error = format!("{e:#}"), "uploads waiting on a superseded one not yet rebased");
+        }
+    }
 
     let mut conn = app.db.pool().acquire().await?;
     let position = db::uploads::position(&mut conn, id).await?;

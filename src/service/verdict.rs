@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::App;
+use super::integrity::{self, Settled};
 use super::notify::{self, CheckLine, VerdictEmail};
 use crate::db::{self, checks::VerdictRow};
 use crate::domain::check::{CheckKind, CheckState};
@@ -52,9 +53,51 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
     {
         return Ok(None);
     }
-    let records: Vec<CheckRecord> = checks.iter().map(record_of).collect();
+    let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
     // The pass mark in force now: a change made while the upload waited applies.
     let passmark = super::passmark::current(app).await?;
+    let max_dependents = passmark.revdeps_max_dependents as usize;
+    let ahead = match integrity::settle(app, &mut tx, &upload, &manifest, &checks, max_dependents)
+        .await?
+    {
+        Settled::Wait(ahead) => {
+            // Decided when they are (`decide_waiting_on`).
+            let line = format!("waiting for {} ahead of it to be decided", ahead.join(", "));
+            if upload.state_reason.as_deref() != Some(line.as_str()) {
+                db::uploads::set_reason(&mut tx, upload_id, &line).await?;
+                tx.commit().await?;
+            }
+            return Ok(None);
+        }
+        Settled::Rebase {
+            why,
+            rerun,
+            resolve_again,
+        } => {
+            let builds = integrity::rebase(
+                app,
+                &mut tx,
+                &upload,
+                &manifest,
+                &checks,
+                (&why, &rerun, resolve_again),
+            )
+            .await?;
+            tx.commit().await?;
+            for (platform, check_id) in builds {
+                let (attempts, failures) = {
+                    let mut conn = app.db.pool().acquire().await?;
+                    db::checks::get(&mut conn, check_id)
+                        .await?
+                        .map_or((0, 0), |c| (c.attempts, c.start_failures))
+                };
+                super::checks::enqueue_check(app, &platform, check_id, attempts, failures).await?;
+            }
+            return Ok(None);
+        }
+        Settled::Fresh { ahead } => ahead,
+    };
+    let records: Vec<CheckRecord> = checks.iter().map(record_of).collect();
     let verdict = passmark.judge(&records);
     let stable_moved = !verdict.accepted && stable_moved(&mut tx, upload_id, &checks).await?;
     let flaky: Vec<String> = records
@@ -66,6 +109,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         "failed": verdict.failed,
         "failed_required": verdict.failed_required,
         "stable_moved": stable_moved,
+        "ahead": ahead,
         "flaky": flaky,
         "records": records,
     });
@@ -84,7 +128,6 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
     )
     .await?;
 
-    let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
     let emails = queue_verdict_email(
         app,
         &mut tx,
@@ -92,7 +135,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         &manifest,
         &checks,
         &verdict,
-        stable_moved,
+        (stable_moved, &ahead),
     )
     .await?;
 
@@ -158,7 +201,21 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         notify::push_new(app, &emails).await;
     }
     app.halts.forget(upload_id);
+    decide_waiting_on(app, upload_id).await?;
     Ok(Some(verdict.accepted))
+}
+
+/// Decides the uploads whose bases assumed `upload_id`, now that it is
+/// decided (or gone), and gives a new job to checks that waited for it.
+pub async fn decide_waiting_on(app: &App, upload_id: i64) -> anyhow::Result<()> {
+    let waiting = {
+        let mut conn = app.db.pool().acquire().await?;
+        db::assumptions::waiting_on(&mut conn, upload_id).await?
+    };
+    for id in waiting {
+        Box::pin(decide(app, id)).await?;
+    }
+    super::scheduler::push_unfinished(app).await
 }
 
 /// What scoring needs of a check row: kind, platform, passed, and for
@@ -192,7 +249,7 @@ async fn queue_verdict_email(
     manifest: &Manifest,
     checks: &[db::checks::CheckRow],
     verdict: &crate::domain::check::Verdict,
-    stable_moved: bool,
+    (stable_moved, ahead): (bool, &[String]),
 ) -> anyhow::Result<Vec<i64>> {
     let lines: Vec<CheckLine> = checks
         .iter()
@@ -220,6 +277,11 @@ async fn queue_verdict_email(
         failing,
         failed_required: verdict.failed_required.clone(),
         stable_moved,
+        ahead: if verdict.accepted {
+            Vec::new()
+        } else {
+            ahead.to_vec()
+        },
         cancelled: None,
         flaky: checks
             .iter()

@@ -1,0 +1,601 @@
+//! Stable is only ever a set that was checked together (SPEC section 3,
+//! rules 6 and 7): the *base* each check ran against, the *future stable*
+//! an upload is checked against (stable plus the pending uploads ahead of
+//! it), whether a base went stale before promotion, and the invariant that
+//! every dependency edge in stable was built together.
+//!
+//! Staleness is judged on direct edges, the relation revdeps checks: a
+//! build base is stale when a direct dependency of the upload would now
+//! resolve to another version; a revdeps base is stale when the dependents
+//! it must rebuild, or their versions, changed. Whole closures are recorded
+//! for display only: judging them would rebase half the queue whenever a
+//! widely used package moves.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use super::graph::StableRepo;
+use super::name::PackageName;
+use super::resolve::{Overlay, Release, Resolution, ResolveError};
+
+/// Where a version in a base comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Stable,
+    /// A pending upload (by id): one ahead in the queue, or the upload
+    /// under check itself.
+    Upload(i64),
+}
+
+/// One package of a base: its version and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pinned {
+    pub version: Version,
+    pub source: Source,
+}
+
+/// A resolved closure with the source of every version.
+pub type Closure = BTreeMap<PackageName, Pinned>;
+
+/// A dependent revdeps rebuilds (or, beyond `max_dependents`, leaves out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependent {
+    pub name: PackageName,
+    pub version: Version,
+    pub source: Source,
+}
+
+/// A dependent rebuilt against the upload, with the closure it was built
+/// with (the upload standing in for its package).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuilt {
+    #[serde(flatten)]
+    pub dependent: Dependent,
+    pub closure: Closure,
+}
+
+/// What one run of a check ran against. `resolve`, `build` and `test`
+/// fill `closure`; `revdeps` fills `dependents` and `beyond`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    /// The stable serial the base was computed at.
+    pub serial: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub closure: Closure,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<Rebuilt>,
+    /// Dependents left out because of `revdeps.max_dependents`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beyond: Vec<Dependent>,
+}
+
+impl Base {
+    /// The pending uploads this base assumes will be accepted (never
+    /// `me`, the upload whose base it is).
+    pub fn assumptions(&self, me: i64) -> BTreeSet<i64> {
+        let closures = std::iter::once(&self.closure).chain(self.dependents.iter().map(|d| &d.closure));
+        closures
+            .flat_map(|c| c.values().map(|p| p.source))
+            .chain(self.dependents.iter().map(|d| d.dependent.source))
+            .filter_map(|s| match s {
+                Source::Upload(id) if id != me => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The versions of `release`'s direct dependencies in this base.
+    pub fn direct_edges(&self, release: &Release) -> BTreeMap<PackageName, Version> {
+        direct_edges(&self.closure, release)
+    }
+
+    /// The dependents rebuilt, by name.
+    pub fn rebuilt(&self) -> BTreeMap<PackageName, Version> {
+        self.dependents
+            .iter()
+            .map(|d| (d.dependent.name.clone(), d.dependent.version.clone()))
+            .collect()
+    }
+}
+
+fn direct_edges(closure: &Closure, release: &Release) -> BTreeMap<PackageName, Version> {
+    release
+        .dependencies
+        .keys()
+        .filter_map(|d| closure.get(d).map(|p| (d.clone(), p.version.clone())))
+        .collect()
+}
+
+/// A pending upload as the future stable holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingRelease {
+    pub upload_id: i64,
+    pub name: PackageName,
+    pub release: Release,
+}
+
+/// Stable plus pending uploads, each as if accepted: what an upload is
+/// checked against. Uploads behind it never enter it.
+pub struct FutureStable<'a> {
+    stable: &'a StableRepo,
+    serial: i64,
+    pending: HashMap<PackageName, (i64, Release)>,
+    overlay: Overlay,
+}
+
+impl<'a> FutureStable<'a> {
+    /// `stable` (at `serial`) plus `pending`, at most one per package (a
+    /// newer upload supersedes an older one).
+    pub fn new(
+        stable: &'a StableRepo,
+        serial: i64,
+        pending: impl IntoIterator<Item = PendingRelease>,
+    ) -> Self {
+        let mut future = Self {
+            stable,
+            serial,
+            pending: HashMap::new(),
+            overlay: Overlay::new(),
+        };
+        for p in pending {
+            let mut releases = stable.universe().releases(&p.name).to_vec();
+            releases.retain(|r| r.version != p.release.version);
+            let at = releases.partition_point(|r| r.version < p.release.version);
+            releases.insert(at, p.release.clone());
+            future.overlay.insert(p.name.clone(), releases);
+            future.pending.insert(p.name, (p.upload_id, p.release));
+        }
+        future
+    }
+
+    /// Stable alone.
+    pub fn stable(stable: &'a StableRepo, serial: i64) -> Self {
+        Self::new(stable, serial, [])
+    }
+
+    pub fn serial(&self) -> i64 {
+        self.serial
+    }
+
+    fn source_of(&self, name: &PackageName, version: &Version) -> Source {
+        match self.pending.get(name) {
+            Some((id, r)) if &r.version == version => Source::Upload(*id),
+            _ => Source::Stable,
+        }
+    }
+
+    fn closure_of(&self, resolution: Resolution, me: Option<&PendingRelease>) -> Closure {
+        resolution
+            .into_iter()
+            .map(|(name, version)| {
+                let source = match me {
+                    Some(me) if me.name == name => Source::Upload(me.upload_id),
+                    _ => self.source_of(&name, &version),
+                };
+                (name, Pinned { version, source })
+            })
+            .collect()
+    }
+
+    fn overlay_with(&self, me: Option<&PendingRelease>) -> std::borrow::Cow<'_, Overlay> {
+        match me {
+            None => std::borrow::Cow::Borrowed(&self.overlay),
+            Some(me) => {
+                let mut overlay = self.overlay.clone();
+                overlay.insert(me.name.clone(), vec![me.release.clone()]);
+                std::borrow::Cow::Owned(overlay)
+            }
+        }
+    }
+
+    /// The closure of the upload `me`, which stands in for every version of
+    /// its package: the base of its `resolve`, `build` and `test`.
+    pub fn resolve_upload(&self, me: &PendingRelease) -> Result<Closure, ResolveError> {
+        let overlay = self.overlay_with(Some(me));
+        self.stable
+            .universe()
+            .resolve_over(&me.name, &me.release.version, &overlay)
+            .map(|r| self.closure_of(r, Some(me)))
+    }
+
+    /// The closure of a dependent, with `me` in place of its package when
+    /// given (the rebuild) or as the future stable has it (the baseline).
+    pub fn resolve_dependent(
+        &self,
+        dependent: &Dependent,
+        me: Option<&PendingRelease>,
+    ) -> Result<Closure, ResolveError> {
+        let overlay = self.overlay_with(me);
+        self.stable
+            .universe()
+            .resolve_over(&dependent.name, &dependent.version, &overlay)
+            .map(|r| self.closure_of(r, me))
+    }
+
+    /// The latest release of `name` in the future stable, with its source.
+    fn latest(&self, name: &PackageName) -> Option<(&Release, Source)> {
+        match self.pending.get(name) {
+            Some((id, release)) => Some((release, Source::Upload(*id))),
+            None => self.stable.latest(name).map(|r| (r, Source::Stable)),
+        }
+    }
+
+    /// The dependents revdeps must rebuild for an upload of `name` at
+    /// `version`: the packages whose latest version in the future stable
+    /// requires `name` in a way that admits `version`, most-depended-upon
+    /// first; the first `max` of them, and those beyond.
+    pub fn dependents_to_rebuild(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        max: usize,
+    ) -> (Vec<Dependent>, Vec<Dependent>) {
+        let mut names: BTreeSet<PackageName> = self.stable.dependents(name).into_iter().collect();
+        names.extend(
+            self.pending
+                .iter()
+                .filter(|(_, (_, r))| r.dependencies.contains_key(name))
+                .map(|(n, _)| n.clone()),
+        );
+        names.remove(name);
+        let mut admitted: Vec<(usize, Dependent)> = names
+            .into_iter()
+            .filter_map(|d| {
+                let (latest, source) = self.latest(&d)?;
+                let req = latest.dependencies.get(name)?;
+                req.matches(version).then(|| {
+                    (
+                        self.stable.dependents_count(&d),
+                        Dependent {
+                            version: latest.version.clone(),
+                            name: d,
+                            source,
+                        },
+                    )
+                })
+            })
+            .collect();
+        admitted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        let mut rebuild: Vec<Dependent> = admitted.into_iter().map(|(_, d)| d).collect();
+        let beyond = rebuild.split_off(max.min(rebuild.len()));
+        (rebuild, beyond)
+    }
+}
+
+/// Why a check's base no longer holds, when it does not.
+pub fn build_stale(
+    recorded: Option<&Base>,
+    release: &Release,
+    now: &Result<Closure, ResolveError>,
+) -> Option<String> {
+    let Some(recorded) = recorded else {
+        return Some("it was checked before bases were recorded".into());
+    };
+    // A base with no closure for a release with dependencies is one that
+    // did not resolve: it holds for as long as it still does not.
+    let unresolved_then = recorded.closure.is_empty() && !release.dependencies.is_empty();
+    let now = match (unresolved_then, now) {
+        (true, Err(_)) => return None,
+        (true, Ok(_)) => return Some("its dependencies resolve now".into()),
+        (false, Err(e)) => return Some(format!("its dependencies no longer resolve: {e}")),
+        (false, Ok(closure)) => direct_edges(closure, release),
+    };
+    let before = recorded.direct_edges(release);
+    let moved: Vec<String> = now
+        .iter()
+        .filter(|(name, version)| before.get(*name) != Some(version))
+        .map(|(name, version)| match before.get(name) {
+            Some(old) => format!("{name} {version} entered stable (built with {old})"),
+            None => format!("{name} now resolves to {version}"),
+        })
+        .collect();
+    (!moved.is_empty()).then(|| moved.join("; "))
+}
+
+/// Why a revdeps base no longer holds: the dependents to rebuild now
+/// (`now`) differ from those it rebuilt.
+pub fn revdeps_stale(recorded: Option<&Base>, now: &[Dependent]) -> Option<String> {
+    let Some(recorded) = recorded else {
+        return Some("it was checked before bases were recorded".into());
+    };
+    let before = recorded.rebuilt();
+    let now: BTreeMap<PackageName, Version> = now
+        .iter()
+        .map(|d| (d.name.clone(), d.version.clone()))
+        .collect();
+    if before == now {
+        return None;
+    }
+    let mut changes: Vec<String> = now
+        .iter()
+        .filter(|(n, v)| before.get(*n) != Some(v))
+        .map(|(n, v)| format!("{n} {v} now depends on it"))
+        .collect();
+    changes.extend(
+        before
+            .iter()
+            .filter(|(n, v)| now.get(*n) != Some(v))
+            .map(|(n, v)| format!("{n} {v} no longer does")),
+    );
+    Some(changes.join("; "))
+}
+
+/// A direct dependency edge of a stable package: `package version` built
+/// with `dependency dependency_version`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Edge {
+    pub package: PackageName,
+    pub version: Version,
+    pub dependency: PackageName,
+    pub dependency_version: Version,
+}
+
+impl std::fmt::Display for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} {}",
+            self.package, self.version, self.dependency, self.dependency_version
+        )
+    }
+}
+
+/// Why an edge need not have been built together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exempt {
+    /// The dependent was beyond `revdeps.max_dependents`.
+    BeyondMaxDependents,
+    /// The dependent already failed against stable before.
+    AlreadyBroken,
+    /// The pass mark let a regression through (its maintainers were told).
+    AllowedRegression,
+}
+
+/// What the invariant checker found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InvariantReport {
+    pub violations: Vec<Edge>,
+    pub exempt: Vec<(Edge, Exempt)>,
+    /// Edges that were built together.
+    pub held: usize,
+}
+
+/// Checks that every direct dependency edge of every stable package's
+/// latest version, as it resolves in stable now, was built together by
+/// some accepted check (`built`) or is exempt.
+pub fn check_invariant(
+    stable: &StableRepo,
+    built: &BTreeSet<Edge>,
+    exemptions: &BTreeMap<Edge, Exempt>,
+) -> InvariantReport {
+    let mut report = InvariantReport::default();
+    let mut names: Vec<&PackageName> = stable.package_names().collect();
+    names.sort();
+    for name in names {
+        let Some(latest) = stable.latest(name) else {
+            continue;
+        };
+        let Ok(resolution) = stable.resolve(name, &latest.version) else {
+            continue; // nothing in stable builds it now; not an edge of stable
+        };
+        for dep in latest.dependencies.keys() {
+            let Some(w) = resolution.get(dep) else {
+                continue;
+            };
+            let edge = Edge {
+                package: name.clone(),
+                version: latest.version.clone(),
+                dependency: dep.clone(),
+                dependency_version: w.clone(),
+            };
+            if built.contains(&edge) {
+                report.held += 1;
+            } else if let Some(why) = exemptions.get(&edge) {
+                report.exempt.push((edge, *why));
+            } else {
+                report.violations.push(edge);
+            }
+        }
+    }
+    report
+}
+
+/// The edges an accepted upload of `name` `release` built together: its
+/// own direct dependencies in each build base, and each dependent its
+/// revdeps rebuilt and that passed (`passed(dependent)`).
+pub fn edges_built(
+    name: &PackageName,
+    release: &Release,
+    build_bases: &[Base],
+    revdeps_bases: &[Base],
+    passed: impl Fn(&PackageName) -> bool,
+) -> Vec<Edge> {
+    let own = build_bases.iter().flat_map(|b| {
+        b.direct_edges(release)
+            .into_iter()
+            .map(|(dependency, dependency_version)| Edge {
+                package: name.clone(),
+                version: release.version.clone(),
+                dependency,
+                dependency_version,
+            })
+    });
+    let rebuilt = revdeps_bases
+        .iter()
+        .flat_map(|b| b.dependents.iter())
+        .filter(|d| passed(&d.dependent.name))
+        .map(|d| Edge {
+            package: d.dependent.name.clone(),
+            version: d.dependent.version.clone(),
+            dependency: name.clone(),
+            dependency_version: release.version.clone(),
+        });
+    own.chain(rebuilt).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{n, rel};
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn stable() -> StableRepo {
+        let mut s = StableRepo::new();
+        s.add_release(n("lib"), rel("1.0.0", &[]));
+        s.add_release(n("app"), rel("1.0.0", &[("lib", "^1")]));
+        s
+    }
+
+    fn pending(id: i64, name: &str, release: Release) -> PendingRelease {
+        PendingRelease {
+            upload_id: id,
+            name: n(name),
+            release,
+        }
+    }
+
+    #[test]
+    fn an_upload_is_resolved_against_the_uploads_ahead_that_it_admits() {
+        let s = stable();
+        let future = FutureStable::new(&s, 7, [pending(41, "lib", rel("1.1.0", &[]))]);
+        let me = pending(42, "app", rel("1.1.0", &[("lib", "^1.1")]));
+        let closure = future.resolve_upload(&me).unwrap();
+        assert_eq!(
+            closure[&n("lib")],
+            Pinned {
+                version: v("1.1.0"),
+                source: Source::Upload(41)
+            }
+        );
+        let base = Base {
+            serial: 7,
+            closure,
+            ..Base::default()
+        };
+        assert_eq!(base.assumptions(42), BTreeSet::from([41]));
+
+        // An ahead upload the requirement does not admit is not assumed.
+        let old = pending(43, "app", rel("1.2.0", &[("lib", "=1.0.0")]));
+        let closure = future.resolve_upload(&old).unwrap();
+        assert_eq!(closure[&n("lib")].source, Source::Stable);
+    }
+
+    #[test]
+    fn revdeps_rebuild_the_dependents_ahead_in_place_of_their_stable_version() {
+        let s = stable();
+        let future = FutureStable::new(&s, 7, [pending(41, "app", rel("1.1.0", &[("lib", "^1")]))]);
+        let (rebuild, beyond) = future.dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100);
+        assert_eq!(
+            rebuild,
+            vec![Dependent {
+                name: n("app"),
+                version: v("1.1.0"),
+                source: Source::Upload(41)
+            }]
+        );
+        assert!(beyond.is_empty());
+        let me = pending(42, "lib", rel("1.1.0", &[]));
+        let closure = future.resolve_dependent(&rebuild[0], Some(&me)).unwrap();
+        assert_eq!(closure[&n("lib")].source, Source::Upload(42));
+
+        // An ahead version that drops the dependency is not a dependent.
+        let future = FutureStable::new(&s, 7, [pending(41, "app", rel("2.0.0", &[]))]);
+        assert!(future.dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100).0.is_empty());
+        // A version the requirement does not admit is not rebuilt against.
+        let future = FutureStable::stable(&s, 7);
+        assert!(future.dependents_to_rebuild(&n("lib"), &v("2.0.0"), 100).0.is_empty());
+        let (rebuild, beyond) = future.dependents_to_rebuild(&n("lib"), &v("1.2.0"), 0);
+        assert!(rebuild.is_empty());
+        assert_eq!(beyond.len(), 1);
+    }
+
+    #[test]
+    fn a_build_base_goes_stale_only_when_a_direct_dependency_moves() {
+        let mut s = stable();
+        s.add_release(n("deep"), rel("1.0.0", &[]));
+        s.add_release(n("lib"), rel("1.0.1", &[("deep", "^1")]));
+        let me = pending(50, "tool", rel("1.0.0", &[("lib", "^1")]));
+        let recorded = Base {
+            serial: 1,
+            closure: FutureStable::stable(&s, 1).resolve_upload(&me).unwrap(),
+            ..Base::default()
+        };
+        // deep moves: not a direct edge of tool, not stale.
+        s.add_release(n("deep"), rel("1.0.1", &[]));
+        let now = FutureStable::stable(&s, 2).resolve_upload(&me);
+        assert_eq!(build_stale(Some(&recorded), &me.release, &now), None);
+        // lib moves: stale, and the reason names it.
+        s.add_release(n("lib"), rel("1.1.0", &[]));
+        let now = FutureStable::stable(&s, 3).resolve_upload(&me);
+        let why = build_stale(Some(&recorded), &me.release, &now).unwrap();
+        assert!(why.contains("lib 1.1.0 entered stable"), "{why}");
+        // No recorded base (an upload from before bases): stale.
+        assert!(build_stale(None, &me.release, &now).is_some());
+    }
+
+    #[test]
+    fn a_revdeps_base_goes_stale_when_the_dependents_change() {
+        let mut s = stable();
+        let recorded = Base {
+            serial: 1,
+            dependents: vec![Rebuilt {
+                dependent: Dependent {
+                    name: n("app"),
+                    version: v("1.0.0"),
+                    source: Source::Stable,
+                },
+                closure: Closure::new(),
+            }],
+            ..Base::default()
+        };
+        let now = FutureStable::stable(&s, 1)
+            .dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100)
+            .0;
+        assert_eq!(revdeps_stale(Some(&recorded), &now), None);
+        s.add_release(n("app"), rel("1.1.0", &[("lib", "^1")]));
+        let now = FutureStable::stable(&s, 2)
+            .dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100)
+            .0;
+        let why = revdeps_stale(Some(&recorded), &now).unwrap();
+        assert!(why.contains("app 1.1.0"), "{why}");
+    }
+
+    #[test]
+    fn the_checker_finds_a_pair_never_built_together() {
+        // The race of the issue: app 1.1.0 built with lib 1.0.0, lib 1.1.0
+        // whose revdeps rebuilt app 1.0.0; both accepted.
+        let mut s = stable();
+        s.add_release(n("app"), rel("1.1.0", &[("lib", "^1")]));
+        s.add_release(n("lib"), rel("1.1.0", &[]));
+        let built: BTreeSet<Edge> = [
+            Edge {
+                package: n("app"),
+                version: v("1.1.0"),
+                dependency: n("lib"),
+                dependency_version: v("1.0.0"),
+            },
+            Edge {
+                package: n("app"),
+                version: v("1.0.0"),
+                dependency: n("lib"),
+                dependency_version: v("1.1.0"),
+            },
+        ]
+        .into();
+        let report = check_invariant(&s, &built, &BTreeMap::new());
+        assert_eq!(report.violations.len(), 1);
+        assert_eq!(report.violations[0].to_string(), "app 1.1.0 -> lib 1.1.0");
+        // Exempt with a reason: not a violation.
+        let exempt = [(report.violations[0].clone(), Exempt::AllowedRegression)].into();
+        let report = check_invariant(&s, &built, &exempt);
+        assert!(report.violations.is_empty());
+        assert_eq!(report.exempt.len(), 1);
+    }
+}
