@@ -22,11 +22,12 @@ pub struct UploadRow {
     pub superseded_by: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub rebases: i64,
 }
 
 const SELECT: &str = "SELECT u.id, u.package_id, p.name, u.version, u.sha256, u.size_bytes, \
      u.manifest, u.uploader_id, us.email AS uploader_email, u.state, u.state_reason, \
-     u.superseded_by, u.created_at, u.updated_at \
+     u.superseded_by, u.created_at, u.updated_at, u.rebases \
      FROM uploads u JOIN packages p ON p.id = u.package_id JOIN users us ON us.id = u.uploader_id";
 
 pub struct NewUpload<'a> {
@@ -224,8 +225,8 @@ pub async fn accepted(conn: &mut Conn) -> sqlx::Result<Vec<UploadRow>> {
     .await
 }
 
-/// Sets the line that says why the upload stands where it does.
-pub async fn set_reason(conn: &mut Conn, id: i64, reason: &str) -> sqlx::Result<()> {
+/// Sets (or clears) the line that says why the upload stands where it does.
+pub async fn set_reason(conn: &mut Conn, id: i64, reason: Option<&str>) -> sqlx::Result<()> {
     sqlx::query("UPDATE uploads SET state_reason = $1 WHERE id = $2")
         .bind(reason)
         .bind(id)

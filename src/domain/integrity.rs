@@ -76,7 +76,8 @@ impl Base {
     /// The pending uploads this base assumes will be accepted (never
     /// `me`, the upload whose base it is).
     pub fn assumptions(&self, me: i64) -> BTreeSet<i64> {
-        let closures = std::iter::once(&self.closure).chain(self.dependents.iter().map(|d| &d.closure));
+        let closures =
+            std::iter::once(&self.closure).chain(self.dependents.iter().map(|d| &d.closure));
         closures
             .flat_map(|c| c.values().map(|p| p.source))
             .chain(self.dependents.iter().map(|d| d.dependent.source))
@@ -507,10 +508,20 @@ mod tests {
 
         // An ahead version that drops the dependency is not a dependent.
         let future = FutureStable::new(&s, 7, [pending(41, "app", rel("2.0.0", &[]))]);
-        assert!(future.dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100).0.is_empty());
+        assert!(
+            future
+                .dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100)
+                .0
+                .is_empty()
+        );
         // A version the requirement does not admit is not rebuilt against.
         let future = FutureStable::stable(&s, 7);
-        assert!(future.dependents_to_rebuild(&n("lib"), &v("2.0.0"), 100).0.is_empty());
+        assert!(
+            future
+                .dependents_to_rebuild(&n("lib"), &v("2.0.0"), 100)
+                .0
+                .is_empty()
+        );
         let (rebuild, beyond) = future.dependents_to_rebuild(&n("lib"), &v("1.2.0"), 0);
         assert!(rebuild.is_empty());
         assert_eq!(beyond.len(), 1);

@@ -7,6 +7,7 @@ mod fixtures;
 pub mod graph;
 pub mod integrity;
 pub mod manifest;
+pub mod metadata;
 pub mod name;
 pub mod passmark;
 pub mod resolve;

@@ -20,6 +20,7 @@ use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
 use crate::domain::graph::StableRepo;
 use crate::domain::integrity::Closure;
+use crate::domain::metadata::BuildMetadata;
 use crate::domain::resolve::Release;
 use crate::domain::{Manifest, UploadState};
 use crate::sandbox::{Ending, RunOutcome};
@@ -143,6 +144,17 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         }
     };
     let manifest = parse_manifest(&row)?;
+    // Without speculation, it leaves the queue only once the related
+    // uploads ahead of it are decided.
+    let blockers = super::integrity::blockers(app, &row, &manifest).await?;
+    if !blockers.is_empty() {
+        let line = format!("waiting for {} ahead of it", blockers.join(", "));
+        if row.state_reason.as_deref() != Some(line.as_str()) {
+            let mut conn = app.db.pool().acquire().await?;
+            db::uploads::set_reason(&mut conn, upload_id, Some(&line)).await?;
+        }
+        return Ok(false);
+    }
 
     // validate: the kept archive still has its hash and obeys section 2.
     let blob = app.storage.blob_path(&row.sha256);
@@ -179,6 +191,9 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     db::packages::lock_by_name(&mut tx, &row.name, app.db.for_update()).await?;
     if !db::uploads::transition(&mut tx, upload_id, "queued", "checking").await? {
         return Ok(false);
+    }
+    if row.state_reason.is_some() {
+        db::uploads::set_reason(&mut tx, upload_id, None).await?; // it waits no more
     }
     if let Some(json) = &resolved_json {
         db::uploads::set_resolution(&mut tx, upload_id, true, json).await?;
@@ -537,10 +552,7 @@ async fn run_chain(
         }
         // A failed build is tried again, in a fresh workspace, up to the
         // platform's `retries`; passing only on a retry marks it flaky.
-        let manual_retry = build
-            .metadata
-            .as_deref()
-            .is_some_and(|m| m.contains("\"manual_retry\":true"));
+        let manual_retry = BuildMetadata::parse(build.metadata.as_deref()).manual_retry;
         let mut tries = 0;
         let (ws, outcome) = loop {
             tries += 1;
@@ -582,14 +594,20 @@ async fn run_chain(
             });
         }
         let (installed, files) = crate::storage::unpack::file_list(&ws.dest_dir)?;
-        let metadata = json!({
-            "duration_ms": outcome.duration.as_millis() as u64,
-            "installed_bytes": installed,
-            "files": files,
-            "resolved": base.closure.iter().map(|(n, p)| (n.to_string(), p.version.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
-            "tries": tries,
-            "flaky": flaky,
-        });
+        let metadata = BuildMetadata {
+            duration_ms: outcome.duration.as_millis() as u64,
+            installed_bytes: installed,
+            files,
+            resolved: Some(
+                base.closure
+                    .iter()
+                    .map(|(n, p)| (n.to_string(), p.version.to_string()))
+                    .collect(),
+            ),
+            tries,
+            flaky,
+            manual_retry: false,
+        };
         build_passed = outcome.succeeded();
         finish(
             app,
@@ -598,7 +616,7 @@ async fn run_chain(
             &summary,
             &outcome.output,
             outcome.duration,
-            metadata,
+            serde_json::to_value(&metadata)?,
         )
         .await?;
         tracing::info!(upload.id = upload_id, check.platform = p, check.kind = "build", check.state = %state_of(&outcome), duration_ms = outcome.duration.as_millis() as u64, "check finished");

@@ -15,6 +15,7 @@ use crate::domain::graph::StableRepo;
 use crate::domain::integrity::{
     self as rules, Base, Closure, Dependent, FutureStable, PendingRelease, Rebuilt,
 };
+use crate::domain::metadata::{DependentResult, RevdepsMetadata};
 use crate::domain::{Manifest, PackageName, UploadState};
 
 /// The upload as the future stable of the uploads behind it holds it.
@@ -101,8 +102,7 @@ pub async fn revdeps_plan(
 ) -> anyhow::Result<(Base, Vec<PlannedRebuild>)> {
     let me = pending_release(row, manifest);
     with_future(app, row, |future, _| {
-        let (rebuild, beyond) =
-            future.dependents_to_rebuild(&me.name, &me.release.version, max);
+        let (rebuild, beyond) = future.dependents_to_rebuild(&me.name, &me.release.version, max);
         let plan: Vec<PlannedRebuild> = rebuild
             .into_iter()
             .map(|dependent| PlannedRebuild {
@@ -133,7 +133,12 @@ pub async fn revdeps_plan(
 }
 
 /// Records what a check runs against, and the uploads it assumes.
-pub async fn record_base(app: &App, upload_id: i64, check_id: i64, base: &Base) -> anyhow::Result<()> {
+pub async fn record_base(
+    app: &App,
+    upload_id: i64,
+    check_id: i64,
+    base: &Base,
+) -> anyhow::Result<()> {
     let mut tx = app.db.begin_write().await?;
     db::checks::set_base(&mut tx, check_id, &serde_json::to_string(base)?).await?;
     let assumed: Vec<i64> = base.assumptions(upload_id).into_iter().collect();
@@ -160,7 +165,11 @@ fn upload_label(name: &str, version: &str, id: i64) -> String {
 /// speculation off), the pending uploads ahead of it that touch its edges
 /// (a package of its closure, or one that depends on it), so that its next
 /// base cannot go stale.
-pub async fn blockers(app: &App, row: &UploadRow, manifest: &Manifest) -> anyhow::Result<Vec<String>> {
+pub async fn blockers(
+    app: &App,
+    row: &UploadRow,
+    manifest: &Manifest,
+) -> anyhow::Result<Vec<String>> {
     let rebases = {
         let mut conn = app.db.pool().acquire().await?;
         db::uploads::rebases(&mut conn, row.id).await?
@@ -216,9 +225,8 @@ pub async fn settle(
     max_dependents: usize,
 ) -> anyhow::Result<Settled> {
     let assumed = db::assumptions::of_upload(tx, upload.id).await?;
-    let is_pending = |s: &str| {
-        s == UploadState::Queued.as_str() || s == UploadState::Checking.as_str()
-    };
+    let is_pending =
+        |s: &str| s == UploadState::Queued.as_str() || s == UploadState::Checking.as_str();
     let pending: BTreeSet<i64> = assumed
         .iter()
         .filter(|a| is_pending(&a.state))
@@ -311,7 +319,12 @@ pub async fn settle(
         }
     }
     if resolve_again {
-        rerun.extend(checks.iter().filter(|c| !c.platform.is_empty()).map(|c| c.id));
+        rerun.extend(
+            checks
+                .iter()
+                .filter(|c| !c.platform.is_empty())
+                .map(|c| c.id),
+        );
     }
     if why.is_empty() {
         let ahead = failing_against_ahead(&bases, &assumed, upload.id);
@@ -369,14 +382,27 @@ pub async fn rebase(
     };
     db::uploads::count_rebase(tx, upload.id, &line).await?;
     for &id in rerun {
-        db::checks::rerun(tx, id, "rebase", "waiting: to run again against the new stable").await?;
+        db::checks::rerun(
+            tx,
+            id,
+            "rebase",
+            "waiting: to run again against the new stable",
+        )
+        .await?;
     }
     let mut skip_builds = false;
-    if resolve_again && let Some(resolve) = checks.iter().find(|c| c.kind == CheckKind::Resolve.as_str()) {
+    if resolve_again
+        && let Some(resolve) = checks
+            .iter()
+            .find(|c| c.kind == CheckKind::Resolve.as_str())
+    {
         let (base, outcome) = closure_base(app, upload, manifest).await?;
         db::checks::rerun(tx, resolve.id, "rebase", "").await?;
         let (state, summary) = match &outcome {
-            Ok(()) => (CheckState::Passed, format!("resolved {} packages", base.closure.len())),
+            Ok(()) => (
+                CheckState::Passed,
+                format!("resolved {} packages", base.closure.len()),
+            ),
             Err(e) => (CheckState::Failed, e.clone()),
         };
         skip_builds = outcome.is_err();
@@ -423,9 +449,10 @@ pub async fn rebase(
             .await?;
         } else if check.kind == CheckKind::Build.as_str() {
             builds.push((check.platform.clone(), check.id));
-        } else if let Some(build) = checks.iter().find(|c| {
-            c.kind == CheckKind::Build.as_str() && c.platform == check.platform
-        }) {
+        } else if let Some(build) = checks
+            .iter()
+            .find(|c| c.kind == CheckKind::Build.as_str() && c.platform == check.platform)
+        {
             builds.push((build.platform.clone(), build.id));
         }
     }
@@ -479,7 +506,7 @@ pub async fn invariant_report(app: &App) -> anyhow::Result<rules::InvariantRepor
             &release,
             &builds,
             &revdeps,
-            |d| results.get(d).is_some_and(|r| r == "ok"),
+            |d| results.get(d) == Some(&DependentResult::Ok),
         ));
         let edge = |d: &Dependent| rules::Edge {
             package: d.name.clone(),
@@ -492,9 +519,9 @@ pub async fn invariant_report(app: &App) -> anyhow::Result<rules::InvariantRepor
                 exempt.insert(edge(d), rules::Exempt::BeyondMaxDependents);
             }
             for r in &base.dependents {
-                let why = match results.get(&r.dependent.name).map(String::as_str) {
-                    Some("already broken") => rules::Exempt::AlreadyBroken,
-                    Some("regression") => rules::Exempt::AllowedRegression,
+                let why = match results.get(&r.dependent.name) {
+                    Some(DependentResult::AlreadyBroken) => rules::Exempt::AlreadyBroken,
+                    Some(DependentResult::Regression) => rules::Exempt::AllowedRegression,
                     _ => continue,
                 };
                 exempt.insert(edge(&r.dependent), why);
@@ -504,25 +531,21 @@ pub async fn invariant_report(app: &App) -> anyhow::Result<rules::InvariantRepor
     with_repo(app, |repo| rules::check_invariant(repo, &built, &exempt)).await
 }
 
-/// Each dependent's result in an upload's revdeps checks ("ok" wins over
+/// Each dependent's result in an upload's revdeps checks (`Ok` wins over
 /// the others: some platform built it together).
-fn revdeps_results(checks: &[CheckRow]) -> BTreeMap<PackageName, String> {
-    let mut out: BTreeMap<PackageName, String> = BTreeMap::new();
-    for c in checks.iter().filter(|c| c.kind == CheckKind::Revdeps.as_str()) {
-        let metadata: serde_json::Value = c
-            .metadata
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
-        for d in metadata["dependents"].as_array().into_iter().flatten() {
-            if let (Some(name), Some(result)) = (
-                d["name"].as_str().and_then(|n| PackageName::parse(n).ok()),
-                d["result"].as_str(),
-            ) {
-                let entry = out.entry(name).or_insert_with(|| result.to_owned());
-                if result == "ok" {
-                    *entry = "ok".into();
-                }
+fn revdeps_results(checks: &[CheckRow]) -> BTreeMap<PackageName, DependentResult> {
+    let mut out: BTreeMap<PackageName, DependentResult> = BTreeMap::new();
+    for c in checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Revdeps.as_str())
+    {
+        for d in RevdepsMetadata::parse(c.metadata.as_deref()).dependents {
+            let Ok(name) = PackageName::parse(&d.name) else {
+                continue;
+            };
+            let entry = out.entry(name).or_insert(d.result);
+            if d.result == DependentResult::Ok {
+                *entry = DependentResult::Ok;
             }
         }
     }

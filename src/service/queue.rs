@@ -34,6 +34,9 @@ pub struct UploadView {
     /// In the queue listing: what the upload is waiting for.
     #[serde(default)]
     pub waiting_for: Vec<String>,
+    /// How often it was rebased (its checks ran again because stable moved).
+    #[serde(default)]
+    pub rebases: i64,
 }
 
 /// One email about an upload.
@@ -61,6 +64,9 @@ pub struct CheckView {
     /// The tail of the output (capped at `limits.check_output`).
     pub log: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// What the check ran (or runs) against.
+    #[serde(default)]
+    pub base: Option<crate::domain::integrity::Base>,
 }
 
 /// The verdict of an upload.
@@ -70,6 +76,9 @@ pub struct VerdictView {
     pub score: f64,
     pub threshold: f64,
     pub stable_moved: bool,
+    /// Uploads ahead of it (since accepted) its failing builds ran against.
+    #[serde(default)]
+    pub ahead: Vec<String>,
     pub failed: Vec<String>,
     /// Checks that passed only on a retry.
     #[serde(default)]
@@ -116,6 +125,7 @@ impl UploadView {
             verdict: None,
             emails: Vec::new(),
             waiting_for: Vec::new(),
+            rebases: row.rebases,
         }
     }
 }
@@ -145,21 +155,24 @@ pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadVie
         {
             continue;
         }
+        // The reason says when it waits for uploads ahead of it.
+        let waits = row
+            .state_reason
+            .clone()
+            .filter(|r| r.starts_with("waiting for"));
         let waiting_for = if checks.is_empty() {
-            vec!["its checks to start".to_owned()]
+            vec![waits.unwrap_or_else(|| "its checks to start".to_owned())]
         } else if open.is_empty() {
             // Its bases may wait for uploads ahead of it (the reason says).
-            vec![
-                row.state_reason
-                    .clone()
-                    .filter(|r| r.starts_with("waiting for"))
-                    .unwrap_or_else(|| "its verdict".to_owned()),
-            ]
+            vec![waits.unwrap_or_else(|| "its verdict".to_owned())]
         } else {
             open.iter()
                 .map(|c| {
                     let label = format!("{}@{}", c.kind, c.platform);
-                    let waits = c.summary.as_deref().filter(|s| s.starts_with("waiting for"));
+                    let waits = c
+                        .summary
+                        .as_deref()
+                        .filter(|s| s.starts_with("waiting for"));
                     if c.state == "running" {
                         format!("{label} (running)")
                     } else if let Some(why) = waits {
@@ -241,6 +254,7 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
             summary: c.summary,
             log: c.log.filter(|l| !l.is_empty()),
             metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            base: c.base.and_then(|b| serde_json::from_str(&b).ok()),
         })
         .collect();
     view.verdict = verdict.map(|v| {
@@ -250,6 +264,7 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
             score: v.score,
             threshold: v.threshold,
             stable_moved: v.stable_moved != 0,
+            ahead: serde_json::from_value(summary["ahead"].clone()).unwrap_or_default(),
             failed: serde_json::from_value(summary["failed"].clone()).unwrap_or_default(),
             flaky: serde_json::from_value(summary["flaky"].clone()).unwrap_or_default(),
             cancelled: summary["cancelled"].as_str().map(String::from),

@@ -4,7 +4,6 @@
 //! stable as it is, so that only regressions count.
 
 use anyhow::Context;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::App;
@@ -16,6 +15,7 @@ use crate::db::{self, uploads::UploadRow};
 use crate::domain::Manifest;
 use crate::domain::check::CheckState;
 use crate::domain::integrity::{Closure, Dependent, Source as BaseSource};
+use crate::domain::metadata::{DependentResult, RebuiltResult, RevdepsMetadata};
 use crate::sandbox::{Ending, RunOutcome};
 
 /// Rebuilds the dependents of the package in the upload's future stable
@@ -65,12 +65,15 @@ pub async fn run(
                 None
             }
         };
-        let entry = |result: &str| {
-            json!({"name": dependent.as_str(), "version": version.to_string(), "source": d.source, "result": result})
+        let entry = |result| RebuiltResult {
+            name: dependent.to_string(),
+            version: version.to_string(),
+            source: Some(d.source),
+            result,
         };
         if against_new.as_ref().is_some_and(RunOutcome::succeeded) {
             ok += 1;
-            results.push(entry("ok"));
+            results.push(entry(DependentResult::Ok));
             continue;
         }
         if let Some(o) = &against_new {
@@ -88,14 +91,15 @@ pub async fn run(
             },
             Err(_) => false,
         };
-        let result = if baseline_ok {
-            "regression"
+        results.push(entry(if baseline_ok {
+            DependentResult::Regression
         } else {
-            "already broken"
-        };
-        results.push(entry(result));
+            DependentResult::AlreadyBroken
+        }));
         let label = match d.source {
-            BaseSource::Upload(id) => format!("{dependent} {version} (upload {id}, ahead in the queue)"),
+            BaseSource::Upload(id) => {
+                format!("{dependent} {version} (upload {id}, ahead in the queue)")
+            }
             BaseSource::Stable => format!("{dependent} {version}"),
         };
         if baseline_ok {
@@ -141,7 +145,10 @@ pub async fn run(
         &summary,
         &log,
         started.elapsed(),
-        json!({"fraction": fraction, "dependents": results}),
+        serde_json::to_value(RevdepsMetadata {
+            fraction,
+            dependents: results,
+        })?,
     )
     .await
 }
@@ -174,7 +181,10 @@ impl Built {
                     .await?
                     .with_context(|| format!("upload {id} vanished"))?;
                 drop(conn);
-                (super::archives::upload_archive(app, &row).await?, row.manifest)
+                (
+                    super::archives::upload_archive(app, &row).await?,
+                    row.manifest,
+                )
             }
         };
         let manifest: Manifest = serde_json::from_str(&manifest)?;

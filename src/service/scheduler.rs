@@ -200,7 +200,9 @@ async fn push_builds(app: &App, builds: Vec<db::checks::UnfinishedBuild>) -> any
         });
         // A platform whose build is done and whose next check has not yet
         // started is left a moment to its job, which is between the two.
-        let between = b.build_finished_at.is_some_and(|t| db::now_ms() - t < 30_000);
+        let between = b
+            .build_finished_at
+            .is_some_and(|t| db::now_ms() - t < 30_000);
         if (b.state == "pending" && !between) || stale {
             checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
         }

@@ -269,7 +269,11 @@ async fn queue_upload(
     // would do it too, later).
     for &old in &superseded {
         if let Err(e) = super::verdict::decide_waiting_on(app, old).await {
-            tracing::warn!(upload.id = old, error = format!("{e:#}"), "uploads waiting on a superseded one not yet rebased");
+            tracing::warn!(
+                upload.id = old,
+                error = format!("{e:#}"),
+                "uploads waiting on a superseded one not yet rebased"
+            );
         }
     }
 

@@ -18,6 +18,7 @@ use super::integrity::{self, Settled};
 use super::notify::{self, CheckLine, VerdictEmail};
 use crate::db::{self, checks::VerdictRow};
 use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::metadata::{BuildMetadata, DependentResult, RevdepsMetadata};
 use crate::domain::passmark::CheckRecord;
 use crate::domain::{Manifest, UploadState};
 
@@ -64,7 +65,7 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
             // Decided when they are (`decide_waiting_on`).
             let line = format!("waiting for {} ahead of it to be decided", ahead.join(", "));
             if upload.state_reason.as_deref() != Some(line.as_str()) {
-                db::uploads::set_reason(&mut tx, upload_id, &line).await?;
+                db::uploads::set_reason(&mut tx, upload_id, Some(&line)).await?;
                 tx.commit().await?;
             }
             return Ok(None);
@@ -97,6 +98,13 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         }
         Settled::Fresh { ahead } => ahead,
     };
+    if upload
+        .state_reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("waiting for"))
+    {
+        db::uploads::set_reason(&mut tx, upload_id, None).await?; // it waits no more
+    }
     let records: Vec<CheckRecord> = checks.iter().map(record_of).collect();
     let verdict = passmark.judge(&records);
     let stable_moved = !verdict.accepted && stable_moved(&mut tx, upload_id, &checks).await?;
@@ -215,28 +223,27 @@ pub async fn decide_waiting_on(app: &App, upload_id: i64) -> anyhow::Result<()> 
     for id in waiting {
         Box::pin(decide(app, id)).await?;
     }
+    // Uploads and checks that wait for the related uploads ahead may go.
+    app.wake.notify_one();
     super::scheduler::push_unfinished(app).await
 }
 
 /// What scoring needs of a check row: kind, platform, passed, and for
 /// revdeps the fraction (so the pass mark's `min_fraction` decides).
 fn record_of(c: &db::checks::CheckRow) -> CheckRecord {
-    let metadata: serde_json::Value = c
-        .metadata
-        .as_deref()
-        .and_then(|m| serde_json::from_str(m).ok())
-        .unwrap_or_default();
     let kind = CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build);
+    let metadata = c.metadata.as_deref();
     CheckRecord {
         kind,
         platform: c.platform.clone(),
         passed: c.state == CheckState::Passed.as_str(),
-        fraction: if kind == CheckKind::Revdeps && c.state != CheckState::Skipped.as_str() {
-            metadata["fraction"].as_f64()
-        } else {
-            None
-        },
-        flaky: metadata["flaky"].as_bool().unwrap_or(false),
+        // A revdeps check that ran records its fraction; one that did not
+        // (skipped, or halted) has none.
+        fraction: metadata
+            .filter(|_| kind == CheckKind::Revdeps && c.state != CheckState::Skipped.as_str())
+            .and_then(|m| serde_json::from_str::<RevdepsMetadata>(m).ok())
+            .map(|r| r.fraction),
+        flaky: kind == CheckKind::Build && BuildMetadata::parse(metadata).flaky,
     }
 }
 
@@ -285,17 +292,9 @@ async fn queue_verdict_email(
         cancelled: None,
         flaky: checks
             .iter()
-            .filter(|c| {
-                c.metadata
-                    .as_deref()
-                    .is_some_and(|m| m.contains("\"flaky\":true"))
-            })
-            .map(|c| {
-                crate::domain::check::label(
-                    CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build),
-                    &c.platform,
-                )
-            })
+            .map(record_of)
+            .filter(|r| r.flaky)
+            .map(|r| crate::domain::check::label(r.kind, &r.platform))
             .collect(),
         pins: pins_carried_over(app, manifest).await?,
         upload_url: notify::upload_url(app, upload.id),
@@ -347,19 +346,11 @@ async fn queue_broken_dependent_emails(
         .iter()
         .filter(|c| c.kind == CheckKind::Revdeps.as_str())
     {
-        let metadata: serde_json::Value = check
-            .metadata
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
-        for d in metadata["dependents"].as_array().into_iter().flatten() {
-            if d["result"] == "regression"
-                && let (Some(name), Some(version)) = (d["name"].as_str(), d["version"].as_str())
-            {
+        let metadata = RevdepsMetadata::parse(check.metadata.as_deref());
+        for d in metadata.dependents {
+            if d.result == DependentResult::Regression {
                 let log = notify::log_tail(check.log.as_deref().unwrap_or_default());
-                broken
-                    .entry(name.to_owned())
-                    .or_insert((version.to_owned(), log));
+                broken.entry(d.name).or_insert((d.version, log));
             }
         }
     }
@@ -436,10 +427,6 @@ async fn stable_moved(
     Ok(checks
         .iter()
         .filter(|c| c.kind == CheckKind::Build.as_str() && c.state == CheckState::Failed.as_str())
-        .filter_map(|c| c.metadata.as_deref())
-        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-        .filter_map(|m| {
-            serde_json::from_value::<BTreeMap<String, String>>(m["resolved"].clone()).ok()
-        })
+        .filter_map(|c| BuildMetadata::parse(c.metadata.as_deref()).resolved)
         .any(|built_against| built_against != at_upload))
 }

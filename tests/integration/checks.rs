@@ -470,31 +470,24 @@ async fn a_failure_after_stable_moved_under_the_upload_says_so(db: TestDb) {
     let ada = app.user("ada@example.org").await;
     app.upload_ok(&ada, lib_with_api("1.0.0", true)).await;
     app.drain().await;
-    // `user` leaves the queue while lib 1.0.0 is stable...
+    // `user` is checked while lib 1.0.0 is stable...
     let user = app
         .upload_ok(
             &ada,
             package_building("user", "1.0.0", &[("lib", "^1")], NEEDS_API_V1, None),
         )
         .await;
-    holdq::service::checks::start_queued(&app.app)
-        .await
-        .unwrap();
-    // ...then lib 1.1.0, which drops the API, reaches stable before user's build runs.
+    crate::support::stable::run_checks_undecided(&app, user).await;
+    // ...then lib 1.1.0, which drops the API, reaches stable behind the
+    // queue's back before user's verdict: user is rebased, not promoted.
     let lib = app.upload_ok(&ada, lib_with_api("1.1.0", false)).await;
-    holdq::service::checks::start_queued(&app.app)
+    crate::support::stable::promote_behind_the_queue(&app, lib).await;
+    holdq::service::verdict::decide(&app.app, user)
         .await
         .unwrap();
-    let (lib_build,): (i64,) =
-        sqlx::query_as("SELECT id FROM checks WHERE upload_id = $1 AND kind = 'build'")
-            .bind(lib)
-            .fetch_one(app.app.db.pool())
-            .await
-            .unwrap();
-    holdq::service::checks::run_platform(&app.app, lib_build, "test")
-        .await
-        .unwrap();
-    assert_eq!(app.upload_view(lib).await["state"], "accepted");
+    let v = app.upload_view(user).await;
+    assert_eq!(v["state"], "checking", "{v:#}");
+    assert_eq!(v["rebases"], 1, "{v:#}");
 
     app.drain().await;
     let v = app.upload_view(user).await;

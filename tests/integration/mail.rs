@@ -160,7 +160,8 @@ async fn a_reject_after_stable_moved_carries_the_sync_advice(db: TestDb) {
     let lib_v1 = crate::support::archives::package_building("lib", "1.0.0", &[], "true", None);
     app.upload_ok(&ada, lib_v1).await;
     app.drain().await;
-    // user needs lib's 1.0.0 exactly at build time; lib 1.1.0 lands first.
+    // user needs lib's 1.0.0 exactly at build time; it passes against it,
+    // then lib 1.1.0 reaches stable behind the queue before its verdict.
     let build = "grep -q 'lib = \"1.0.0\"' $HOLDQ_DEPS/resolved.toml";
     let user = app
         .upload_ok(
@@ -174,25 +175,16 @@ async fn a_reject_after_stable_moved_carries_the_sync_advice(db: TestDb) {
             ),
         )
         .await;
-    holdq::service::checks::start_queued(&app.app)
-        .await
-        .unwrap();
+    crate::support::stable::run_checks_undecided(&app, user).await;
     let lib = app
         .upload_ok(
             &ada,
             crate::support::archives::package_building("lib", "1.1.0", &[], "true", None),
         )
         .await;
-    holdq::service::checks::start_queued(&app.app)
-        .await
-        .unwrap();
-    let (lib_build,): (i64,) =
-        sqlx::query_as("SELECT id FROM checks WHERE upload_id = $1 AND kind = 'build'")
-            .bind(lib)
-            .fetch_one(app.app.db.pool())
-            .await
-            .unwrap();
-    holdq::service::checks::run_platform(&app.app, lib_build, "test")
+    crate::support::stable::promote_behind_the_queue(&app, lib).await;
+    // Rebased against the new stable (no email for that), then rejected.
+    holdq::service::verdict::decide(&app.app, user)
         .await
         .unwrap();
     app.drain().await;
@@ -211,6 +203,16 @@ async fn a_reject_after_stable_moved_carries_the_sync_advice(db: TestDb) {
         "{}",
         reject.data
     );
+    // The verdict is the only email about user: the rebase sent none.
+    let about_user = inbox
+        .messages()
+        .into_iter()
+        .filter(|m| {
+            m.header("Subject")
+                .is_some_and(|s| s.contains("user 1.0.0"))
+        })
+        .count();
+    assert_eq!(about_user, 1);
 }
 
 async fn an_outage_delays_emails_and_each_is_delivered_once_after_a_restart(db: TestDb) {

@@ -8,6 +8,7 @@ mod bad_inputs;
 mod checks;
 mod cli;
 mod crash;
+mod integrity;
 mod mail;
 mod migrations;
 mod obsolescence;

@@ -4,6 +4,7 @@
 pub mod archives;
 pub mod process;
 pub mod smtp;
+pub mod stable;
 
 use holdq::config::Config;
 use holdq::service::App;

@@ -1,0 +1,57 @@
+//! Moving stable behind the queue's back, as a server running a release
+//! without speculative checks or base validation would: what the promotion
+//! rule's safety net is for.
+
+use holdq::db;
+
+use super::TestApp;
+
+/// Promotes the queued upload `upload_id` straight into stable: no checks,
+/// no bases, a new serial, the index published.
+pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
+    let app = &app.app;
+    let mut tx = app.db.begin_write().await.unwrap();
+    let row = db::uploads::get(&mut tx, upload_id).await.unwrap().unwrap();
+    app.stable
+        .store_archive(&app.storage.blob_path(&row.sha256), &row.name, &row.version)
+        .unwrap();
+    assert!(
+        db::uploads::transition(&mut tx, upload_id, "queued", "accepted")
+            .await
+            .unwrap(),
+        "upload {upload_id} is not queued"
+    );
+    db::stable::insert_version(
+        &mut tx,
+        db::stable::NewVersion {
+            package_id: row.package_id,
+            version: &row.version,
+            sha256: &row.sha256,
+            size_bytes: row.size_bytes,
+            manifest: &row.manifest,
+            upload_id,
+        },
+    )
+    .await
+    .unwrap();
+    db::stable::bump_serial(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    holdq::service::stable::publish_index(app).await.unwrap();
+}
+
+/// Takes the queued uploads out of the queue and runs the checks of
+/// `upload_id`'s first platform to their end, without deciding it.
+pub async fn run_checks_undecided(app: &TestApp, upload_id: i64) {
+    holdq::service::checks::start_queued(&app.app)
+        .await
+        .unwrap();
+    let (build,): (i64,) =
+        sqlx::query_as("SELECT id FROM checks WHERE upload_id = $1 AND kind = 'build'")
+            .bind(upload_id)
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+    holdq::service::checks::run_platform_checks(&app.app, build, "test")
+        .await
+        .unwrap();
+}
