@@ -16,9 +16,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+use super::check::{CheckKind, CheckState};
 use super::graph::StableRepo;
 use super::name::PackageName;
 use super::resolve::{Overlay, Release, Resolution, ResolveError};
+use super::upload::UploadState;
 
 /// Where a version in a base comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -322,6 +324,173 @@ pub fn revdeps_stale(recorded: Option<&Base>, now: &[Dependent]) -> Option<Strin
             .map(|(n, v)| format!("{n} {v} no longer does")),
     );
     Some(changes.join("; "))
+}
+
+/// One check of an upload as judging its base needs it.
+#[derive(Clone, Debug)]
+pub struct JudgedCheck {
+    pub id: i64,
+    pub kind: CheckKind,
+    pub platform: String,
+    pub state: CheckState,
+    pub required: bool,
+    pub base: Option<Base>,
+}
+
+/// An upload that some base assumed, and where it stands.
+#[derive(Clone, Debug)]
+pub struct Assumed {
+    pub id: i64,
+    /// "lib 1.1.0 (upload 41)".
+    pub label: String,
+    pub state: UploadState,
+}
+
+/// Where an upload whose checks are all final stands against its bases.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Judgement {
+    /// Some upload its bases assumed is still pending: decide it later.
+    Wait(Vec<String>),
+    /// Some base no longer holds: these checks run again (`resolve` too,
+    /// when `resolve_again`).
+    Rebase {
+        why: String,
+        rerun: Vec<i64>,
+        resolve_again: bool,
+    },
+    /// Every base holds against stable as it is: decide. `ahead` names the
+    /// uploads (now in stable) that the failing builds were built against.
+    Fresh { ahead: Vec<String> },
+}
+
+fn is_pending(state: UploadState) -> bool {
+    matches!(state, UploadState::Queued | UploadState::Checking)
+}
+
+/// The required checks that failed against a base assuming nothing still
+/// pending: they reject without waiting (if their base still holds).
+fn own_failures(me: i64, checks: &[JudgedCheck], pending: &BTreeSet<i64>) -> Vec<i64> {
+    checks
+        .iter()
+        .filter(|c| {
+            c.required
+                && c.state == CheckState::Failed
+                && c.base
+                    .as_ref()
+                    .is_none_or(|b| b.assumptions(me).is_disjoint(pending))
+        })
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Whether deciding upload `me` must wait: the pending uploads its bases
+/// assumed, unless a failure of its own rejects it anyway.
+pub fn must_wait(me: i64, checks: &[JudgedCheck], assumed: &[Assumed]) -> Option<Vec<String>> {
+    let pending: BTreeSet<i64> = assumed
+        .iter()
+        .filter(|a| is_pending(a.state))
+        .map(|a| a.id)
+        .collect();
+    (!pending.is_empty() && own_failures(me, checks, &pending).is_empty()).then(|| {
+        assumed
+            .iter()
+            .filter(|a| pending.contains(&a.id))
+            .map(|a| a.label.clone())
+            .collect()
+    })
+}
+
+/// Judges the bases of upload `me` (of `release`), whose checks are all
+/// final and which need not wait, against stable now: its closure there
+/// (`closure_now`) and the dependents revdeps would rebuild there
+/// (`dependents_now`). A base is stale when it assumed an upload that was
+/// not accepted, or when its direct edges moved.
+pub fn judge(
+    me: i64,
+    release: &Release,
+    checks: &[JudgedCheck],
+    assumed: &[Assumed],
+    closure_now: &Result<Closure, ResolveError>,
+    dependents_now: &[Dependent],
+) -> Judgement {
+    let pending: BTreeSet<i64> = assumed
+        .iter()
+        .filter(|a| is_pending(a.state))
+        .map(|a| a.id)
+        .collect();
+    let lost: BTreeMap<i64, String> = assumed
+        .iter()
+        .filter(|a| !is_pending(a.state) && a.state != UploadState::Accepted)
+        .map(|a| (a.id, format!("{}, ahead of it, was {}", a.label, a.state)))
+        .collect();
+    // Rejecting for a failure of its own while others wait: judge only that.
+    let own = own_failures(me, checks, &pending);
+    let mut why: BTreeSet<String> = BTreeSet::new();
+    let (mut rerun, mut resolve_again) = (Vec::new(), false);
+    for check in checks {
+        if !pending.is_empty() && !own.contains(&check.id) {
+            continue;
+        }
+        let base = check.base.as_ref();
+        let lost_assumption = base.and_then(|b| {
+            b.assumptions(me)
+                .iter()
+                .find_map(|id| lost.get(id).cloned())
+        });
+        let stale = lost_assumption.or_else(|| match check.kind {
+            CheckKind::Resolve => build_stale(base, release, closure_now),
+            CheckKind::Build if check.state != CheckState::Skipped => {
+                build_stale(base, release, closure_now)
+            }
+            CheckKind::Revdeps if check.state != CheckState::Skipped => {
+                revdeps_stale(base, dependents_now)
+            }
+            _ => None,
+        });
+        let Some(stale) = stale else { continue };
+        why.insert(stale);
+        match check.kind {
+            CheckKind::Resolve => resolve_again = true,
+            // A build that runs again runs its platform's chain again.
+            CheckKind::Build => rerun.extend(
+                checks
+                    .iter()
+                    .filter(|c| c.platform == check.platform)
+                    .map(|c| c.id),
+            ),
+            _ => rerun.push(check.id),
+        }
+    }
+    if resolve_again {
+        rerun.extend(
+            checks
+                .iter()
+                .filter(|c| !c.platform.is_empty())
+                .map(|c| c.id),
+        );
+    }
+    if why.is_empty() {
+        // Only builds and tests: a failing revdeps names its dependents itself.
+        let ids: BTreeSet<i64> = checks
+            .iter()
+            .filter(|c| c.state == CheckState::Failed && c.kind != CheckKind::Revdeps)
+            .filter_map(|c| c.base.as_ref())
+            .flat_map(|b| b.assumptions(me))
+            .collect();
+        let ahead = assumed
+            .iter()
+            .filter(|a| ids.contains(&a.id))
+            .map(|a| a.label.clone())
+            .collect();
+        return Judgement::Fresh { ahead };
+    }
+    rerun.sort_unstable();
+    rerun.dedup();
+    Judgement::Rebase {
+        why: why.into_iter().collect::<Vec<_>>().join("; "),
+        rerun,
+        resolve_again,
+    }
 }
 
 /// A direct dependency edge of a stable package: `package version` built

@@ -13,7 +13,7 @@ use crate::db::{self, checks::CheckRow, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
 use crate::domain::graph::StableRepo;
 use crate::domain::integrity::{
-    self as rules, Base, Closure, Dependent, FutureStable, PendingRelease, Rebuilt,
+    self as rules, Base, Closure, Dependent, FutureStable, Judgement, PendingRelease, Rebuilt,
 };
 use crate::domain::metadata::{DependentResult, RevdepsMetadata};
 use crate::domain::{Manifest, PackageName, UploadState};
@@ -197,25 +197,10 @@ pub async fn blockers(
         .collect())
 }
 
-/// Where an upload whose checks are all final stands against its bases.
-#[derive(Debug)]
-pub enum Settled {
-    /// Some upload its bases assumed is still pending.
-    Wait(Vec<String>),
-    /// Some base no longer holds: these checks run again.
-    Rebase {
-        why: String,
-        rerun: Vec<i64>,
-        resolve_again: bool,
-    },
-    /// Every base holds against stable as it is: decide. `ahead` names the
-    /// uploads (now in stable) that the failing checks were built against.
-    Fresh { ahead: Vec<String> },
-}
-
 /// Judges the bases of an upload whose checks are all final, inside the
-/// deciding transaction: waits for pending assumptions, then takes the
-/// promotion lock and compares every base with stable at that serial.
+/// deciding transaction: waits for pending assumptions, else takes the
+/// promotion lock and compares every base with stable at that serial
+/// (the rule: [`rules::must_wait`] and [`rules::judge`]).
 pub async fn settle(
     app: &App,
     tx: &mut db::Tx,
@@ -223,142 +208,53 @@ pub async fn settle(
     manifest: &Manifest,
     checks: &[CheckRow],
     max_dependents: usize,
-) -> anyhow::Result<Settled> {
-    let assumed = db::assumptions::of_upload(tx, upload.id).await?;
-    let is_pending =
-        |s: &str| s == UploadState::Queued.as_str() || s == UploadState::Checking.as_str();
-    let pending: BTreeSet<i64> = assumed
-        .iter()
-        .filter(|a| is_pending(&a.state))
-        .map(|a| a.id)
-        .collect();
-    let lost: BTreeMap<i64, String> = assumed
-        .iter()
-        .filter(|a| !is_pending(&a.state) && a.state != UploadState::Accepted.as_str())
-        .map(|a| {
-            let why = format!(
-                "{}, ahead of it, was {}",
-                upload_label(&a.name, &a.version, a.id),
-                a.state
-            );
-            (a.id, why)
+) -> anyhow::Result<Judgement> {
+    let assumed: Vec<rules::Assumed> = db::assumptions::of_upload(tx, upload.id)
+        .await?
+        .into_iter()
+        .map(|a| rules::Assumed {
+            id: a.id,
+            label: upload_label(&a.name, &a.version, a.id),
+            state: UploadState::parse(&a.state).unwrap_or(UploadState::Checking),
         })
         .collect();
-    let bases: Vec<(&CheckRow, Option<Base>)> = checks.iter().map(|c| (c, base_of(c))).collect();
-    // A required check that failed against a base assuming nothing still
-    // pending rejects without waiting (if that base still holds).
-    let own_failures: Vec<i64> = bases
+    let judged: Vec<rules::JudgedCheck> = checks
         .iter()
-        .filter(|(c, b)| {
-            c.required != 0
-                && c.state == CheckState::Failed.as_str()
-                && b.as_ref()
-                    .is_none_or(|b| b.assumptions(upload.id).is_disjoint(&pending))
+        .filter_map(|c| {
+            Some(rules::JudgedCheck {
+                id: c.id,
+                kind: CheckKind::parse(&c.kind)?,
+                platform: c.platform.clone(),
+                state: CheckState::parse(&c.state)?,
+                required: c.required != 0,
+                base: base_of(c),
+            })
         })
-        .map(|(c, _)| c.id)
         .collect();
-    if !pending.is_empty() && own_failures.is_empty() {
-        return Ok(Settled::Wait(
-            assumed
-                .iter()
-                .filter(|a| pending.contains(&a.id))
-                .map(|a| upload_label(&a.name, &a.version, a.id))
-                .collect(),
-        ));
+    if let Some(waiting) = rules::must_wait(upload.id, &judged, &assumed) {
+        return Ok(Judgement::Wait(waiting));
     }
     let serial = db::stable::lock_serial(tx, app.db.for_update()).await?;
     let me = pending_release(upload, manifest);
     let (closure_now, dependents_now) = with_repo_at(app, serial, |repo| {
         let now = FutureStable::stable(repo, serial);
         let closure = super::checks::refuse_new_obsolete(repo, manifest)
-            .and_then(|()| now.resolve_upload(&me).map_err(|e| e.to_string()));
+            .and_then(|()| now.resolve_upload(&me).map_err(|e| e.to_string()))
+            .map_err(crate::domain::resolve::ResolveError);
         let dependents = now
             .dependents_to_rebuild(&me.name, &me.release.version, max_dependents)
             .0;
         (closure, dependents)
     })
     .await?;
-    let closure_now = closure_now.map_err(crate::domain::resolve::ResolveError);
-
-    let mut why: BTreeSet<String> = BTreeSet::new();
-    let (mut rerun, mut resolve_again) = (Vec::new(), false);
-    for (check, base) in &bases {
-        if !pending.is_empty() && !own_failures.contains(&check.id) {
-            continue; // rejecting for a failure of its own: judge only that
-        }
-        let Some(kind) = CheckKind::parse(&check.kind) else {
-            continue;
-        };
-        let state = CheckState::parse(&check.state);
-        let lost_assumption = base.as_ref().and_then(|b| {
-            b.assumptions(upload.id)
-                .iter()
-                .find_map(|id| lost.get(id).cloned())
-        });
-        let stale = lost_assumption.or_else(|| match kind {
-            CheckKind::Resolve => rules::build_stale(base.as_ref(), &me.release, &closure_now),
-            CheckKind::Build if state != Some(CheckState::Skipped) => {
-                rules::build_stale(base.as_ref(), &me.release, &closure_now)
-            }
-            CheckKind::Revdeps if state != Some(CheckState::Skipped) => {
-                rules::revdeps_stale(base.as_ref(), &dependents_now)
-            }
-            _ => None,
-        });
-        let Some(stale) = stale else { continue };
-        why.insert(stale);
-        match kind {
-            CheckKind::Resolve => resolve_again = true,
-            CheckKind::Build => rerun.extend(
-                checks
-                    .iter()
-                    .filter(|c| c.platform == check.platform)
-                    .map(|c| c.id),
-            ),
-            _ => rerun.push(check.id),
-        }
-    }
-    if resolve_again {
-        rerun.extend(
-            checks
-                .iter()
-                .filter(|c| !c.platform.is_empty())
-                .map(|c| c.id),
-        );
-    }
-    if why.is_empty() {
-        let ahead = failing_against_ahead(&bases, &assumed, upload.id);
-        return Ok(Settled::Fresh { ahead });
-    }
-    rerun.sort_unstable();
-    rerun.dedup();
-    Ok(Settled::Rebase {
-        why: why.into_iter().collect::<Vec<_>>().join("; "),
-        rerun,
-        resolve_again,
-    })
-}
-
-/// The uploads (ahead of this one, since accepted) that its failing
-/// checks were built against: what its reject advice names.
-fn failing_against_ahead(
-    bases: &[(&CheckRow, Option<Base>)],
-    assumed: &[db::assumptions::Assumed],
-    me: i64,
-) -> Vec<String> {
-    // Only builds and tests: a failing revdeps names its dependents itself.
-    let ids: BTreeSet<i64> = bases
-        .iter()
-        .filter(|(c, _)| c.state == CheckState::Failed.as_str())
-        .filter(|(c, _)| c.kind != CheckKind::Revdeps.as_str())
-        .filter_map(|(_, b)| b.as_ref())
-        .flat_map(|b| b.assumptions(me))
-        .collect();
-    assumed
-        .iter()
-        .filter(|a| ids.contains(&a.id))
-        .map(|a| upload_label(&a.name, &a.version, a.id))
-        .collect()
+    Ok(rules::judge(
+        upload.id,
+        &me.release,
+        &judged,
+        &assumed,
+        &closure_now,
+        &dependents_now,
+    ))
 }
 
 /// Rebases an upload inside the deciding transaction: keeps the runs of

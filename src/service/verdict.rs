@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::App;
-use super::integrity::{self, Settled};
+use super::integrity;
 use super::notify::{self, CheckLine, VerdictEmail};
 use crate::db::{self, checks::VerdictRow};
 use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::integrity::Judgement as Settled;
 use crate::domain::metadata::{BuildMetadata, DependentResult, RevdepsMetadata};
 use crate::domain::passmark::CheckRecord;
 use crate::domain::{Manifest, UploadState};
