@@ -7,6 +7,7 @@
 pub mod assumptions;
 pub mod checks;
 pub mod events;
+pub mod groups;
 pub mod operators;
 pub mod outbox;
 pub mod packages;

@@ -23,11 +23,15 @@ pub struct UploadRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub rebases: i64,
+    /// The upload group it belongs to, and that group's state.
+    pub group_id: Option<i64>,
+    pub group_state: Option<String>,
 }
 
 const SELECT: &str = "SELECT u.id, u.package_id, p.name, u.version, u.sha256, u.size_bytes, \
      u.manifest, u.uploader_id, us.email AS uploader_email, u.state, u.state_reason, \
-     u.superseded_by, u.created_at, u.updated_at, u.rebases \
+     u.superseded_by, u.created_at, u.updated_at, u.rebases, u.group_id, \
+     (SELECT g.state FROM upload_groups g WHERE g.id = u.group_id) AS group_state \
      FROM uploads u JOIN packages p ON p.id = u.package_id JOIN users us ON us.id = u.uploader_id";
 
 pub struct NewUpload<'a> {
@@ -37,6 +41,7 @@ pub struct NewUpload<'a> {
     pub size_bytes: i64,
     pub manifest_json: &'a str,
     pub uploader_id: i64,
+    pub group_id: Option<i64>,
 }
 
 /// Inserts a queued upload at the back of the queue; returns its id.
@@ -44,8 +49,8 @@ pub async fn insert(conn: &mut Conn, new: NewUpload<'_>) -> sqlx::Result<i64> {
     let now = now_ms();
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO uploads (package_id, version, sha256, size_bytes, manifest, uploader_id, \
-         state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7) \
-         RETURNING id",
+         state, created_at, updated_at, group_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7, $8) RETURNING id",
     )
     .bind(new.package_id)
     .bind(new.version)
@@ -54,6 +59,7 @@ pub async fn insert(conn: &mut Conn, new: NewUpload<'_>) -> sqlx::Result<i64> {
     .bind(new.manifest_json)
     .bind(new.uploader_id)
     .bind(now)
+    .bind(new.group_id)
     .fetch_one(conn)
     .await?;
     Ok(id)
@@ -73,13 +79,30 @@ pub async fn pending_of_package(conn: &mut Conn, package_id: i64) -> sqlx::Resul
 
 /// Marks pending uploads `superseded` by `by`; returns how many changed.
 pub async fn mark_superseded(conn: &mut Conn, ids: &[i64], by: i64) -> sqlx::Result<u64> {
+    supersede(conn, ids, Some(by), None).await
+}
+
+/// Discards pending uploads (their group was refused, expired or
+/// superseded), silently, with the reason.
+pub async fn discard(conn: &mut Conn, ids: &[i64], reason: &str) -> sqlx::Result<u64> {
+    supersede(conn, ids, None, Some(reason)).await
+}
+
+async fn supersede(
+    conn: &mut Conn,
+    ids: &[i64],
+    by: Option<i64>,
+    reason: Option<&str>,
+) -> sqlx::Result<u64> {
     let mut changed = 0;
     for id in ids {
         changed += sqlx::query(
-            "UPDATE uploads SET state = 'superseded', superseded_by = $1, updated_at = $2 \
-             WHERE id = $3 AND state IN ('queued', 'checking')",
+            "UPDATE uploads SET state = 'superseded', superseded_by = $1, \
+             state_reason = COALESCE($2, state_reason), updated_at = $3 \
+             WHERE id = $4 AND state IN ('queued', 'checking')",
         )
         .bind(by)
+        .bind(reason)
         .bind(now_ms())
         .bind(id)
         .execute(&mut *conn)
@@ -169,9 +192,14 @@ pub async fn resolutions(
 /// Queued uploads, front first.
 pub async fn queued_ids(conn: &mut Conn) -> sqlx::Result<Vec<i64>> {
     let rows: Vec<(i64,)> =
-        sqlx::query_as("SELECT id FROM uploads WHERE state = 'queued' ORDER BY id")
-            .fetch_all(conn)
-            .await?;
+        // Members of a group leave the queue once it is submitted.
+        sqlx::query_as(
+            "SELECT u.id FROM uploads u WHERE u.state = 'queued' AND (u.group_id IS NULL \
+             OR EXISTS (SELECT 1 FROM upload_groups g WHERE g.id = u.group_id AND g.state = 'submitted')) \
+             ORDER BY u.id",
+        )
+        .fetch_all(conn)
+        .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 

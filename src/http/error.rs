@@ -80,6 +80,9 @@ impl From<UploadError> for ApiError {
             E::Removed { .. } => (S::CONFLICT, "package_removed"),
             E::VersionExists { .. } => (S::CONFLICT, "version_exists"),
             E::VersionTooLow { .. } => (S::CONFLICT, "version_too_low"),
+            E::NoSuchGroup(_) => (S::NOT_FOUND, "no_such_group"),
+            E::GroupNotOpen { .. } => (S::CONFLICT, "group_not_open"),
+            E::GroupHasPackage { .. } => (S::CONFLICT, "group_has_package"),
             E::Internal(_) => {
                 let E::Internal(err) = e else { unreachable!() };
                 return Self::internal(err);

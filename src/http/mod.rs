@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod groups;
 mod operators;
 mod stable;
 mod uploads;
@@ -23,6 +24,7 @@ pub fn router(app: App) -> Router {
         .nest(
             "/api/v1",
             uploads::router()
+                .merge(groups::router())
                 .merge(stable::router())
                 .merge(operators::router()),
         )

@@ -24,9 +24,16 @@ pub fn router() -> Router<App> {
 }
 
 /// `POST /api/v1/uploads`: the archive is the raw body.
+/// `?group=ID`: the upload joins that open upload group.
+#[derive(Debug, Default, Deserialize)]
+struct UploadTo {
+    group: Option<i64>,
+}
+
 async fn upload_package(
     State(app): State<App>,
     Authenticated(user): Authenticated,
+    Query(to): Query<UploadTo>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadReceipt>), ApiError> {
@@ -36,7 +43,12 @@ async fn upload_package(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
-        return Err(upload::UploadError::TooLarge { limit }.into());
+        let refused = upload::UploadError::TooLarge { limit };
+        if let Some(group) = to.group {
+            let why = format!("a member was refused: {refused}");
+            crate::service::groups::refuse(&app, &user, group, &why).await?;
+        }
+        return Err(refused.into());
     }
     if let Some(kind) = headers
         .get(header::CONTENT_TYPE)
@@ -55,7 +67,8 @@ async fn upload_package(
     let checksum = headers
         .get("x-checksum-sha256")
         .map(|v| v.to_str().unwrap_or("(not text)"));
-    let receipt = upload::upload_package(&app, &user, body.into_data_stream(), checksum).await?;
+    let receipt =
+        upload::upload_to_group(&app, &user, body.into_data_stream(), checksum, to.group).await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 

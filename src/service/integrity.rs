@@ -33,7 +33,12 @@ async fn pending_ahead(app: &App, row: &UploadRow) -> anyhow::Result<Vec<(Upload
     let rows = db::uploads::pending(&mut conn).await?;
     Ok(rows
         .into_iter()
-        .filter(|r| r.id < row.id && r.name != row.name)
+        .filter(|r| r.name != row.name)
+        .filter(|r| {
+            // Ahead of it (a group once submitted), or a fellow member.
+            let ahead = r.id < row.id && r.group_state.as_deref().is_none_or(|s| s == "submitted");
+            ahead || (row.group_id.is_some() && r.group_id == row.group_id)
+        })
         .filter_map(|r| {
             let manifest: Manifest = serde_json::from_str(&r.manifest).ok()?;
             Some((r, manifest))
@@ -48,15 +53,15 @@ async fn with_future<R>(
     row: &UploadRow,
     f: impl FnOnce(&FutureStable<'_>, &StableRepo) -> R,
 ) -> anyhow::Result<R> {
-    let ahead: Vec<PendingRelease> = if app.config.queue.speculate {
-        pending_ahead(app, row)
-            .await?
-            .iter()
-            .map(|(r, m)| pending_release(r, m))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Without speculation only its group's other members are in it.
+    let ahead: Vec<PendingRelease> = pending_ahead(app, row)
+        .await?
+        .iter()
+        .filter(|(r, _)| {
+            app.config.queue.speculate || (row.group_id.is_some() && r.group_id == row.group_id)
+        })
+        .map(|(r, m)| pending_release(r, m))
+        .collect();
     with_serial_repo(app, |serial, repo| {
         f(&FutureStable::new(repo, serial, ahead), repo)
     })
@@ -177,7 +182,8 @@ pub async fn blockers(
     if app.config.queue.speculate && rebases < i64::from(app.config.queue.max_rebases) {
         return Ok(Vec::new());
     }
-    let ahead = pending_ahead(app, row).await?;
+    let mut ahead = pending_ahead(app, row).await?;
+    ahead.retain(|(r, _)| row.group_id.is_none() || r.group_id != row.group_id);
     if ahead.is_empty() {
         return Ok(Vec::new());
     }
@@ -201,17 +207,20 @@ pub async fn blockers(
 /// deciding transaction: waits for pending assumptions, else takes the
 /// promotion lock and compares every base with stable at that serial
 /// (the rule: [`rules::must_wait`] and [`rules::judge`]).
+///
+/// `fellows` are the other members of its group, decided with it: they are
+/// part of the stable it enters, not uploads it waits for.
 pub async fn settle(
     app: &App,
     tx: &mut db::Tx,
-    upload: &UploadRow,
-    manifest: &Manifest,
-    checks: &[CheckRow],
+    (upload, manifest, checks): (&UploadRow, &Manifest, &[CheckRow]),
+    fellows: &[PendingRelease],
     max_dependents: usize,
 ) -> anyhow::Result<Judgement> {
     let assumed: Vec<rules::Assumed> = db::assumptions::of_upload(tx, upload.id)
         .await?
         .into_iter()
+        .filter(|a| fellows.iter().all(|f| f.upload_id != a.id))
         .map(|a| rules::Assumed {
             id: a.id,
             label: upload_label(&a.name, &a.version, a.id),
@@ -237,7 +246,7 @@ pub async fn settle(
     let serial = db::stable::lock_serial(tx, app.db.for_update()).await?;
     let me = pending_release(upload, manifest);
     let (closure_now, dependents_now) = with_repo_at(app, serial, |repo| {
-        let now = FutureStable::stable(repo, serial);
+        let now = FutureStable::new(repo, serial, fellows.iter().cloned());
         let closure = super::checks::refuse_new_obsolete(repo, manifest)
             .and_then(|()| now.resolve_upload(&me).map_err(|e| e.to_string()))
             .map_err(crate::domain::resolve::ResolveError);

@@ -4,6 +4,7 @@
 pub mod archives;
 pub mod build;
 pub mod checks;
+pub mod groups;
 pub mod integrity;
 pub mod metrics;
 pub mod notify;

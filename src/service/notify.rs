@@ -43,6 +43,8 @@ pub struct VerdictEmail {
     /// Uploads ahead of this one (since accepted) that its failing checks
     /// were built against: "lib 1.1.0 (upload 41)".
     pub ahead: Vec<String>,
+    /// When the upload was one of a group: every member ("lib 1.1.0 (upload 41)").
+    pub group: Vec<String>,
     /// Why an operator cancelled the upload, when one did.
     pub cancelled: Option<String>,
     /// Checks that passed only on a retry.
@@ -271,6 +273,7 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
         },
         stable_moved: !accepted,
         ahead: Vec::new(),
+        group: Vec::new(),
         cancelled: None,
         flaky: Vec::new(),
         pins: if accepted {

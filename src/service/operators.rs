@@ -104,6 +104,7 @@ pub async fn cancel(
         failed_required: Vec::new(),
         stable_moved: false,
         ahead: Vec::new(),
+        group: Vec::new(),
         cancelled: Some(why.to_owned()),
         flaky: Vec::new(),
         pins: Vec::new(),

@@ -98,7 +98,7 @@ pub async fn run(
         }));
         let label = match d.source {
             BaseSource::Upload(id) => {
-                format!("{dependent} {version} (upload {id}, ahead in the queue)")
+                format!("{dependent} {version} (upload {id}, not yet in stable)")
             }
             BaseSource::Stable => format!("{dependent} {version}"),
         };

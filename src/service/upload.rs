@@ -68,6 +68,12 @@ pub enum UploadError {
         version: String,
         highest: String,
     },
+    #[error("there is no upload group {0}")]
+    NoSuchGroup(i64),
+    #[error("upload group {id} is {state}: it takes no more uploads")]
+    GroupNotOpen { id: i64, state: String },
+    #[error("upload group {id} already holds an upload of {name}; a group holds one per package")]
+    GroupHasPackage { id: i64, name: String },
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -101,6 +107,47 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
+    upload_to_group(app, user, body, expected_sha256, None).await
+}
+
+/// [`upload_package`] as a member of upload group `group` (SPEC section
+/// 3, rule 8): a member refused here refuses the whole group.
+pub async fn upload_to_group<S, E>(
+    app: &App,
+    user: &User,
+    body: S,
+    expected_sha256: Option<&str>,
+    group: Option<i64>,
+) -> Result<UploadReceipt, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let result = receive_and_queue(app, user, body, expected_sha256, group).await;
+    if let (Some(group), Err(e)) = (group, &result)
+        && !matches!(
+            e,
+            UploadError::NoSuchGroup(_)
+                | UploadError::GroupNotOpen { .. }
+                | UploadError::Internal(_)
+        )
+    {
+        super::groups::refuse(app, user, group, &format!("a member was refused: {e}")).await?;
+    }
+    result
+}
+
+async fn receive_and_queue<S, E>(
+    app: &App,
+    user: &User,
+    body: S,
+    expected_sha256: Option<&str>,
+    group: Option<i64>,
+) -> Result<UploadReceipt, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
     if user.is_worker {
         return Err(UploadError::WorkerToken);
     }
@@ -127,9 +174,9 @@ where
         app,
         user,
         &summary.manifest,
-        &received.sha256,
-        received.size,
+        (&received.sha256, received.size),
         received.file,
+        group,
     )
     .await?;
     tracing::info!(
@@ -177,9 +224,9 @@ async fn queue_upload(
     app: &App,
     user: &User,
     manifest: &Manifest,
-    sha256: &str,
-    size: u64,
+    (sha256, size): (&str, u64),
     file: tempfile::NamedTempFile,
+    group: Option<i64>,
 ) -> Result<UploadReceipt, UploadError> {
     let name = manifest.name.as_str();
     let version = manifest.version.to_string();
@@ -200,6 +247,9 @@ async fn queue_upload(
         return Err(UploadError::NotOwner { name: name.into() });
     }
     check_immutability(&mut tx, package.id, manifest).await?;
+    if let Some(group) = group {
+        super::groups::join(app, &mut tx, user, group, name).await?;
+    }
 
     let manifest_json = serde_json::to_string(manifest).map_err(anyhow::Error::new)?;
     let id = db::uploads::insert(
@@ -211,6 +261,7 @@ async fn queue_upload(
             size_bytes: size as i64,
             manifest_json: &manifest_json,
             uploader_id: user.id,
+            group_id: group,
         },
     )
     .await?;
@@ -222,6 +273,12 @@ async fn queue_upload(
     db::uploads::mark_superseded(&mut tx, &superseded, id).await?;
     for &old in &superseded {
         db::checks::halt_upload(&mut tx, app.db.backend(), old).await?;
+    }
+    // Superseding a member of a group supersedes the whole group, silently.
+    let mut superseded = superseded;
+    superseded.extend(super::groups::supersede_groups_of(app, &mut tx, &superseded, id).await?);
+    if let Some(group) = group {
+        super::groups::submit_when_complete(&mut tx, group).await?;
     }
 
     db::events::record(

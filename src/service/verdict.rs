@@ -16,9 +16,10 @@ use serde_json::json;
 use super::App;
 use super::integrity;
 use super::notify::{self, CheckLine, VerdictEmail};
-use crate::db::{self, checks::VerdictRow};
+use crate::db::{self, checks::CheckRow, checks::VerdictRow, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
 use crate::domain::integrity::Judgement as Settled;
+use crate::domain::integrity::PendingRelease;
 use crate::domain::metadata::{BuildMetadata, DependentResult, RevdepsMetadata};
 use crate::domain::passmark::CheckRecord;
 use crate::domain::{Manifest, UploadState};
@@ -32,83 +33,184 @@ pub fn failpoint(name: &str) {
     }
 }
 
-/// Decides the upload if all its checks are final; returns whether it was
-/// accepted, or `None` when nothing was decided now.
+/// One upload being decided, with what deciding it reads.
+struct Member {
+    upload: UploadRow,
+    manifest: Manifest,
+    checks: Vec<CheckRow>,
+}
+
+/// Decides the upload (with its group, when it is in one) if all its checks
+/// are final and its bases hold; returns whether it was accepted, or `None`
+/// when nothing was decided now (checks left, waiting for uploads ahead,
+/// or rebased).
 pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
     let mut tx = app.db.begin_write().await?;
-    let Some(upload) = db::uploads::get(&mut tx, upload_id).await? else {
+    let Some(members) = load_unit(app, &mut tx, upload_id).await? else {
         return Ok(None);
     };
-    // Lock the upload's package: promotion and supersession serialise on it.
-    db::packages::lock_by_name(&mut tx, &upload.name, app.db.for_update()).await?;
-    let upload = db::uploads::get(&mut tx, upload_id)
-        .await?
-        .expect("still there");
-    if upload.state != UploadState::Checking.as_str() {
-        return Ok(None);
-    }
-    let checks = db::checks::of_upload(&mut tx, upload_id).await?;
-    if checks.is_empty()
-        || checks
-            .iter()
-            .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final))
-    {
-        return Ok(None);
-    }
-    let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
     // The pass mark in force now: a change made while the upload waited applies.
     let passmark = super::passmark::current(app).await?;
     let max_dependents = passmark.revdeps_max_dependents as usize;
-    let ahead = match integrity::settle(app, &mut tx, &upload, &manifest, &checks, max_dependents)
-        .await?
-    {
-        Settled::Wait(ahead) => {
-            // Decided when they are (`decide_waiting_on`).
-            let line = format!("waiting for {} ahead of it to be decided", ahead.join(", "));
-            if upload.state_reason.as_deref() != Some(line.as_str()) {
-                db::uploads::set_reason(&mut tx, upload_id, Some(&line)).await?;
-                tx.commit().await?;
+    let mut judged = Vec::with_capacity(members.len());
+    for m in &members {
+        let fellows: Vec<PendingRelease> = members
+            .iter()
+            .filter(|o| o.upload.id != m.upload.id)
+            .map(|o| integrity::pending_release(&o.upload, &o.manifest))
+            .collect();
+        let judgement = integrity::settle(
+            app,
+            &mut tx,
+            (&m.upload, &m.manifest, &m.checks),
+            &fellows,
+            max_dependents,
+        )
+        .await?;
+        judged.push(judgement);
+    }
+    if judged.iter().any(|j| matches!(j, Settled::Wait(_))) {
+        for (m, j) in members.iter().zip(&judged) {
+            if let Settled::Wait(ahead) = j {
+                // Decided when they are (`decide_waiting_on`).
+                let line = format!("waiting for {} ahead of it to be decided", ahead.join(", "));
+                if m.upload.state_reason.as_deref() != Some(line.as_str()) {
+                    db::uploads::set_reason(&mut tx, m.upload.id, Some(&line)).await?;
+                }
             }
-            return Ok(None);
         }
-        Settled::Rebase {
-            why,
-            rerun,
-            resolve_again,
-        } => {
-            let builds = integrity::rebase(
-                app,
-                &mut tx,
-                &upload,
-                &manifest,
-                &checks,
-                (&why, &rerun, resolve_again),
-            )
-            .await?;
-            tx.commit().await?;
-            for (platform, check_id) in builds {
-                let (attempts, failures) = {
-                    let mut conn = app.db.pool().acquire().await?;
-                    db::checks::get(&mut conn, check_id)
-                        .await?
-                        .map_or((0, 0), |c| (c.attempts, c.start_failures))
-                };
-                super::checks::enqueue_check(app, &platform, check_id, attempts, failures).await?;
+        tx.commit().await?;
+        return Ok(None);
+    }
+    if judged.iter().any(|j| matches!(j, Settled::Rebase { .. })) {
+        let mut builds = Vec::new();
+        for (m, j) in members.iter().zip(&judged) {
+            if let Settled::Rebase {
+                why,
+                rerun,
+                resolve_again,
+            } = j
+            {
+                let plan = (why.as_str(), rerun.as_slice(), *resolve_again);
+                builds.extend(
+                    integrity::rebase(app, &mut tx, &m.upload, &m.manifest, &m.checks, plan)
+                        .await?,
+                );
             }
-            return Ok(None);
         }
-        Settled::Fresh { ahead } => ahead,
+        tx.commit().await?;
+        enqueue_builds(app, builds).await?;
+        return Ok(None);
+    }
+    let mut outcomes = Vec::with_capacity(members.len());
+    for (m, j) in members.iter().zip(judged) {
+        let Settled::Fresh { ahead } = j else {
+            unreachable!("waits and rebases returned above")
+        };
+        outcomes.push(score(app, &mut tx, m, &passmark, ahead).await?);
+    }
+    let accepted = outcomes.iter().all(|o| o.verdict.accepted);
+    if accepted {
+        promote(app, tx, &members, &outcomes).await?;
+    } else {
+        reject(app, tx, &members, &outcomes).await?;
+    }
+    for m in &members {
+        app.halts.forget(m.upload.id);
+        decide_waiting_on(app, m.upload.id).await?;
+    }
+    Ok(Some(accepted))
+}
+
+/// Reads the upload and the members of its group (locking their packages,
+/// in name order: promotion and supersession serialise on them); `None`
+/// unless every member is being checked and every check is final.
+async fn load_unit(
+    app: &App,
+    tx: &mut db::Tx,
+    upload_id: i64,
+) -> anyhow::Result<Option<Vec<Member>>> {
+    let Some(upload) = db::uploads::get(tx, upload_id).await? else {
+        return Ok(None);
     };
+    let ids = match upload.group_id {
+        Some(group) => db::groups::members(tx, group).await?,
+        None => vec![upload_id],
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        rows.extend(db::uploads::get(tx, id).await?);
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    for row in &rows {
+        db::packages::lock_by_name(tx, &row.name, app.db.for_update()).await?;
+    }
+    let mut members = Vec::new();
+    for row in rows {
+        let upload = db::uploads::get(tx, row.id).await?.expect("still there");
+        if upload.state != UploadState::Checking.as_str() {
+            return Ok(None);
+        }
+        let checks = db::checks::of_upload(tx, upload.id).await?;
+        if checks.is_empty()
+            || checks
+                .iter()
+                .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final))
+        {
+            return Ok(None);
+        }
+        let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
+        members.push(Member {
+            upload,
+            manifest,
+            checks,
+        });
+    }
+    members.sort_by_key(|m| m.upload.id);
+    Ok(Some(members))
+}
+
+async fn enqueue_builds(app: &App, builds: Vec<(String, i64)>) -> anyhow::Result<()> {
+    for (platform, check_id) in builds {
+        let (attempts, failures) = {
+            let mut conn = app.db.pool().acquire().await?;
+            db::checks::get(&mut conn, check_id)
+                .await?
+                .map_or((0, 0), |c| (c.attempts, c.start_failures))
+        };
+        super::checks::enqueue_check(app, &platform, check_id, attempts, failures).await?;
+    }
+    Ok(())
+}
+
+/// A member's verdict, recorded, with the emails it queued.
+struct Outcome {
+    verdict: crate::domain::check::Verdict,
+    emails: Vec<i64>,
+    stable_moved: bool,
+    ahead: Vec<String>,
+}
+
+/// Scores a member against the pass mark and records its verdict and its
+/// verdict email (a group's rejection is told once, by `reject`).
+async fn score(
+    app: &App,
+    tx: &mut db::Tx,
+    m: &Member,
+    passmark: &crate::domain::passmark::PassMark,
+    ahead: Vec<String>,
+) -> anyhow::Result<Outcome> {
+    let (upload, checks) = (&m.upload, &m.checks);
     if upload
         .state_reason
         .as_deref()
         .is_some_and(|r| r.starts_with("waiting for"))
     {
-        db::uploads::set_reason(&mut tx, upload_id, None).await?; // it waits no more
+        db::uploads::set_reason(tx, upload.id, None).await?; // it waits no more
     }
     let records: Vec<CheckRecord> = checks.iter().map(record_of).collect();
     let verdict = passmark.judge(&records);
-    let stable_moved = !verdict.accepted && stable_moved(&mut tx, upload_id, &checks).await?;
+    let stable_moved = !verdict.accepted && stable_moved(tx, upload.id, checks).await?;
     let flaky: Vec<String> = records
         .iter()
         .filter(|r| r.flaky)
@@ -123,32 +225,51 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         "records": records,
     });
     db::checks::insert_verdict(
-        &mut tx,
+        tx,
         &VerdictRow {
-            upload_id,
+            upload_id: upload.id,
             accepted: i64::from(verdict.accepted),
             score: verdict.score,
             threshold: verdict.threshold,
-            passmark: serde_json::to_string(&passmark)?,
+            passmark: serde_json::to_string(passmark)?,
             summary: summary.to_string(),
             stable_moved: i64::from(stable_moved),
             decided_at: db::now_ms(),
         },
     )
     .await?;
+    // A group's emails go out once the group is decided (`promote`, `reject`).
+    let emails = if upload.group_id.is_none() {
+        queue_verdict_email(
+            app,
+            tx,
+            upload,
+            &m.manifest,
+            checks,
+            &verdict,
+            (stable_moved, &ahead),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Outcome {
+        verdict,
+        emails,
+        stable_moved,
+        ahead,
+    })
+}
 
-    let emails = queue_verdict_email(
-        app,
-        &mut tx,
-        &upload,
-        &manifest,
-        &checks,
-        &verdict,
-        (stable_moved, &ahead),
-    )
-    .await?;
-
-    if verdict.accepted {
+/// Promotes every member in one transaction under one new serial.
+async fn promote(
+    app: &App,
+    mut tx: db::Tx,
+    members: &[Member],
+    outcomes: &[Outcome],
+) -> anyhow::Result<()> {
+    for m in members {
+        let upload = &m.upload;
         let (blob, stable, name, version) = (
             app.storage.blob_path(&upload.sha256),
             app.stable.clone(),
@@ -165,53 +286,130 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
                 sha256: &upload.sha256,
                 size_bytes: upload.size_bytes,
                 manifest: &upload.manifest,
-                upload_id,
+                upload_id: upload.id,
             },
         )
         .await?;
-        let serial = db::stable::bump_serial(&mut tx).await?;
-        db::uploads::transition(&mut tx, upload_id, "checking", "accepted").await?;
-        let broken_emails = queue_broken_dependent_emails(app, &mut tx, &upload, &checks).await?;
-        event(
-            &mut tx,
-            "upload.accepted",
-            &upload,
-            json!({ "score": verdict.score, "serial": serial }),
-        )
-        .await?;
-        tx.commit().await?;
-        failpoint("promote-after-commit");
-        tracing::info!(upload.id = upload_id, package.name = %manifest.name, package.version = %manifest.version, score = verdict.score, stable.serial = serial, "upload accepted and promoted");
-        super::stable::apply(app, serial, |repo| {
-            repo.add_release(
-                manifest.name.clone(),
-                crate::domain::resolve::Release {
-                    version: manifest.version.clone(),
-                    dependencies: manifest.dependencies.clone(),
-                },
-            )
-        });
-        notify::push_new(app, &emails).await;
-        notify::push_new(app, &broken_emails).await;
-        super::stable::publish_index(app).await?;
-        // The new version may have dropped a dependency on an obsolete package.
-        super::obsolete::remove_unneeded(app).await?;
-    } else {
-        db::uploads::transition(&mut tx, upload_id, "checking", "rejected").await?;
-        event(
-            &mut tx,
-            "upload.rejected",
-            &upload,
-            json!({ "score": verdict.score, "failed": verdict.failed }),
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(upload.id = upload_id, package.name = %upload.name, score = verdict.score, failed = ?verdict.failed, "upload rejected");
-        notify::push_new(app, &emails).await;
     }
-    app.halts.forget(upload_id);
-    decide_waiting_on(app, upload_id).await?;
-    Ok(Some(verdict.accepted))
+    let serial = db::stable::bump_serial(&mut tx).await?;
+    let mut emails: Vec<i64> = outcomes.iter().flat_map(|o| o.emails.clone()).collect();
+    for (m, o) in members.iter().zip(outcomes) {
+        if m.upload.group_id.is_some() {
+            let moved = (o.stable_moved, o.ahead.as_slice());
+            emails.extend(
+                queue_verdict_email(
+                    app,
+                    &mut tx,
+                    &m.upload,
+                    &m.manifest,
+                    &m.checks,
+                    &o.verdict,
+                    moved,
+                )
+                .await?,
+            );
+        }
+        db::uploads::transition(&mut tx, m.upload.id, "checking", "accepted").await?;
+        emails.extend(queue_broken_dependent_emails(app, &mut tx, &m.upload, &m.checks).await?);
+        let detail =
+            json!({ "score": o.verdict.score, "serial": serial, "group": m.upload.group_id });
+        event(&mut tx, "upload.accepted", &m.upload, detail).await?;
+        if members.len() > 1 {
+            failpoint("promote-group-member");
+        }
+    }
+    tx.commit().await?;
+    failpoint("promote-after-commit");
+    for (m, o) in members.iter().zip(outcomes) {
+        tracing::info!(upload.id = m.upload.id, package.name = %m.manifest.name, package.version = %m.manifest.version, score = o.verdict.score, stable.serial = serial, "upload accepted and promoted");
+    }
+    super::stable::apply(app, serial, |repo| {
+        for m in members {
+            repo.add_release(
+                m.manifest.name.clone(),
+                super::checks::release_of(&m.manifest),
+            );
+        }
+    });
+    notify::push_new(app, &emails).await;
+    super::stable::publish_index(app).await?;
+    // A new version may have dropped a dependency on an obsolete package.
+    super::obsolete::remove_unneeded(app).await?;
+    Ok(())
+}
+
+/// Rejects every member; a group's maintainers get one email each, naming
+/// the member and the checks that failed.
+async fn reject(
+    app: &App,
+    mut tx: db::Tx,
+    members: &[Member],
+    outcomes: &[Outcome],
+) -> anyhow::Result<()> {
+    let mut emails: Vec<i64> = outcomes.iter().flat_map(|o| o.emails.clone()).collect();
+    for (m, o) in members.iter().zip(outcomes) {
+        db::uploads::transition(&mut tx, m.upload.id, "checking", "rejected").await?;
+        let detail = json!({ "score": o.verdict.score, "failed": o.verdict.failed, "group": m.upload.group_id });
+        event(&mut tx, "upload.rejected", &m.upload, detail).await?;
+        tracing::info!(upload.id = m.upload.id, package.name = %m.upload.name, score = o.verdict.score, failed = ?o.verdict.failed, "upload rejected");
+    }
+    if let Some(group) = members[0].upload.group_id {
+        emails.extend(queue_group_reject_email(app, &mut tx, group, members, outcomes).await?);
+    }
+    tx.commit().await?;
+    notify::push_new(app, &emails).await;
+    Ok(())
+}
+
+/// One email per maintainer of any member of a rejected group: the first
+/// member that failed, its failing checks, and the members rejected with it.
+async fn queue_group_reject_email(
+    app: &App,
+    tx: &mut db::Tx,
+    group: i64,
+    members: &[Member],
+    outcomes: &[Outcome],
+) -> anyhow::Result<Vec<i64>> {
+    let (failed, outcome) = members
+        .iter()
+        .zip(outcomes)
+        .find(|(_, o)| !o.verdict.accepted)
+        .expect("a rejected group has a failing member");
+    let moved = (outcome.stable_moved, outcome.ahead.as_slice());
+    let mut context = verdict_context(
+        app,
+        &failed.upload,
+        &failed.manifest,
+        &failed.checks,
+        &outcome.verdict,
+        moved,
+    )
+    .await?;
+    context.group = members
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} (upload {})",
+                m.upload.name, m.upload.version, m.upload.id
+            )
+        })
+        .collect();
+    let rendered = app.templates.render("upload_rejected", &context)?;
+    let mut recipients: Vec<String> = members
+        .iter()
+        .flat_map(|m| notify::maintainers(&m.manifest))
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    Ok(notify::queue_emails(
+        tx,
+        &format!("group-{group}-verdict"),
+        "upload_rejected",
+        Some(failed.upload.id),
+        &recipients,
+        &rendered,
+    )
+    .await?)
 }
 
 /// Decides the uploads whose bases assumed `upload_id`, now that it is
@@ -248,17 +446,15 @@ fn record_of(c: &db::checks::CheckRow) -> CheckRecord {
     }
 }
 
-/// Renders the verdict email and writes it to the outbox, one row per
-/// maintainer, in the verdict's transaction.
-async fn queue_verdict_email(
+/// What the verdict email of an upload says.
+async fn verdict_context(
     app: &App,
-    tx: &mut db::Tx,
     upload: &db::uploads::UploadRow,
     manifest: &Manifest,
     checks: &[db::checks::CheckRow],
     verdict: &crate::domain::check::Verdict,
     (stable_moved, ahead): (bool, &[String]),
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<VerdictEmail> {
     let lines: Vec<CheckLine> = checks
         .iter()
         .map(|c| CheckLine {
@@ -276,7 +472,7 @@ async fn queue_verdict_email(
         .filter(|c| c.state != CheckState::Passed.as_str())
         .cloned()
         .collect();
-    let context = VerdictEmail {
+    Ok(VerdictEmail {
         package: upload.name.clone(),
         version: upload.version.clone(),
         score: verdict.score,
@@ -290,6 +486,7 @@ async fn queue_verdict_email(
         } else {
             ahead.to_vec()
         },
+        group: Vec::new(),
         cancelled: None,
         flaky: checks
             .iter()
@@ -300,7 +497,21 @@ async fn queue_verdict_email(
         pins: pins_carried_over(app, manifest).await?,
         upload_url: notify::upload_url(app, upload.id),
         server_url: app.config.public_url.clone(),
-    };
+    })
+}
+
+/// Renders the verdict email and writes it to the outbox, one row per
+/// maintainer, in the verdict's transaction.
+async fn queue_verdict_email(
+    app: &App,
+    tx: &mut db::Tx,
+    upload: &db::uploads::UploadRow,
+    manifest: &Manifest,
+    checks: &[db::checks::CheckRow],
+    verdict: &crate::domain::check::Verdict,
+    moved: (bool, &[String]),
+) -> anyhow::Result<Vec<i64>> {
+    let context = verdict_context(app, upload, manifest, checks, verdict, moved).await?;
     let kind = if verdict.accepted {
         "upload_accepted"
     } else {

@@ -147,7 +147,7 @@ async fn a_dependent_uploaded_before_a_library_that_breaks_it_gets_the_library_r
     assert_eq!(revdeps["state"], "failed", "{revdeps:#}");
     let summary = revdeps["summary"].as_str().unwrap();
     assert!(
-        summary.contains(&format!("app 1.1.0 (upload {app11}, ahead in the queue)")),
+        summary.contains(&format!("app 1.1.0 (upload {app11}, not yet in stable)")),
         "{summary}"
     );
     assert_eq!(

@@ -8,6 +8,7 @@ mod bad_inputs;
 mod checks;
 mod cli;
 mod crash;
+mod groups;
 mod integrity;
 mod mail;
 mod migrations;

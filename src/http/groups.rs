@@ -1,0 +1,72 @@
+//! Upload groups: `POST /groups`, `GET /groups/{id}`, `POST /groups/{id}/submit`
+//! (members join with `POST /uploads?group=ID`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::ApiError;
+use super::auth::Authenticated;
+use crate::service::App;
+use crate::service::groups::{self, GroupError, GroupView};
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/groups", post(create_group))
+        .route("/groups/{id}", get(show_group))
+        .route("/groups/{id}/submit", post(submit_group))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    /// Members expected: the group is submitted when the last arrives.
+    expected: Option<i64>,
+}
+
+async fn create_group(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    body: Option<Json<NewGroup>>,
+) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    let expected = body.and_then(|Json(b)| b.expected);
+    let group = groups::create(&app, &user, expected).await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+async fn show_group(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<i64>,
+) -> Result<Json<GroupView>, ApiError> {
+    Ok(Json(groups::show(&app, &user, id).await?))
+}
+
+async fn submit_group(
+    State(app): State<App>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<i64>,
+) -> Result<Json<GroupView>, ApiError> {
+    Ok(Json(groups::submit(&app, &user, id).await?))
+}
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> Self {
+        use GroupError as E;
+        use StatusCode as S;
+        let (status, code) = match &e {
+            E::NoSuchGroup(_) => (S::NOT_FOUND, "no_such_group"),
+            E::NotOpen { .. } => (S::CONFLICT, "group_not_open"),
+            E::Empty(_) => (S::CONFLICT, "group_empty"),
+            E::BadExpected(_) => (S::BAD_REQUEST, "bad_expected"),
+            E::WorkerToken => (S::FORBIDDEN, "worker_token"),
+            E::Internal(_) => {
+                let E::Internal(err) = e else { unreachable!() };
+                return Self::internal(err);
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
