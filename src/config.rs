@@ -27,6 +27,31 @@ pub struct Config {
     pub passmark: PassMarkConfig,
     pub revdeps: RevdepsConfig,
     pub platforms: Vec<PlatformConfig>,
+    pub sandbox: SandboxConfig,
+    /// The file this configuration was read from, hidden from checks.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Who checks run as (SPEC section 4, "Containment").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Let checks run as the server's own account when no identity that
+    /// owns nothing is available (a developer's laptop): every file the
+    /// server can read, a check can read. Warned about at every start.
+    pub allow_own_uid: bool,
+    /// As root, a check runs as host uid `uid_base + pid` of its sandbox
+    /// (an uid no file and no account has; unique while it runs).
+    pub uid_base: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            allow_own_uid: false,
+            uid_base: 2_000_000_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -137,6 +162,12 @@ pub struct PlatformConfig {
     pub retries: u32,
     #[serde(default = "default_env")]
     pub env: Vec<String>,
+    /// What a check may write: its directory and its `/tmp` together.
+    #[serde(default = "default_disk")]
+    pub disk: ByteSize,
+    /// Extra host paths visible read-only to checks, e.g. a toolchain.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -153,6 +184,9 @@ fn default_memory() -> ByteSize {
 }
 fn default_env() -> Vec<String> {
     vec!["PATH".into(), "LANG".into()]
+}
+fn default_disk() -> ByteSize {
+    ByteSize(8 << 30)
 }
 
 impl PlatformConfig {
@@ -181,6 +215,8 @@ impl PlatformConfig {
             memory: default_memory(),
             retries: 0,
             env: default_env(),
+            disk: default_disk(),
+            mounts: Vec::new(),
         }
     }
 }
@@ -280,6 +316,8 @@ struct FileConfig {
     revdeps: RevdepsConfig,
     #[serde(default)]
     platform: Vec<PlatformConfig>,
+    #[serde(default)]
+    sandbox: SandboxConfig,
 }
 
 impl fmt::Debug for MailConfig {
@@ -319,7 +357,14 @@ impl Config {
             }
             None => None,
         };
-        Self::from_parts(file.unwrap_or_default(), env, flags)
+        let mut config = Self::from_parts(file.unwrap_or_default(), env, flags)?;
+        config.config_file = match path {
+            Some(path) => Some(path.to_owned()),
+            None => Path::new(DEFAULT_CONFIG_FILE)
+                .is_file()
+                .then(|| PathBuf::from(DEFAULT_CONFIG_FILE)),
+        };
+        Ok(config)
     }
 
     /// Parses a configuration from TOML text, with no environment or flags.
@@ -381,6 +426,8 @@ impl Config {
             passmark: file.passmark,
             revdeps: file.revdeps,
             platforms,
+            sandbox: file.sandbox,
+            config_file: None,
         };
         config.validate()?;
         Ok(config)
@@ -423,6 +470,9 @@ impl Config {
             if p.weight < 0.0 {
                 bail!("platform {}: weight must not be negative", p.name);
             }
+            if p.disk.0 < 1 << 20 {
+                bail!("platform {}: disk must be at least 1MiB", p.name);
+            }
         }
         Ok(())
     }
@@ -451,6 +501,8 @@ impl fmt::Debug for Config {
             .field("passmark", &self.passmark)
             .field("revdeps", &self.revdeps)
             .field("platforms", &self.platforms)
+            .field("sandbox", &self.sandbox)
+            .field("config_file", &self.config_file)
             .finish()
     }
 }

@@ -444,6 +444,11 @@ pub(super) fn describe(outcome: &RunOutcome) -> String {
             outcome.duration.as_secs_f64()
         ),
         Ending::Halted => "halted".into(),
+        Ending::DiskLimit(bytes) => format!(
+            "disk limit ({}) reached after {:.1}s",
+            crate::sandbox::policy::human_size(*bytes),
+            outcome.duration.as_secs_f64()
+        ),
     }
 }
 
@@ -513,6 +518,7 @@ async fn run_chain(
             tries += 1;
             let ws = Workspace::prepare(
                 app,
+                platform,
                 Source {
                     archive: source.archive.clone(),
                     top: source.top.clone(),

@@ -206,7 +206,7 @@ async fn build_stable(
         archive: super::archives::stable_archive(app, name.as_str(), &version.to_string()).await?,
         top: format!("{name}-{version}"),
     };
-    let ws = Workspace::prepare(app, source, resolution, overlay).await?;
+    let ws = Workspace::prepare(app, platform, source, resolution, overlay).await?;
     let outcome = ws.run(app, platform, command, halt).await?;
     Ok((outcome.ending != Ending::Halted).then_some(outcome))
 }
