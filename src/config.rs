@@ -160,6 +160,8 @@ pub struct PlatformConfig {
     pub memory: ByteSize,
     #[serde(default)]
     pub retries: u32,
+    /// Variables of a check's environment: `KEY` passes the worker's
+    /// value through, `KEY=VALUE` sets it (e.g. `RUSTUP_TOOLCHAIN=stable`).
     #[serde(default = "default_env")]
     pub env: Vec<String>,
     /// What a check may write: its directory and its `/tmp` together.

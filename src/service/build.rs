@@ -112,10 +112,14 @@ impl Workspace {
         command: &str,
         halt: &CancellationToken,
     ) -> anyhow::Result<RunOutcome> {
+        // `KEY` passes the worker's value through; `KEY=VALUE` sets one.
         let mut env: Vec<(String, String)> = platform
             .env
             .iter()
-            .filter_map(|key| std::env::var(key).ok().map(|v| (key.clone(), v)))
+            .filter_map(|entry| match entry.split_once('=') {
+                Some((key, value)) => Some((key.to_owned(), value.to_owned())),
+                None => std::env::var(entry).ok().map(|v| (entry.clone(), v)),
+            })
             .collect();
         // Paths as the command sees them: its directory is mounted on /check.
         let path = |p: &Path| {

@@ -7,6 +7,7 @@ mod support;
 mod bad_inputs;
 mod checks;
 mod cli;
+mod containment;
 mod crash;
 mod mail;
 mod migrations;
