@@ -15,4 +15,5 @@ mod obsolescence;
 mod operators;
 mod queue_rules;
 mod scale_out;
+mod toolchains;
 mod workers;
