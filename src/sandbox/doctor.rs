@@ -53,6 +53,33 @@ pub async fn report(config: &Config) -> anyhow::Result<String> {
     for warning in &c.warnings {
         writeln!(out, "warning: {warning}")?;
     }
+    // Sockets in the default mounts: rare, and too slow to look for at
+    // every start.
+    let defaults: Vec<std::path::PathBuf> = policy::SYSTEM_DIRS
+        .iter()
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_dir() && !d.is_symlink())
+        .collect();
+    let sockets: Vec<_> = tokio::task::spawn_blocking(move || {
+        defaults
+            .iter()
+            .flat_map(|d| policy::find_sockets(d))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    for socket in &sockets {
+        writeln!(
+            out,
+            "warning: the default mounts hold the socket {}; a check whose uid may write it can connect",
+            socket.display()
+        )?;
+    }
+    if sockets.is_empty() {
+        writeln!(
+            out,
+            "sockets in /usr, /bin, /sbin, /lib*: none (those of /etc are never bound)"
+        )?;
+    }
     for platform in &config.platforms {
         writeln!(out, "\nplatform {}", platform.name)?;
         let identity = match &c.identity {

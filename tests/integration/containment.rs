@@ -37,6 +37,7 @@ on_both_databases!(
     a_check_runs_as_an_identity_that_owns_nothing,
     a_checks_environment_is_not_on_any_command_line,
     a_mount_holding_the_data_directory_is_refused_at_start_up,
+    what_a_killed_worker_left_is_swept_at_start,
 );
 
 const SMTP_PASSWORD: &str = "hunter2-smtp-password";
@@ -717,4 +718,44 @@ async fn wait_for<T>(mut found: impl FnMut() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "timed out");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+async fn what_a_killed_worker_left_is_swept_at_start(db: TestDb) {
+    let dir = tempfile::Builder::new()
+        .prefix("holdq-sweep-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let data = dir.path().join("data");
+    // A pid above pid_max: the process that made these is surely dead.
+    let dead = "999999999";
+    let work = data.join("work");
+    let check = work.join(format!("check-{dead}-left"));
+    let run = data.join(format!("sandbox/run-{dead}"));
+    std::fs::create_dir_all(&check).unwrap();
+    std::fs::create_dir_all(run.join("usr")).unwrap();
+    let loop_disk = nix::unistd::geteuid().is_root() && Path::new("/dev/loop-control").exists();
+    if loop_disk {
+        // Mounted, as a killed worker leaves it.
+        std::mem::forget(holdq::sandbox::disk::LoopDisk::mount(&check, 16 << 20).unwrap());
+        std::fs::write(check.join("partial-build-output"), "x").unwrap();
+    }
+    let cgroup = Path::new("/sys/fs/cgroup/pids").join(format!("holdq-{dead}"));
+    let made_cgroup = std::fs::create_dir(&cgroup).is_ok();
+    let live = work.join(format!("check-{}-mine", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+
+    let app = TestApp::spawn_in(db, dir, |_| {}).await;
+    assert!(!check.exists(), "the dead worker's check directory is gone");
+    assert!(!check.with_extension("img").exists(), "its image is gone");
+    assert!(!run.exists(), "its sandbox root is gone");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*check.to_string_lossy()),
+        "its mount is gone"
+    );
+    if made_cgroup {
+        assert!(!cgroup.exists(), "its cgroup is gone");
+    }
+    assert!(live.exists(), "a live process's directory stays");
+    app.assert_serving().await;
 }
