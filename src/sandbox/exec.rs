@@ -46,6 +46,10 @@ pub struct ExecSpec {
     /// The worker's pid: the sandbox dies with it (a worker killed with
     /// SIGKILL leaves no build running).
     pub parent: i32,
+    /// Run nothing: give the directory back to the server's account after
+    /// a run that was killed before it could.
+    #[serde(default)]
+    pub reclaim: bool,
 }
 
 /// Exit status when the sandbox itself could not be set up.
@@ -53,10 +57,6 @@ pub const SETUP_FAILED: i32 = 125;
 
 /// Where the `holdq` executable is bound inside the container.
 pub const INNER_EXE: &str = "/.holdq/holdq";
-
-/// The uid and gid the command runs as inside the user namespace, when
-/// there is one and it is not the server's own.
-pub const NS_BUILD_ID: u32 = 1000;
 
 /// Runs the command; returns the exit status to exit with.
 pub fn exec(_args: ExecArgs) -> i32 {
@@ -98,7 +98,9 @@ pub fn exec(_args: ExecArgs) -> i32 {
     status
 }
 
-/// The host uid and gid the command runs as, and what the container sees.
+/// The uid and gid the command runs as: as root, host ids that no account
+/// has; with a subordinate range, one of its ids, mapped to itself so the
+/// number is the same inside and out; with the own uid, the namespace's 0.
 fn ids(identity: &Identity) -> Result<(u32, u32), String> {
     let pid = std::process::id();
     match identity {
@@ -108,7 +110,14 @@ fn ids(identity: &Identity) -> Result<(u32, u32), String> {
                 .ok_or("sandbox.uid_base + pid overflows")?;
             Ok((id, id))
         }
-        Identity::Subordinate { .. } => Ok((NS_BUILD_ID, NS_BUILD_ID)),
+        Identity::Subordinate {
+            uid_start,
+            gid_start,
+            count,
+        } => {
+            let pick = pid % (*count).max(1);
+            Ok((uid_start + pick, gid_start + pick))
+        }
         Identity::OwnUid => Ok((0, 0)),
         Identity::Refused(why) => Err(why.clone()),
     }
@@ -163,6 +172,9 @@ fn run(spec: &ExecSpec, root: &Path) -> Result<i32, String> {
     if spec.identity == Identity::OwnUid {
         command.arg("--no-drop");
     }
+    if spec.reclaim {
+        command.arg("--reclaim");
+    }
     for (key, value) in &spec.env {
         command.env(key, value);
     }
@@ -194,12 +206,15 @@ fn container_for(identity: &Identity) -> Result<Container, String> {
             gid_start,
             count,
         } => {
+            // The namespace's root is the server's account (it assembles
+            // the view); the command's id is the subordinate one.
             let mut c = Container::new();
-            let pick = std::process::id() % count.max(&1);
             let me = nix::unistd::getuid().as_raw();
             let my_gid = nix::unistd::getgid().as_raw();
-            c.uidmaps(&[(0, me, 1), (NS_BUILD_ID, uid_start + pick, 1)]);
-            c.gidmaps(&[(0, my_gid, 1), (NS_BUILD_ID, gid_start + pick, 1)]);
+            // The whole range is mapped, so the namespace's root may also
+            // take back what an earlier, killed run left under another id.
+            c.uidmaps(&[(0, me, 1), (*uid_start, *uid_start, *count)]);
+            c.gidmaps(&[(0, my_gid, 1), (*gid_start, *gid_start, *count)]);
             c.runctl(Runctl::MountFallback);
             c
         }

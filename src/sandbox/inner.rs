@@ -38,6 +38,9 @@ pub struct InitArgs {
     /// Run as the server's own account (`sandbox.allow_own_uid`).
     #[arg(long)]
     pub no_drop: bool,
+    /// Only give the directory back to the server's account.
+    #[arg(long)]
+    pub reclaim: bool,
 }
 
 /// `holdq __sandbox-drop`.
@@ -54,6 +57,15 @@ pub struct DropArgs {
 
 /// Runs the command as the check's identity; returns its exit status.
 pub fn init(args: InitArgs) -> i32 {
+    if args.reclaim {
+        return match chown_tree(&args.rw, 0, 0) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("holdq sandbox: cannot take the check's directory back: {e}");
+                SETUP_FAILED
+            }
+        };
+    }
     let drop = !args.no_drop;
     if drop && let Err(e) = chown_tree(&args.rw, args.uid, args.gid) {
         eprintln!("holdq sandbox: cannot hand the check's directory over: {e}");

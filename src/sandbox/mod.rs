@@ -166,6 +166,7 @@ impl Sandbox {
             identity: containment.identity.clone(),
             state_dir: spec.state_dir.clone(),
             parent: std::process::id() as i32,
+            reclaim: false,
         };
         std::fs::create_dir_all(&spec.state_dir)
             .with_context(|| format!("cannot create {}", spec.state_dir.display()))?;
@@ -232,6 +233,15 @@ impl Sandbox {
             }
             let _ = child.wait().await;
         }
+        if let Some(pid) = group
+            && !matches!(ending, Ending::Exited(_))
+        {
+            // Killed: the sandbox could not clean up after itself.
+            let _ = std::fs::remove_dir_all(spec.state_dir.join(format!("run-{pid}")));
+            if matches!(containment.identity, policy::Identity::Subordinate { .. }) {
+                self.reclaim(exec).await;
+            }
+        }
         let duration = started.elapsed();
 
         let mut tail = Tail::new(spec.output_cap);
@@ -256,6 +266,35 @@ impl Sandbox {
             output,
             duration,
         })
+    }
+}
+
+impl Sandbox {
+    /// Gives a killed run's directory back to the server's account, which
+    /// cannot otherwise remove what the run's subordinate uid left.
+    async fn reclaim(&self, mut exec: exec::ExecSpec) {
+        exec.reclaim = true;
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg("__sandbox")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let Ok(mut child) = cmd.spawn() else {
+            return;
+        };
+        if let (Some(mut stdin), Ok(bytes)) = (child.stdin.take(), serde_json::to_vec(&exec)) {
+            let _ = stdin.write_all(&bytes).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
+            Ok(Ok(out)) if out.status.success() => {}
+            other => tracing::warn!(
+                path = %exec.rw.display(),
+                outcome = ?other.map(|o| o.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())),
+                "cannot take a killed check's directory back"
+            ),
+        }
     }
 }
 
