@@ -249,6 +249,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let app = App::open(config).await?;
+    tokio::task::spawn_blocking(crate::sandbox::policy::warn_default_sockets);
     tracing::info!(
         data_dir = %app.config.data_dir.display(),
         platforms = ?app.config.platforms.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
@@ -337,6 +338,7 @@ async fn worker(
         None => None,
     };
     let mut app = App::open(config).await?;
+    tokio::task::spawn_blocking(crate::sandbox::policy::warn_default_sockets);
     app.remote = store;
     let platform = app
         .config

@@ -31,10 +31,10 @@ fn probe_command(config: &Config) -> String {
     format!(
         "echo \"id: $(id)\"; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; \
          echo \"/: $(ls / | tr '\\n' ' ')\"; \
-         for p in {}; do if ls -d \"$p\" >/dev/null 2>&1; then echo \"VISIBLE: $p\"; else echo \"hidden: $p\"; fi; done; \
+         for p in {}; do if ls -d \"$p\" >/dev/null 2>&1; then echo \"visible: $p, holding: $(ls -A \"$p\" | tr '\\n' ' ')\"; else echo \"hidden: $p\"; fi; done; \
          df -h . /tmp | tail -n +2; \
          if echo probe > probe.txt; then echo 'writes its directory: yes'; fi; \
-         if echo probe > /usr/probe.txt 2>/dev/null; then echo 'writes /usr: YES'; else echo 'writes /usr: no'; fi",
+         if {{ echo probe > /usr/probe.txt; }} 2>/dev/null; then echo 'writes /usr: YES'; else echo 'writes /usr: no'; fi",
         forbidden
             .iter()
             .map(|p| format!("'{p}'"))
@@ -53,20 +53,7 @@ pub async fn report(config: &Config) -> anyhow::Result<String> {
     for warning in &c.warnings {
         writeln!(out, "warning: {warning}")?;
     }
-    // Sockets in the default mounts: rare, and too slow to look for at
-    // every start.
-    let defaults: Vec<std::path::PathBuf> = policy::SYSTEM_DIRS
-        .iter()
-        .map(std::path::PathBuf::from)
-        .filter(|d| d.is_dir() && !d.is_symlink())
-        .collect();
-    let sockets: Vec<_> = tokio::task::spawn_blocking(move || {
-        defaults
-            .iter()
-            .flat_map(|d| policy::find_sockets(d))
-            .collect::<Vec<_>>()
-    })
-    .await?;
+    let sockets = tokio::task::spawn_blocking(policy::default_sockets).await?;
     for socket in &sockets {
         writeln!(
             out,

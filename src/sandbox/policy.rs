@@ -267,6 +267,28 @@ pub fn find_sockets(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Sockets in the system directories every check sees (rare; a search of
+/// `/usr` takes a second or two, so it runs beside start-up, not in it).
+pub fn default_sockets() -> Vec<PathBuf> {
+    SYSTEM_DIRS
+        .iter()
+        .map(Path::new)
+        .filter(|d| d.is_dir() && !d.is_symlink())
+        .flat_map(find_sockets)
+        .collect()
+}
+
+/// Logs each socket of [`default_sockets`]: a check can connect to it if
+/// its mode lets any uid write it.
+pub fn warn_default_sockets() {
+    for socket in default_sockets() {
+        tracing::warn!(
+            socket = %socket.display(),
+            "a socket in a directory every check sees; a check can connect to it if its mode lets any uid write it"
+        );
+    }
+}
+
 /// `name` on the usual program path.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
