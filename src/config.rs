@@ -568,6 +568,21 @@ mod tests {
     }
 
     #[test]
+    fn platform_disk_mounts_and_sandbox_parse() {
+        let c = Config::from_toml(
+            "[sandbox]\nallow_own_uid = true\n[[platform]]\nname = \"linux-x86_64\"\ndisk = \"1GiB\"\nmounts = [\"/opt/rust\"]\nenv = [\"PATH\", \"RUSTUP_TOOLCHAIN=stable\"]\n",
+        )
+        .unwrap();
+        assert!(c.sandbox.allow_own_uid);
+        assert_eq!(c.platforms[0].disk, ByteSize(1 << 30));
+        assert_eq!(c.platforms[0].mounts, vec![PathBuf::from("/opt/rust")]);
+        let d = Config::from_toml("").unwrap();
+        assert_eq!(d.platforms[0].disk, ByteSize(8 << 30), "8 GiB by default");
+        assert!(!d.sandbox.allow_own_uid);
+        assert!(Config::from_toml("[[platform]]\nname = \"a\"\ndisk = \"1kB\"").is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused_at_start_up() {
         assert!(Config::from_toml("lisen = \"x\"").is_err());
         assert!(Config::from_toml("[limits]\nupload_bytes = \"lots\"").is_err());
