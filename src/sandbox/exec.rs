@@ -399,6 +399,16 @@ impl Cgroup {
         (!dirs.is_empty()).then_some(Self { dirs })
     }
 
+    /// Removes the cgroups of the sandbox `pid`, once it is dead.
+    pub fn remove_of(pid: i32) {
+        for controller in CGROUP_CONTROLLERS {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(format!("holdq-{pid}"));
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
     /// Moves back to the parent cgroup and removes ours.
     fn leave(self) {
         let me = std::process::id().to_string();

@@ -238,6 +238,7 @@ impl Sandbox {
         {
             // Killed: the sandbox could not clean up after itself.
             let _ = std::fs::remove_dir_all(spec.state_dir.join(format!("run-{pid}")));
+            exec::Cgroup::remove_of(pid.as_raw());
             if matches!(containment.identity, policy::Identity::Subordinate { .. }) {
                 self.reclaim(exec).await;
             }
