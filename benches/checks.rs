@@ -93,15 +93,20 @@ async fn run() -> anyhow::Result<()> {
     let work = dir.path().join("raw");
     std::fs::create_dir_all(&work)?;
     let platform = &app.config.platforms[0];
+    std::fs::create_dir_all(work.join("tmp"))?;
     let spec = RunSpec {
         root: work.clone(),
+        tmp: work.join("tmp"),
         cwd: work.clone(),
         command: "true".into(),
         env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
         timeout: platform.timeout,
         memory_bytes: platform.memory.0,
         max_processes: app.config.limits.check_processes,
+        disk_bytes: platform.disk.0,
+        mounts: Vec::new(),
         output_cap: 1 << 20,
+        state_dir: dir.path().join("sandbox"),
     };
     let never = CancellationToken::new();
     let start = Instant::now();

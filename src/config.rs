@@ -28,6 +28,31 @@ pub struct Config {
     pub revdeps: RevdepsConfig,
     pub queue: QueueConfig,
     pub platforms: Vec<PlatformConfig>,
+    pub sandbox: SandboxConfig,
+    /// The file this configuration was read from, hidden from checks.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Who checks run as (SPEC section 4, "Containment").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Let checks run as the server's own account when no identity that
+    /// owns nothing is available (a developer's laptop): every file the
+    /// server can read, a check can read. Warned about at every start.
+    pub allow_own_uid: bool,
+    /// As root, a check runs as host uid `uid_base + pid` of its sandbox
+    /// (an uid no file and no account has; unique while it runs).
+    pub uid_base: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            allow_own_uid: false,
+            uid_base: 2_000_000_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -157,8 +182,16 @@ pub struct PlatformConfig {
     pub memory: ByteSize,
     #[serde(default)]
     pub retries: u32,
+    /// Variables of a check's environment: `KEY` passes the worker's
+    /// value through, `KEY=VALUE` sets it (e.g. `RUSTUP_TOOLCHAIN=stable`).
     #[serde(default = "default_env")]
     pub env: Vec<String>,
+    /// What a check may write: its directory and its `/tmp` together.
+    #[serde(default = "default_disk")]
+    pub disk: ByteSize,
+    /// Extra host paths visible read-only to checks, e.g. a toolchain.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -175,6 +208,9 @@ fn default_memory() -> ByteSize {
 }
 fn default_env() -> Vec<String> {
     vec!["PATH".into(), "LANG".into()]
+}
+fn default_disk() -> ByteSize {
+    ByteSize(8 << 30)
 }
 
 impl PlatformConfig {
@@ -203,6 +239,8 @@ impl PlatformConfig {
             memory: default_memory(),
             retries: 0,
             env: default_env(),
+            disk: default_disk(),
+            mounts: Vec::new(),
         }
     }
 }
@@ -304,6 +342,8 @@ struct FileConfig {
     queue: QueueConfig,
     #[serde(default)]
     platform: Vec<PlatformConfig>,
+    #[serde(default)]
+    sandbox: SandboxConfig,
 }
 
 impl fmt::Debug for MailConfig {
@@ -343,7 +383,14 @@ impl Config {
             }
             None => None,
         };
-        Self::from_parts(file.unwrap_or_default(), env, flags)
+        let mut config = Self::from_parts(file.unwrap_or_default(), env, flags)?;
+        config.config_file = match path {
+            Some(path) => Some(path.to_owned()),
+            None => Path::new(DEFAULT_CONFIG_FILE)
+                .is_file()
+                .then(|| PathBuf::from(DEFAULT_CONFIG_FILE)),
+        };
+        Ok(config)
     }
 
     /// Parses a configuration from TOML text, with no environment or flags.
@@ -406,6 +453,8 @@ impl Config {
             revdeps: file.revdeps,
             queue: file.queue,
             platforms,
+            sandbox: file.sandbox,
+            config_file: None,
         };
         config.validate()?;
         Ok(config)
@@ -448,6 +497,9 @@ impl Config {
             if p.weight < 0.0 {
                 bail!("platform {}: weight must not be negative", p.name);
             }
+            if p.disk.0 < 1 << 20 {
+                bail!("platform {}: disk must be at least 1MiB", p.name);
+            }
         }
         Ok(())
     }
@@ -477,6 +529,8 @@ impl fmt::Debug for Config {
             .field("revdeps", &self.revdeps)
             .field("queue", &self.queue)
             .field("platforms", &self.platforms)
+            .field("sandbox", &self.sandbox)
+            .field("config_file", &self.config_file)
             .finish()
     }
 }
@@ -537,6 +591,21 @@ mod tests {
         assert_eq!(c.limits.upload_bytes, ByteSize(1 << 30));
         assert_eq!(c.platforms[0].timeout, Duration::from_secs(90));
         assert_eq!(c.platforms[0].memory.to_string(), "512MiB");
+    }
+
+    #[test]
+    fn platform_disk_mounts_and_sandbox_parse() {
+        let c = Config::from_toml(
+            "[sandbox]\nallow_own_uid = true\n[[platform]]\nname = \"linux-x86_64\"\ndisk = \"1GiB\"\nmounts = [\"/opt/rust\"]\nenv = [\"PATH\", \"RUSTUP_TOOLCHAIN=stable\"]\n",
+        )
+        .unwrap();
+        assert!(c.sandbox.allow_own_uid);
+        assert_eq!(c.platforms[0].disk, ByteSize(1 << 30));
+        assert_eq!(c.platforms[0].mounts, vec![PathBuf::from("/opt/rust")]);
+        let d = Config::from_toml("").unwrap();
+        assert_eq!(d.platforms[0].disk, ByteSize(8 << 30), "8 GiB by default");
+        assert!(!d.sandbox.allow_own_uid);
+        assert!(Config::from_toml("[[platform]]\nname = \"a\"\ndisk = \"1kB\"").is_err());
     }
 
     #[test]

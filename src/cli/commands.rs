@@ -8,8 +8,8 @@ use anyhow::Context;
 use super::client::Client;
 use super::render;
 use super::{
-    ClientArgs, Command, MailCommand, OwnerCommand, PassmarkCommand, PlatformCommand, ServerArgs,
-    UserCommand,
+    ClientArgs, Command, MailCommand, OwnerCommand, PassmarkCommand, PlatformCommand,
+    SandboxCommand, ServerArgs, UserCommand,
 };
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
@@ -35,6 +35,16 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 _ => None,
             };
             worker(&args, &platform, count, remote).await
+        }
+        Command::Sandbox {
+            command: SandboxCommand::Doctor,
+            server,
+        } => {
+            print!(
+                "{}",
+                crate::sandbox::doctor::report(&load_config(&server)?).await?
+            );
+            Ok(())
         }
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
         Command::Upload { files, client } => {
@@ -181,7 +191,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             db.close().await;
             result
         }
-        Command::Sandbox(_) => unreachable!("handled before the runtime starts"),
+        Command::SandboxExec(_) | Command::SandboxInit(_) | Command::SandboxDrop(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Mail {
             command: MailCommand::Test { email },
             server,
@@ -237,6 +249,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let app = App::open(config).await?;
+    tokio::task::spawn_blocking(crate::sandbox::policy::warn_default_sockets);
     tracing::info!(
         data_dir = %app.config.data_dir.display(),
         platforms = ?app.config.platforms.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
@@ -325,6 +338,7 @@ async fn worker(
         None => None,
     };
     let mut app = App::open(config).await?;
+    tokio::task::spawn_blocking(crate::sandbox::policy::warn_default_sockets);
     app.remote = store;
     let platform = app
         .config

@@ -158,9 +158,29 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Internal: the inside of a check's sandbox, spawned by workers.
+    /// What checks see and run as on this machine, with one probe run.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Internal: the outside of a check's sandbox, spawned by workers.
     #[command(name = "__sandbox", hide = true)]
-    Sandbox(crate::sandbox::exec::ExecArgs),
+    SandboxExec(crate::sandbox::exec::ExecArgs),
+    /// Internal: the privileged step inside a check's sandbox.
+    #[command(name = "__sandbox-init", hide = true)]
+    SandboxInit(crate::sandbox::inner::InitArgs),
+    /// Internal: the step that becomes a check's command.
+    #[command(name = "__sandbox-drop", hide = true)]
+    SandboxDrop(crate::sandbox::inner::DropArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// For each platform: the identity checks run as, the disk limit and
+    /// how it is kept, the mounts in effect; then one probe run.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,10 +280,15 @@ pub struct ClientArgs {
 /// Runs the command line; errors are printed on one line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Sandbox(args) = cli.command {
-        // No async runtime here: the sandbox forks, and must do so from a
-        // single-threaded process.
-        let status = crate::sandbox::exec::exec(args);
+    // No async runtime in the sandbox's steps: they fork, and must do so
+    // from a single-threaded process.
+    let status = match &cli.command {
+        Command::SandboxExec(args) => Some(crate::sandbox::exec::exec(args.clone())),
+        Command::SandboxInit(args) => Some(crate::sandbox::inner::init(args.clone())),
+        Command::SandboxDrop(args) => Some(crate::sandbox::inner::drop_to_command(args.clone())),
+        _ => None,
+    };
+    if let Some(status) = status {
         return ExitCode::from(u8::try_from(status).unwrap_or(1));
     }
     let runtime = match tokio::runtime::Runtime::new() {

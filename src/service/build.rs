@@ -12,12 +12,16 @@ use tokio_util::sync::CancellationToken;
 use super::App;
 use crate::config::PlatformConfig;
 use crate::domain::integrity::{Closure, Source as BaseSource};
+use crate::sandbox::disk::CheckDir;
 use crate::sandbox::{RunOutcome, RunSpec};
 use crate::storage::unpack;
 
-/// A fresh directory holding one package and its dependencies.
+/// A fresh directory holding one package and its dependencies, on its
+/// own filesystem of the platform's `disk` size when the host allows.
 pub struct Workspace {
-    dir: tempfile::TempDir,
+    dir: CheckDir,
+    /// The command's `/tmp`, on the same filesystem.
+    pub tmp_dir: PathBuf,
     /// Which try of its check this run is (1 first), as `$HOLDQ_TRY`.
     pub try_number: i64,
     pub package_dir: PathBuf,
@@ -36,24 +40,25 @@ pub struct Source {
 impl Workspace {
     /// Unpacks `source` and the archives of `closure` (from stable, or from
     /// the pending upload each names; `me` is the upload under check, whose
-    /// archive is at hand) into a new directory under the data dir.
+    /// archive is at hand) into a new directory under the data dir, sized
+    /// for `platform`.
     pub async fn prepare(
         app: &App,
+        platform: &PlatformConfig,
         source: Source,
         closure: &Closure,
         me: Option<(i64, &Source)>,
     ) -> anyhow::Result<Self> {
         let work_root = app.config.data_dir.join("work");
-        fs::create_dir_all(&work_root)
-            .with_context(|| format!("cannot create {}", work_root.display()))?;
-        let dir = tempfile::Builder::new()
-            .prefix("check-")
-            .tempdir_in(&work_root)?;
+        let (bytes, loop_disk) = (platform.disk.0, app.sandbox.loop_disk());
+        let dir = tokio::task::spawn_blocking(move || CheckDir::new(&work_root, bytes, loop_disk))
+            .await??;
         let deps_dir = dir.path().join("deps");
         let dest_dir = dir.path().join("dest");
         let home_dir = dir.path().join("home");
-        for d in [&deps_dir, &dest_dir, &home_dir] {
-            fs::create_dir_all(d)?;
+        let tmp_dir = dir.path().join("tmp");
+        for d in [&deps_dir, &dest_dir, &home_dir, &tmp_dir] {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         let mut deps: Vec<(String, PathBuf, String)> = Vec::new();
         let mut resolved_toml = String::new();
@@ -88,6 +93,7 @@ impl Workspace {
         };
         Ok(Self {
             dir,
+            tmp_dir,
             try_number: 1,
             package_dir,
             deps_dir,
@@ -108,12 +114,21 @@ impl Workspace {
         command: &str,
         halt: &CancellationToken,
     ) -> anyhow::Result<RunOutcome> {
+        // `KEY` passes the worker's value through; `KEY=VALUE` sets one.
         let mut env: Vec<(String, String)> = platform
             .env
             .iter()
-            .filter_map(|key| std::env::var(key).ok().map(|v| (key.clone(), v)))
+            .filter_map(|entry| match entry.split_once('=') {
+                Some((key, value)) => Some((key.to_owned(), value.to_owned())),
+                None => std::env::var(entry).ok().map(|v| (entry.clone(), v)),
+            })
             .collect();
-        let path = |p: &Path| p.to_string_lossy().into_owned();
+        // Paths as the command sees them: its directory is mounted on /check.
+        let path = |p: &Path| {
+            crate::sandbox::inside(self.root(), p)
+                .to_string_lossy()
+                .into_owned()
+        };
         env.extend([
             ("HOLDQ_DEPS".to_owned(), path(&self.deps_dir)),
             ("HOLDQ_PLATFORM".to_owned(), platform.name.to_string()),
@@ -124,13 +139,17 @@ impl Workspace {
         ]);
         let spec = RunSpec {
             root: self.root().to_owned(),
+            tmp: self.tmp_dir.clone(),
             cwd: self.package_dir.clone(),
             command: command.to_owned(),
             env,
             timeout: platform.timeout,
             memory_bytes: platform.memory.0,
             max_processes: app.config.limits.check_processes,
+            disk_bytes: platform.disk.0,
+            mounts: platform.mounts.clone(),
             output_cap: app.config.limits.check_output.0 as usize,
+            state_dir: app.config.data_dir.join("sandbox"),
         };
         app.sandbox.run(&spec, halt).await
     }

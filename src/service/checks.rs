@@ -478,6 +478,11 @@ pub(super) fn describe(outcome: &RunOutcome) -> String {
             outcome.duration.as_secs_f64()
         ),
         Ending::Halted => "halted".into(),
+        Ending::DiskLimit(bytes) => format!(
+            "disk limit ({}) reached after {:.1}s",
+            crate::sandbox::policy::human_size(*bytes),
+            outcome.duration.as_secs_f64()
+        ),
     }
 }
 
@@ -558,6 +563,7 @@ async fn run_chain(
             tries += 1;
             let ws = Workspace::prepare(
                 app,
+                platform,
                 Source {
                     archive: source.archive.clone(),
                     top: source.top.clone(),

@@ -61,6 +61,13 @@ impl App {
     /// Opens the database (applying migrations), the job queues and the
     /// data directory. Checks run through the `holdq` executable `sandbox`.
     pub async fn open_with(config: Config, sandbox: Sandbox) -> anyhow::Result<Self> {
+        let sandbox = sandbox.contain(&config)?;
+        if let Some(why) = sandbox.containment().refusal()
+            && config.platforms.iter().any(|p| p.local_workers > 0)
+        {
+            anyhow::bail!("cannot run checks: {why}");
+        }
+        crate::sandbox::sweep(&config.data_dir);
         let storage = Storage::open(&config.data_dir)?;
         let stable = StableStore::open(&config.data_dir)?;
         let db = Db::connect(&config.database_url).await?;

@@ -207,7 +207,7 @@ impl Built {
             archive: self.source.archive.clone(),
             top: self.source.top.clone(),
         };
-        let ws = Workspace::prepare(app, source, closure, me).await?;
+        let ws = Workspace::prepare(app, platform, source, closure, me).await?;
         let outcome = ws.run(app, platform, &self.command, halt).await?;
         Ok((outcome.ending != Ending::Halted).then_some(outcome))
     }

@@ -139,15 +139,30 @@ impl TestApp {
     /// Spawns with a configuration changed by `tweak`.
     pub async fn spawn_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::spawn_in(db, dir, tweak).await
+    }
+
+    /// Spawns with its data directory (and SQLite file) in `dir`, which
+    /// lives until the test ends.
+    pub async fn spawn_in(db: TestDb, dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::try_spawn_in(db, dir, tweak)
+            .await
+            .expect("the app opens")
+    }
+
+    /// [`TestApp::spawn_in`], or why the app refused to open.
+    pub async fn try_spawn_in(
+        db: TestDb,
+        dir: TempDir,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let mut config = Config::for_data_dir(&dir.path().join("data"));
         config.database_url = db.url(&dir).await;
         config.listen = "127.0.0.1:0".parse().unwrap();
         tweak(&mut config);
         let database_url = config.database_url.clone();
         let sandbox = holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into());
-        let app = App::open_with(config, sandbox)
-            .await
-            .expect("the app opens");
+        let app = App::open_with(config, sandbox).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(holdq::http::serve(listener, app.clone()));
@@ -155,14 +170,14 @@ impl TestApp {
             holdq::service::users::add_user(&app.db, "operator@example.org", Role::Operator)
                 .await
                 .expect("an operator");
-        Self {
+        Ok(Self {
             base: format!("http://{addr}"),
             app,
             http: reqwest::Client::new(),
             operator,
             _dir: dir,
             database_url,
-        }
+        })
     }
 
     /// Starts the scheduler and every platform's local workers, as
