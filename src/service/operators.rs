@@ -78,6 +78,19 @@ pub async fn cancel(
         .execute(&mut *tx)
         .await?;
     db::checks::halt_upload(&mut tx, app.db.backend(), upload_id).await?;
+    // A group is decided as one: cancelling a member ends the others.
+    if let Some(group) = upload.group_id {
+        let others: Vec<i64> = db::groups::members(&mut tx, group)
+            .await?
+            .into_iter()
+            .filter(|&m| m != upload_id)
+            .collect();
+        let why = format!("upload {upload_id} of its group was cancelled by an operator");
+        db::uploads::discard(&mut tx, &others, &why).await?;
+        for &m in &others {
+            db::checks::halt_upload(&mut tx, app.db.backend(), m).await?;
+        }
+    }
     let passmark = super::passmark::current(app).await?;
     db::checks::insert_verdict(
         &mut tx,
