@@ -242,31 +242,13 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         platforms = ?app.config.platforms.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         "holdq started"
     );
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    // Finish what a crash interrupted before taking new work.
-    scheduler::reconcile(&app).await?;
-    let mut tasks = vec![
-        scheduler::spawn_scheduler(&app, shutdown.clone()),
-        scheduler::spawn_email_worker(&app, shutdown.clone()),
-        scheduler::spawn_decide_worker(&app, shutdown.clone()),
-    ];
-    for platform in &app.config.platforms {
-        tasks.extend(scheduler::spawn_workers(
-            &app,
-            platform,
-            platform.local_workers,
-            shutdown.clone(),
-        ));
-    }
+    let background = service::server::start(&app).await?;
     let result = tokio::select! {
         result = crate::http::serve(listener, app.clone()) => result,
         _ = stop_signal() => Ok(()),
     };
     tracing::info!("shutting down");
-    shutdown.cancel();
-    for task in tasks {
-        let _ = task.await;
-    }
+    background.stop().await;
     app.db.close().await;
     result
 }

@@ -13,6 +13,7 @@ pub mod passmark;
 pub mod queue;
 pub mod revdeps;
 pub mod scheduler;
+pub mod server;
 pub mod stable;
 pub mod upload;
 pub mod users;
