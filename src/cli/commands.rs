@@ -294,14 +294,24 @@ async fn worker(
                 token,
                 &config.data_dir.join("cache"),
             )?;
-            let me = store.whoami().await?;
-            if me["is_worker"] != true && me["is_operator"] != true {
+            // The server's policy says what the token may do; a worker
+            // needs every upload's archive.
+            let me: crate::service::authz::Account = serde_json::from_value(store.whoami().await?)
+                .context("the server's answer to GET /api/v1/me")?;
+            if !me
+                .may
+                .contains(&crate::service::authz::Action::FetchUploadArchive)
+            {
                 anyhow::bail!(
-                    "the token belongs to {}, who is neither a worker nor an operator; make one with `holdq user add EMAIL --worker`",
-                    me["email"]
+                    "the token of user {} may not fetch upload archives; make a worker's token with `holdq user add EMAIL --worker`",
+                    me.user.id
                 );
             }
-            tracing::info!(server = store.server(), account = %me["email"], "fetching archives from the server");
+            tracing::info!(
+                server = store.server(),
+                user.id = me.user.id,
+                "fetching archives from the server"
+            );
             Some(std::sync::Arc::new(store))
         }
         None => None,

@@ -106,10 +106,11 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
             .as_deref()
             .map(|m| format!(" (last error: {m})"))
             .unwrap_or_default();
-        println!(
-            "  email:       {} to {}: {}{when}{why}",
-            e.kind, e.to, e.state
-        );
+        let to =
+            e.to.as_deref()
+                .map(|to| format!(" to {to}"))
+                .unwrap_or_default();
+        println!("  email:       {}{to}: {}{when}{why}", e.kind, e.state);
     }
     if !u.checks.is_empty() {
         println!("  checks:");

@@ -2,6 +2,7 @@
 //! and the command line both call these; no use case is written twice.
 
 pub mod archives;
+pub mod authz;
 pub mod build;
 pub mod checks;
 pub mod metrics;

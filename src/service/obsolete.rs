@@ -3,6 +3,7 @@
 //! transaction; it is removed only once nothing depends on it, and removal
 //! cascades. An operator can undo an obsolescence before removal.
 
+use super::authz::{self, Action, AuthzError, Denied};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -34,10 +35,8 @@ pub struct ObsoleteOutcome {
 pub enum ObsoleteError {
     #[error("no stable package {0:?}")]
     NoSuchPackage(String),
-    #[error("you do not own {0:?}; only its owners and operators may obsolete it")]
-    NotOwner(String),
-    #[error("only operators may undo an obsolescence")]
-    NotOperator,
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("a reason is required: say why {0:?} is obsolete")]
     ReasonRequired(String),
     #[error("the replacement {0:?} is not a stable package")]
@@ -57,6 +56,15 @@ pub enum ObsoleteError {
 impl From<sqlx::Error> for ObsoleteError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(e.into())
+    }
+}
+
+impl From<AuthzError> for ObsoleteError {
+    fn from(e: AuthzError) -> Self {
+        match e {
+            AuthzError::Denied(d) => Self::Denied(d),
+            AuthzError::Db(e) => e.into(),
+        }
     }
 }
 
@@ -91,9 +99,7 @@ pub async fn obsolete(
         "removed" => return Err(ObsoleteError::Removed(name.into())),
         _ => {}
     }
-    if !user.is_operator && !db::packages::is_owner(&mut tx, package.id, user.id).await? {
-        return Err(ObsoleteError::NotOwner(name.into()));
-    }
+    authz::authorize_on(&mut tx, user, Action::Obsolete, package.id, name).await?;
     // Taking the serial's row lock first: no promotion can add a dependent
     // between the plan below and the commit.
     let serial = db::stable::bump_serial(&mut tx).await?;
@@ -221,9 +227,7 @@ pub async fn obsolete(
 
 /// Lifts an obsolescence that has not led to removal (operators only).
 pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteError> {
-    if !user.is_operator {
-        return Err(ObsoleteError::NotOperator);
-    }
+    authz::authorize(Some(user), Action::UndoObsolescence, None)?;
     let pname = PackageName::parse(name).map_err(|_| ObsoleteError::NoSuchPackage(name.into()))?;
     let mut tx = app.db.begin_write().await?;
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::authz::{self, Action, Denied};
 use super::notify::{self, VerdictEmail};
 use super::users::User;
 use super::{App, checks};
@@ -12,8 +13,8 @@ use crate::domain::Manifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    #[error("only operators may do this")]
-    NotOperator,
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("no upload {0}")]
     NoSuchUpload(i64),
     #[error("upload {id} is {state}, not in the holding queue")]
@@ -38,12 +39,9 @@ impl From<sqlx::Error> for OperatorError {
     }
 }
 
+/// Cancelling and retrying: what the policy says of [`Action::ControlQueue`].
 fn operator(user: &User) -> Result<(), OperatorError> {
-    if user.is_operator {
-        Ok(())
-    } else {
-        Err(OperatorError::NotOperator)
-    }
+    Ok(authz::authorize(Some(user), Action::ControlQueue, None)?)
 }
 
 /// Cancels a pending upload: its checks halt, it is rejected with the
@@ -211,7 +209,8 @@ pub struct PlatformView {
     pub local_workers: u32,
 }
 
-pub async fn platforms(app: &App) -> anyhow::Result<Vec<PlatformView>> {
+pub async fn platforms(app: &App, viewer: &User) -> Result<Vec<PlatformView>, OperatorError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut conn = app.db.pool().acquire().await?;
     let mut out = Vec::new();
     for p in &app.config.platforms {
@@ -233,7 +232,7 @@ pub async fn set_paused(
     name: &str,
     paused: bool,
 ) -> Result<PlatformView, OperatorError> {
-    operator(user)?;
+    authz::authorize(Some(user), Action::ControlPlatforms, None)?;
     let platform = app
         .config
         .platform(name)
@@ -278,7 +277,8 @@ pub struct WorkerView {
 }
 
 /// Workers that beat in the last minute.
-pub async fn workers(app: &App) -> anyhow::Result<Vec<WorkerView>> {
+pub async fn workers(app: &App, viewer: &User) -> Result<Vec<WorkerView>, OperatorError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut conn = app.db.pool().acquire().await?;
     let rows = db::workers::seen_since(&mut conn, db::now_ms() - 60_000).await?;
     Ok(rows

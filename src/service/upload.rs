@@ -11,6 +11,7 @@ use semver::Version;
 use serde::Serialize;
 
 use super::App;
+use super::authz::{self, Action, Denied};
 use super::users::User;
 use crate::db::{self, events::NewEvent, uploads::NewUpload};
 use crate::domain::{Manifest, UploadState};
@@ -48,10 +49,8 @@ pub enum UploadError {
         "build.platforms names {platform:?}, which this server does not know (it knows: {known})"
     )]
     UnknownPlatform { platform: String, known: String },
-    #[error("you do not own {name:?}; ask one of its owners to add you")]
-    NotOwner { name: String },
-    #[error("a worker's token cannot upload packages; use a maintainer's token")]
-    WorkerToken,
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("{name:?} is obsolete and accepts no new uploads")]
     Obsolete { name: String },
     #[error(
@@ -101,9 +100,13 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
-    if user.is_worker {
-        return Err(UploadError::WorkerToken);
-    }
+    // Before the body is read: whether this token may upload at all (a
+    // new name becomes its uploader's).
+    let any_new = Some(authz::Package {
+        name: "",
+        owned: true,
+    });
+    authz::authorize(Some(user), Action::Upload, any_new)?;
     let expected = expected_sha256.map(parse_sha256).transpose()?;
     let received = receive::receive(
         body,
@@ -196,8 +199,13 @@ async fn queue_upload(
     }
     if created {
         db::packages::add_owner(&mut tx, package.id, user.id).await?;
-    } else if !user.is_operator && !db::packages::is_owner(&mut tx, package.id, user.id).await? {
-        return Err(UploadError::NotOwner { name: name.into() });
+    } else {
+        authz::authorize_on(&mut tx, user, Action::Upload, package.id, name)
+            .await
+            .map_err(|e| match e {
+                authz::AuthzError::Denied(d) => UploadError::Denied(d),
+                authz::AuthzError::Db(e) => UploadError::Internal(e.into()),
+            })?;
     }
     check_immutability(&mut tx, package.id, manifest).await?;
 

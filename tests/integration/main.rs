@@ -4,6 +4,7 @@
 
 mod support;
 
+mod authz;
 mod bad_inputs;
 mod checks;
 mod cli;
