@@ -230,7 +230,6 @@ async fn open_db(args: &ServerArgs) -> anyhow::Result<Db> {
 }
 
 async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
-    init_tracing("info");
     let config = load_config(args)?;
     tracing::debug!(config = ?config, "configuration");
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -263,7 +262,6 @@ async fn worker(
     count: u32,
     remote: Option<(String, String)>,
 ) -> anyhow::Result<()> {
-    init_tracing("info");
     let mut config = load_config(args)?;
     if config.platform(platform).is_none() {
         let name = crate::domain::PackageName::parse(platform)
@@ -340,15 +338,6 @@ async fn stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
-}
-
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn pack(dir: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod bad_inputs;
 mod checks;
 mod cli;
 mod crash;
+mod logs;
 mod mail;
 mod migrations;
 mod obsolescence;

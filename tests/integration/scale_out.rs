@@ -259,12 +259,9 @@ async fn settled_messages(app: &TestApp, inbox: &Inbox, subject_part: &str) -> u
     };
     let settled = wait_until(
         async || {
-            let (pending,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
-                    .fetch_one(app.app.db.pool())
-                    .await
-                    .unwrap();
-            count() > 0 && pending == 0 && app.open_jobs_in(holdq::jobs::MAIL_QUEUE).await == 0
+            count() > 0
+                && app.pending_emails().await == 0
+                && app.open_jobs_in(holdq::jobs::MAIL_QUEUE).await == 0
         },
         Duration::from_secs(30),
     )

@@ -259,6 +259,15 @@ impl TestApp {
         drain_emails(&self.app).await;
     }
 
+    /// How many emails wait in the outbox to be delivered.
+    pub async fn pending_emails(&self) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(self.app.db.pool())
+            .await
+            .unwrap();
+        n
+    }
+
     /// Cuts the backoff of every pending email short: they are due now.
     pub async fn make_emails_due(&self) {
         let mut conn = self.app.db.pool().acquire().await.unwrap();

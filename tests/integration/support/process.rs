@@ -23,11 +23,7 @@ impl ServerProcess {
         failpoint: Option<&str>,
         config: Option<&Path>,
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Self::start_on_port(port, data_dir, database_url, failpoint, config).await
     }
 
@@ -40,15 +36,50 @@ impl ServerProcess {
         failpoint: Option<&str>,
         config: Option<&Path>,
     ) -> Self {
+        Self::launch(port, data_dir, database_url, failpoint, config, |cmd| {
+            cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        })
+        .await
+    }
+
+    /// `holdq serve` with `config` on a free port, with `args` and `env`,
+    /// its log (stderr) written to `log`.
+    pub async fn start_logged(
+        data_dir: &Path,
+        database_url: &str,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let port = free_port();
+        let file = std::fs::File::create(log).expect("a log file");
+        Self::launch(port, data_dir, database_url, None, Some(config), |cmd| {
+            cmd.args(args)
+                .env_remove("RUST_LOG")
+                .env_remove("HOLDQ_LOG")
+                .envs(env.iter().copied())
+                .stderr(file);
+        })
+        .await
+    }
+
+    async fn launch(
+        port: u16,
+        data_dir: &Path,
+        database_url: &str,
+        failpoint: Option<&str>,
+        config: Option<&Path>,
+        output: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdq"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--database-url", database_url])
             .env_remove("HOLDQ_FAILPOINT")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
+        output(&mut cmd);
         if let Some(f) = failpoint {
             cmd.env("HOLDQ_FAILPOINT", f);
         }
@@ -91,6 +122,14 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The stable index on disk and whether every version it names has its
