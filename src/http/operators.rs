@@ -11,8 +11,10 @@ use super::{ApiError, Entry, entry};
 use crate::domain::passmark::PassMark;
 use crate::service::App;
 use crate::service::authz::Action;
-use crate::service::operators::{self, OperatorError, PlatformView, WorkerView};
-use crate::service::passmark::{self, PassMarkChange, PassMarkServiceError, Simulation};
+use crate::service::operators::{self, OperatorError, PlatformView, Retried, WorkerView};
+use crate::service::passmark::{
+    self, PassMarkChange, PassMarkServiceError, PassMarkSet, Simulation,
+};
 
 pub(super) fn routes() -> Vec<Entry> {
     use Action::*;
@@ -115,19 +117,13 @@ struct SetBody {
     why: String,
 }
 
-#[derive(serde::Serialize)]
-struct SetAnswer {
-    change: PassMarkChange,
-    passmark: PassMark,
-}
-
 async fn set_passmark(
     State(app): State<App>,
     Authenticated(user): Authenticated,
     Json(body): Json<SetBody>,
-) -> Result<Json<SetAnswer>, ApiError> {
+) -> Result<Json<PassMarkSet>, ApiError> {
     let (change, passmark) = passmark::set(&app, &user, &body.key, &body.value, &body.why).await?;
-    Ok(Json(SetAnswer { change, passmark }))
+    Ok(Json(PassMarkSet { change, passmark }))
 }
 
 async fn passmark_history(
@@ -180,9 +176,9 @@ async fn retry_upload(
     Authenticated(user): Authenticated,
     Path(id): Path<i64>,
     Json(body): Json<RetryBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let retried = operators::retry(&app, &user, id, body.check.as_deref()).await?;
-    Ok(Json(serde_json::json!({ "retried": retried })))
+    Ok(Json(Retried { retried }))
 }
 
 async fn list_platforms(

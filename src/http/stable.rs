@@ -10,7 +10,7 @@ use super::auth::Authenticated;
 use super::{ApiError, Entry, entry};
 use crate::service::App;
 use crate::service::authz::Action;
-use crate::service::obsolete::{self, ObsoleteOutcome};
+use crate::service::obsolete::{self, Dependents, ObsoleteOutcome};
 use crate::service::stable::{self, PackageView, StableError};
 
 pub(super) fn routes() -> Vec<Entry> {
@@ -100,11 +100,13 @@ async fn list_dependents(
     State(app): State<App>,
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<DependentsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Dependents>, ApiError> {
     let dependents = stable::dependents_of(&app, &name, q.transitive).await?;
-    Ok(Json(
-        serde_json::json!({ "package": name, "transitive": q.transitive, "dependents": dependents }),
-    ))
+    Ok(Json(Dependents {
+        package: name,
+        transitive: q.transitive,
+        dependents,
+    }))
 }
 
 #[derive(serde::Deserialize)]

@@ -31,6 +31,16 @@ pub struct ObsoleteOutcome {
     pub removed: Vec<String>,
 }
 
+/// The stable dependents of a package, as `GET /packages/{name}/dependents`
+/// answers them: what an obsolescence would pin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dependents {
+    pub package: String,
+    /// Whether indirect dependents are listed too.
+    pub transitive: bool,
+    pub dependents: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObsoleteError {
     #[error("no stable package {0:?}")]

@@ -152,18 +152,16 @@ pub async fn retry(
         return Err(OperatorError::NotChecking(upload_id));
     }
     let rows = db::checks::of_upload(&mut tx, upload_id).await?;
-    let label_of = |c: &db::checks::CheckRow| {
-        if c.platform.is_empty() {
-            c.kind.clone()
-        } else {
-            format!("{}@{}", c.kind, c.platform)
-        }
-    };
-    let failed: Vec<&db::checks::CheckRow> = rows
+    let mut failed: Vec<(&db::checks::CheckRow, String)> = Vec::new();
+    for c in rows
         .iter()
         .filter(|c| c.state == "failed" && !c.platform.is_empty())
-        .filter(|c| label.is_none_or(|l| l == label_of(c)))
-        .collect();
+    {
+        let of = super::queue::row_label(c)?;
+        if label.is_none_or(|l| l == of) {
+            failed.push((c, of));
+        }
+    }
     if failed.is_empty() {
         return Err(OperatorError::NoFailedCheck {
             id: upload_id,
@@ -171,7 +169,7 @@ pub async fn retry(
         });
     }
     // A platform's checks run as one chain: reset the chain from its build.
-    let mut platforms: Vec<&str> = failed.iter().map(|c| c.platform.as_str()).collect();
+    let mut platforms: Vec<&str> = failed.iter().map(|(c, _)| c.platform.as_str()).collect();
     platforms.dedup();
     let mut builds = Vec::new();
     for platform in &platforms {
@@ -198,7 +196,13 @@ pub async fn retry(
     for (platform, id, attempts, failures) in &builds {
         checks::enqueue_check(app, platform, *id, *attempts, *failures).await?;
     }
-    Ok(failed.iter().map(|c| label_of(c)).collect())
+    Ok(failed.into_iter().map(|(_, label)| label).collect())
+}
+
+/// The checks an operator's retry runs again, by label.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Retried {
+    pub retried: Vec<String>,
 }
 
 /// A platform as `holdq platform` shows it.

@@ -67,6 +67,13 @@ pub struct PassMarkChange {
     pub why: String,
 }
 
+/// A change of the pass mark and the pass mark it made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PassMarkSet {
+    pub change: PassMarkChange,
+    pub passmark: PassMark,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PassMarkServiceError {
     #[error(transparent)]

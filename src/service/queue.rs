@@ -7,6 +7,7 @@ use super::authz::{self, Action, AuthzError, Denied};
 use super::format_time;
 use super::users::User;
 use crate::db::{self, Db, uploads::UploadRow};
+use crate::domain::check::{self, CheckKind};
 use crate::domain::{Manifest, UploadState};
 
 /// An upload as the API and the command line show it.
@@ -56,7 +57,7 @@ pub struct EmailView {
 /// One check of an upload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckView {
-    pub kind: String,
+    pub kind: CheckKind,
     pub platform: String,
     pub state: String,
     pub weight: f64,
@@ -105,6 +106,25 @@ impl From<AuthzError> for QueueError {
             AuthzError::Db(e) => Self::Db(e),
         }
     }
+}
+
+impl CheckView {
+    /// `build@linux-x86_64`, or `resolve`.
+    pub fn label(&self) -> String {
+        check::label(self.kind, &self.platform)
+    }
+}
+
+/// The kind of a check row; one this build does not know (a newer
+/// server's) is an error that names it.
+fn row_kind(c: &db::checks::CheckRow) -> Result<CheckKind, sqlx::Error> {
+    CheckKind::parse(&c.kind)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown check kind {:?}", c.kind).into()))
+}
+
+/// The label of a check row (`domain::check::label`).
+pub(crate) fn row_label(c: &db::checks::CheckRow) -> Result<String, sqlx::Error> {
+    Ok(check::label(row_kind(c)?, &c.platform))
 }
 
 impl UploadView {
@@ -221,16 +241,16 @@ pub async fn list_queue(
         } else {
             open.iter()
                 .map(|c| {
-                    let label = format!("{}@{}", c.kind, c.platform);
-                    if c.state == "running" {
+                    let label = row_label(c)?;
+                    Ok(if c.state == "running" {
                         format!("{label} (running)")
                     } else if paused.contains(&c.platform) {
                         format!("{label} (platform paused)")
                     } else {
                         format!("{label} (waiting for a worker)")
-                    }
+                    })
                 })
-                .collect()
+                .collect::<Result<_, sqlx::Error>>()?
         };
         let package_id = row.package_id;
         let mut view = UploadView::from_row(row, Some(i as i64 + 1));
@@ -295,19 +315,21 @@ pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, Q
     let mut view = UploadView::from_row(row, position);
     view.checks = checks
         .into_iter()
-        .map(|c| CheckView {
-            kind: c.kind,
-            platform: c.platform,
-            state: c.state,
-            weight: c.weight,
-            required: c.required != 0,
-            attempts: c.attempts,
-            duration_ms: c.duration_ms,
-            summary: c.summary,
-            log: c.log.filter(|l| !l.is_empty()),
-            metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        .map(|c| {
+            Ok(CheckView {
+                kind: row_kind(&c)?,
+                platform: c.platform,
+                state: c.state,
+                weight: c.weight,
+                required: c.required != 0,
+                attempts: c.attempts,
+                duration_ms: c.duration_ms,
+                summary: c.summary,
+                log: c.log.filter(|l| !l.is_empty()),
+                metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            })
         })
-        .collect();
+        .collect::<Result<_, sqlx::Error>>()?;
     view.verdict = verdict.map(|v| {
         let summary: serde_json::Value = serde_json::from_str(&v.summary).unwrap_or_default();
         VerdictView {
