@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod events;
+pub mod metrics;
 pub mod operators;
 pub mod outbox;
 pub mod packages;

@@ -7,10 +7,12 @@ mod fixtures;
 pub mod graph;
 pub mod manifest;
 pub mod name;
+pub mod package;
 pub mod passmark;
 pub mod resolve;
 pub mod upload;
 
 pub use manifest::{Maintainer, Manifest, ManifestError};
 pub use name::{InvalidName, PackageName};
+pub use package::PackageState;
 pub use upload::UploadState;

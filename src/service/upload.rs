@@ -14,7 +14,7 @@ use super::App;
 use super::authz::{self, Action, Denied};
 use super::users::User;
 use crate::db::{self, events::NewEvent, uploads::NewUpload};
-use crate::domain::{Manifest, UploadState};
+use crate::domain::{Manifest, PackageState, UploadState};
 use crate::storage::archive::ArchiveError;
 use crate::storage::receive::{self, ReceiveError};
 
@@ -192,10 +192,10 @@ async fn queue_upload(
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
         .await?
         .ok_or_else(|| anyhow::anyhow!("package {name} vanished inside its transaction"))?;
-    match package.state.as_str() {
-        "obsolete" => return Err(UploadError::Obsolete { name: name.into() }),
-        "removed" => return Err(UploadError::Removed { name: name.into() }),
-        _ => {}
+    match package.state {
+        PackageState::Obsolete => return Err(UploadError::Obsolete { name: name.into() }),
+        PackageState::Removed => return Err(UploadError::Removed { name: name.into() }),
+        PackageState::Active => {}
     }
     if created {
         db::packages::add_owner(&mut tx, package.id, user.id).await?;
