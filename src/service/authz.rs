@@ -210,16 +210,18 @@ pub struct Account {
 }
 
 impl Account {
+    /// What the policy lets `user` do.
     pub fn of(user: User) -> Self {
-        let on = |owned| {
-            let user = &user;
-            move |a: &Action| authorize(Some(user), *a, Some(Package { name: "", owned })).is_ok()
+        let allowed = |owned: bool| -> Vec<Action> {
+            let package = Some(Package { name: "", owned });
+            Action::ALL
+                .into_iter()
+                .filter(|a| authorize(Some(&user), *a, package).is_ok())
+                .collect()
         };
-        let may: Vec<Action> = Action::ALL.iter().copied().filter(on(false)).collect();
-        let may_on_owned_packages = Action::ALL
-            .iter()
-            .copied()
-            .filter(on(true))
+        let may = allowed(false);
+        let may_on_owned_packages = allowed(true)
+            .into_iter()
             .filter(|a| !may.contains(a))
             .collect();
         Self {
