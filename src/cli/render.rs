@@ -153,7 +153,11 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
     }
     println!("  sha256:      {}", u.sha256);
     println!("  size:        {} bytes", u.size_bytes);
-    println!("  maintainers: {}", u.maintainers.join(", "));
+    if u.maintainers.is_empty() {
+        println!("  maintainers: (shown to the package's owners and operators)");
+    } else {
+        println!("  maintainers: {}", u.maintainers.join(", "));
+    }
     println!("  uploaded:    {}", u.created_at);
     if let Some(v) = &u.verdict {
         let word = if v.accepted { "accepted" } else { "rejected" };
