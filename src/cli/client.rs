@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::ClientArgs;
-use crate::service::obsolete::ObsoleteOutcome;
+use crate::service::obsolete::{Dependents, ObsoleteOutcome};
 use crate::service::queue::UploadView;
 use crate::service::stable::PackageView;
 
@@ -152,11 +152,7 @@ impl Client {
         self.decode(resp).await.map(Some)
     }
 
-    pub async fn dependents(
-        &self,
-        name: &str,
-        transitive: bool,
-    ) -> anyhow::Result<serde_json::Value> {
+    pub async fn dependents(&self, name: &str, transitive: bool) -> anyhow::Result<Dependents> {
         self.send(self.request(
             reqwest::Method::GET,
             &format!("/packages/{name}/dependents?transitive={transitive}"),
@@ -203,28 +199,33 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, &path)).await
     }
 
-    /// A GET of any API path, as JSON.
-    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+    /// A GET of an API path, decoded as the view `T` the server answers.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
-    /// A POST or PUT of a JSON body; an empty answer is `null`.
-    pub async fn send_json(
+    /// A POST or PUT of a JSON body, decoded as the view `T`.
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: serde_json::Value,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<T> {
+        self.send(self.request(method, path).json(&body)).await
+    }
+
+    /// A POST of a JSON body whose answer is empty (204) on success.
+    pub async fn post_no_content(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
         let resp = self
-            .request(method, path)
+            .request(reqwest::Method::POST, path)
             .json(&body)
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        if resp.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(serde_json::Value::Null);
+        if resp.status().is_success() {
+            return Ok(());
         }
-        self.decode(resp).await
+        self.decode::<serde_json::Value>(resp).await.map(|_| ())
     }
 
     pub async fn upload_status(&self, id: i64) -> anyhow::Result<UploadView> {

@@ -13,10 +13,14 @@ use super::{
 };
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
+use crate::domain::passmark::PassMark;
+use crate::service::operators::{PlatformView, Retried, WorkerView};
+use crate::service::passmark::{PassMarkChange, PassMarkSet, Simulation};
 use crate::service::users::Role;
 use crate::service::{self, App, scheduler};
 use crate::storage::archive::ArchiveLimits;
 
+/// Runs one command: each has a function of its own below.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { server } => serve(&server).await,
@@ -47,111 +51,27 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
-        Command::Upload { files, client } => {
-            let api = Client::new(&client)?;
-            for file in &files {
-                let receipt = api.upload(file).await?;
-                render::receipt(&receipt, client.json)?;
-            }
-            Ok(())
-        }
+        Command::Upload { files, client } => upload(&files, &client).await,
         Command::Queue { platform, client } => render::queue(
             &Client::new(&client)?.queue(platform.as_deref()).await?,
             client.json,
         ),
         Command::Passmark { command, client } => passmark(command, &client).await,
         Command::Workers { client } => {
-            let list = Client::new(&client)?.get_json("/workers").await?;
-            render::json_or(&list, client.json, |l| {
-                let workers = l.as_array().cloned().unwrap_or_default();
-                if workers.is_empty() {
-                    println!("no worker has beaten in the last minute");
-                }
-                for w in workers {
-                    let doing = w["current_check"]
-                        .as_i64()
-                        .map(|c| format!("running check {c}"))
-                        .unwrap_or_else(|| "idle".into());
-                    println!(
-                        "{:<16} {:<48} {:<12} last heartbeat {}",
-                        w["platform"].as_str().unwrap_or_default(),
-                        w["name"].as_str().unwrap_or_default(),
-                        doing,
-                        w["last_heartbeat"].as_str().unwrap_or_default()
-                    );
-                }
-            })
+            let list: Vec<WorkerView> = Client::new(&client)?.get("/workers").await?;
+            render::workers(&list, client.json)
         }
         Command::Cancel {
             upload,
             why,
             client,
-        } => {
-            Client::new(&client)?
-                .send_json(
-                    reqwest::Method::POST,
-                    &format!("/uploads/{upload}/cancel"),
-                    serde_json::json!({ "why": why }),
-                )
-                .await?;
-            println!("upload {upload} cancelled; its maintainers will be told");
-            Ok(())
-        }
+        } => cancel(upload, &why, &client).await,
         Command::Retry {
             upload,
             check,
             client,
-        } => {
-            let answer = Client::new(&client)?
-                .send_json(
-                    reqwest::Method::POST,
-                    &format!("/uploads/{upload}/retry"),
-                    serde_json::json!({ "check": check }),
-                )
-                .await?;
-            render::json_or(&answer, client.json, |a| {
-                for c in a["retried"].as_array().into_iter().flatten() {
-                    println!("retrying {}", c.as_str().unwrap_or_default());
-                }
-            })
-        }
-        Command::Platform { command, client } => {
-            let api = Client::new(&client)?;
-            let answer = match command {
-                PlatformCommand::List => api.get_json("/platforms").await?,
-                PlatformCommand::Pause { name } => {
-                    api.send_json(
-                        reqwest::Method::POST,
-                        &format!("/platforms/{name}/pause"),
-                        serde_json::json!({}),
-                    )
-                    .await?
-                }
-                PlatformCommand::Resume { name } => {
-                    api.send_json(
-                        reqwest::Method::POST,
-                        &format!("/platforms/{name}/resume"),
-                        serde_json::json!({}),
-                    )
-                    .await?
-                }
-            };
-            render::json_or(&answer, client.json, |a| {
-                let list = a.as_array().cloned().unwrap_or_else(|| vec![a.clone()]);
-                for p in list {
-                    let state = if p["paused"].as_bool().unwrap_or(false) {
-                        "paused"
-                    } else {
-                        "running"
-                    };
-                    println!(
-                        "{:<24} {state:<8} {} local workers",
-                        p["name"].as_str().unwrap_or_default(),
-                        p["local_workers"]
-                    );
-                }
-            })
-        }
+        } => retry(upload, check, &client).await,
+        Command::Platform { command, client } => platform(command, &client).await,
         Command::Status { target, client } => status(target, &client).await,
         Command::Obsolete {
             name,
@@ -160,23 +80,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             dry_run,
             undo,
             client,
-        } => {
-            let api = Client::new(&client)?;
-            if undo {
-                api.undo_obsolete(&name).await?;
-                println!("{name} is no longer obsolete; its dependents' pins are lifted");
-                return Ok(());
-            }
-            let outcome = api
-                .obsolete(
-                    &name,
-                    reason.as_deref().unwrap_or_default(),
-                    replacement.as_deref(),
-                    dry_run,
-                )
-                .await?;
-            render::obsolete(&outcome, client.json)
-        }
+        } => obsolete(&name, reason, replacement, dry_run, undo, &client).await,
         Command::Dependents {
             name,
             transitive,
@@ -197,33 +101,118 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Mail {
             command: MailCommand::Test { email },
             server,
-        } => {
-            let app = App::open(load_config(&server)?).await?;
-            let sent = service::notify::send_samples(&app, &email).await?;
-            println!(
-                "sent {sent} sample emails to {email} through {:?}",
-                app.mailer
-            );
-            Ok(())
-        }
+        } => mail_test(&email, &server).await,
         Command::Owner { command, server } => {
             let db = open_db(&server).await?;
-            let result = match command {
-                OwnerCommand::Add { name, email } => {
-                    service::owners::add_owner(&db, &name, &email).await?;
-                    println!("{email} now owns {name}");
-                    Ok(())
-                }
-                OwnerCommand::Remove { name, email } => {
-                    service::owners::remove_owner(&db, &name, &email).await?;
-                    println!("{email} no longer owns {name}");
-                    Ok(())
-                }
-            };
+            let result = owner(&db, command).await;
             db.close().await;
             result
         }
     }
+}
+
+async fn upload(files: &[std::path::PathBuf], client: &ClientArgs) -> anyhow::Result<()> {
+    let api = Client::new(client)?;
+    for file in files {
+        let receipt = api.upload(file).await?;
+        render::receipt(&receipt, client.json)?;
+    }
+    Ok(())
+}
+
+async fn cancel(upload: i64, why: &str, client: &ClientArgs) -> anyhow::Result<()> {
+    Client::new(client)?
+        .post_no_content(
+            &format!("/uploads/{upload}/cancel"),
+            serde_json::json!({ "why": why }),
+        )
+        .await?;
+    println!("upload {upload} cancelled; its maintainers will be told");
+    Ok(())
+}
+
+async fn retry(upload: i64, check: Option<String>, client: &ClientArgs) -> anyhow::Result<()> {
+    let answer: Retried = Client::new(client)?
+        .call(
+            reqwest::Method::POST,
+            &format!("/uploads/{upload}/retry"),
+            serde_json::json!({ "check": check }),
+        )
+        .await?;
+    render::json_or(&answer, client.json, |a| {
+        for label in &a.retried {
+            println!("retrying {label}");
+        }
+    })
+}
+
+async fn platform(command: PlatformCommand, client: &ClientArgs) -> anyhow::Result<()> {
+    let api = Client::new(client)?;
+    let (name, verb) = match command {
+        PlatformCommand::List => {
+            let list: Vec<PlatformView> = api.get("/platforms").await?;
+            return render::platforms(&list, client.json);
+        }
+        PlatformCommand::Pause { name } => (name, "pause"),
+        PlatformCommand::Resume { name } => (name, "resume"),
+    };
+    let changed: PlatformView = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/platforms/{name}/{verb}"),
+            serde_json::json!({}),
+        )
+        .await?;
+    render::platforms(&[changed], client.json)
+}
+
+async fn obsolete(
+    name: &str,
+    reason: Option<String>,
+    replacement: Option<String>,
+    dry_run: bool,
+    undo: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<()> {
+    let api = Client::new(client)?;
+    if undo {
+        api.undo_obsolete(name).await?;
+        println!("{name} is no longer obsolete; its dependents' pins are lifted");
+        return Ok(());
+    }
+    let outcome = api
+        .obsolete(
+            name,
+            reason.as_deref().unwrap_or_default(),
+            replacement.as_deref(),
+            dry_run,
+        )
+        .await?;
+    render::obsolete(&outcome, client.json)
+}
+
+async fn mail_test(email: &str, server: &ServerArgs) -> anyhow::Result<()> {
+    let app = App::open(load_config(server)?).await?;
+    let sent = service::notify::send_samples(&app, email).await?;
+    println!(
+        "sent {sent} sample emails to {email} through {:?}",
+        app.mailer
+    );
+    Ok(())
+}
+
+async fn owner(db: &Db, command: OwnerCommand) -> anyhow::Result<()> {
+    match command {
+        OwnerCommand::Add { name, email } => {
+            service::owners::add_owner(db, &name, &email).await?;
+            println!("{email} now owns {name}");
+        }
+        OwnerCommand::Remove { name, email } => {
+            service::owners::remove_owner(db, &name, &email).await?;
+            println!("{email} no longer owns {name}");
+        }
+    }
+    Ok(())
 }
 
 fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
@@ -242,7 +231,6 @@ async fn open_db(args: &ServerArgs) -> anyhow::Result<Db> {
 }
 
 async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
-    init_tracing("info");
     let config = load_config(args)?;
     tracing::debug!(config = ?config, "configuration");
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -255,31 +243,13 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         platforms = ?app.config.platforms.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         "holdq started"
     );
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    // Finish what a crash interrupted before taking new work.
-    scheduler::reconcile(&app).await?;
-    let mut tasks = vec![
-        scheduler::spawn_scheduler(&app, shutdown.clone()),
-        scheduler::spawn_email_worker(&app, shutdown.clone()),
-        scheduler::spawn_decide_worker(&app, shutdown.clone()),
-    ];
-    for platform in &app.config.platforms {
-        tasks.extend(scheduler::spawn_workers(
-            &app,
-            platform,
-            platform.local_workers,
-            shutdown.clone(),
-        ));
-    }
+    let background = service::server::start(&app).await?;
     let result = tokio::select! {
         result = crate::http::serve(listener, app.clone()) => result,
         _ = stop_signal() => Ok(()),
     };
     tracing::info!("shutting down");
-    shutdown.cancel();
-    for task in tasks {
-        let _ = task.await;
-    }
+    background.stop().await;
     app.db.close().await;
     result
 }
@@ -294,7 +264,6 @@ async fn worker(
     count: u32,
     remote: Option<(String, String)>,
 ) -> anyhow::Result<()> {
-    init_tracing("info");
     let mut config = load_config(args)?;
     if config.platform(platform).is_none() {
         let name = crate::domain::PackageName::parse(platform)
@@ -325,14 +294,24 @@ async fn worker(
                 token,
                 &config.data_dir.join("cache"),
             )?;
-            let me = store.whoami().await?;
-            if me["is_worker"] != true && me["is_operator"] != true {
+            // The server's policy says what the token may do; a worker
+            // needs every upload's archive.
+            let me: crate::service::authz::Account = serde_json::from_value(store.whoami().await?)
+                .context("the server's answer to GET /api/v1/me")?;
+            if !me
+                .may
+                .contains(&crate::service::authz::Action::FetchUploadArchive)
+            {
                 anyhow::bail!(
-                    "the token belongs to {}, who is neither a worker nor an operator; make one with `holdq user add EMAIL --worker`",
-                    me["email"]
+                    "the token of user {} may not fetch upload archives; make a worker's token with `holdq user add EMAIL --worker`",
+                    me.user.id
                 );
             }
-            tracing::info!(server = store.server(), account = %me["email"], "fetching archives from the server");
+            tracing::info!(
+                server = store.server(),
+                user.id = me.user.id,
+                "fetching archives from the server"
+            );
             Some(std::sync::Arc::new(store))
         }
         None => None,
@@ -362,15 +341,6 @@ async fn stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
-}
-
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn pack(dir: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<()> {
@@ -461,44 +431,26 @@ async fn passmark(command: PassmarkCommand, args: &ClientArgs) -> anyhow::Result
     let api = Client::new(args)?;
     match command {
         PassmarkCommand::Show => {
-            let mark = api.get_json("/passmark").await?;
+            let mark: PassMark = api.get("/passmark").await?;
             render::json_or(&mark, args.json, |m| {
                 println!("{}", serde_json::to_string_pretty(m).unwrap_or_default())
             })
         }
         PassmarkCommand::Set { key, value, why } => {
-            let answer = api
-                .send_json(
+            let answer: PassMarkSet = api
+                .call(
                     reqwest::Method::PUT,
                     "/passmark",
                     serde_json::json!({ "key": key, "value": value, "why": why }),
                 )
                 .await?;
             render::json_or(&answer, args.json, |a| {
-                let c = &a["change"];
-                println!(
-                    "{}: {} -> {}",
-                    c["key"].as_str().unwrap_or_default(),
-                    c["old"].as_str().unwrap_or_default(),
-                    c["new"].as_str().unwrap_or_default()
-                );
+                println!("{}: {} -> {}", a.change.key, a.change.old, a.change.new);
             })
         }
         PassmarkCommand::History => {
-            let list = api.get_json("/passmark/history").await?;
-            render::json_or(&list, args.json, |l| {
-                for c in l.as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {}  {}: {} -> {}  ({})",
-                        c["at"].as_str().unwrap_or_default(),
-                        c["by"].as_str().unwrap_or("-"),
-                        c["key"].as_str().unwrap_or_default(),
-                        c["old"].as_str().unwrap_or_default(),
-                        c["new"].as_str().unwrap_or_default(),
-                        c["why"].as_str().unwrap_or_default()
-                    );
-                }
-            })
+            let list: Vec<PassMarkChange> = api.get("/passmark/history").await?;
+            render::passmark_history(&list, args.json)
         }
         PassmarkCommand::Simulate { changes, since } => {
             anyhow::ensure!(changes.len() % 2 == 0, "simulate takes KEY VALUE pairs");
@@ -506,40 +458,14 @@ async fn passmark(command: PassmarkCommand, args: &ClientArgs) -> anyhow::Result
                 .chunks(2)
                 .map(|c| (c[0].clone(), c[1].clone()))
                 .collect();
-            let answer = api
-                .send_json(
+            let answer: Simulation = api
+                .call(
                     reqwest::Method::POST,
                     "/passmark/simulate",
                     serde_json::json!({ "changes": pairs, "since": since }),
                 )
                 .await?;
-            render::json_or(&answer, args.json, |a| {
-                let flips = a["flips"].as_array().cloned().unwrap_or_default();
-                println!(
-                    "{} past verdicts re-scored; {} would change",
-                    a["considered"],
-                    flips.len()
-                );
-                for f in flips {
-                    let word = |b: &serde_json::Value| {
-                        if b.as_bool().unwrap_or(false) {
-                            "accepted"
-                        } else {
-                            "rejected"
-                        }
-                    };
-                    println!(
-                        "  upload {} {} {}: {} ({:.2}) -> {} ({:.2})",
-                        f["upload_id"],
-                        f["name"].as_str().unwrap_or_default(),
-                        f["version"].as_str().unwrap_or_default(),
-                        word(&f["accepted_before"]),
-                        f["score_before"].as_f64().unwrap_or_default(),
-                        word(&f["accepted_after"]),
-                        f["score_after"].as_f64().unwrap_or_default()
-                    );
-                }
-            })
+            render::simulation(&answer, args.json)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+pub mod logging;
 mod render;
 
 use std::path::PathBuf;
@@ -16,6 +17,16 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How `serve` and `worker` write their log (on stderr); `HOLDQ_LOG` or
+    /// `RUST_LOG` sets its filter (default: `warn,holdq=info`).
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDQ_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +301,9 @@ pub fn main() -> ExitCode {
     };
     if let Some(status) = status {
         return ExitCode::from(u8::try_from(status).unwrap_or(1));
+    }
+    if matches!(cli.command, Command::Serve { .. } | Command::Worker { .. }) {
+        logging::init(cli.log_format);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,6 +1,9 @@
 //! How client commands print: a table or lines for people, JSON with `--json`.
 
 use super::client::Receipt;
+use crate::service::obsolete::Dependents;
+use crate::service::operators::{PlatformView, WorkerView};
+use crate::service::passmark::{PassMarkChange, Simulation};
 use crate::service::queue::UploadView;
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -23,16 +26,85 @@ pub fn receipt(r: &Receipt, json: bool) -> anyhow::Result<()> {
 }
 
 /// JSON with `--json`, else what `text` prints.
-pub fn json_or(
-    value: &serde_json::Value,
+pub fn json_or<T: serde::Serialize>(
+    value: &T,
     json: bool,
-    text: impl FnOnce(&serde_json::Value),
+    text: impl FnOnce(&T),
 ) -> anyhow::Result<()> {
     if json {
         return print_json(value);
     }
     text(value);
     Ok(())
+}
+
+pub fn workers(list: &[WorkerView], json: bool) -> anyhow::Result<()> {
+    json_or(&list, json, |list| {
+        if list.is_empty() {
+            println!("no worker has beaten in the last minute");
+        }
+        for w in list.iter() {
+            let doing = w
+                .current_check
+                .map(|c| format!("running check {c}"))
+                .unwrap_or_else(|| "idle".into());
+            println!(
+                "{:<16} {:<48} {:<12} last heartbeat {}",
+                w.platform, w.name, doing, w.last_heartbeat
+            );
+        }
+    })
+}
+
+pub fn platforms(list: &[PlatformView], json: bool) -> anyhow::Result<()> {
+    json_or(&list, json, |list| {
+        for p in list.iter() {
+            let state = if p.paused { "paused" } else { "running" };
+            println!(
+                "{:<24} {state:<8} {} local workers",
+                p.name, p.local_workers
+            );
+        }
+    })
+}
+
+pub fn passmark_history(list: &[PassMarkChange], json: bool) -> anyhow::Result<()> {
+    json_or(&list, json, |list| {
+        for c in list.iter() {
+            println!(
+                "{}  {}  {}: {} -> {}  ({})",
+                c.at,
+                c.by.as_deref().unwrap_or("-"),
+                c.key,
+                c.old,
+                c.new,
+                c.why
+            );
+        }
+    })
+}
+
+pub fn simulation(s: &Simulation, json: bool) -> anyhow::Result<()> {
+    json_or(s, json, |s| {
+        println!(
+            "{} past verdicts re-scored; {} would change",
+            s.considered,
+            s.flips.len()
+        );
+        let word = |accepted: bool| if accepted { "accepted" } else { "rejected" };
+        for f in &s.flips {
+            println!(
+                "  upload {} {} {}: {} ({:.2}) -> {} ({:.2})",
+                f.upload_id,
+                f.name,
+                f.version,
+                word(f.accepted_before),
+                f.score_before,
+                word(f.accepted_after),
+                f.score_after
+            );
+        }
+    })
 }
 
 pub fn queue(uploads: &[UploadView], json: bool) -> anyhow::Result<()> {
@@ -81,7 +153,11 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
     }
     println!("  sha256:      {}", u.sha256);
     println!("  size:        {} bytes", u.size_bytes);
-    println!("  maintainers: {}", u.maintainers.join(", "));
+    if u.maintainers.is_empty() {
+        println!("  maintainers: (shown to the package's owners and operators)");
+    } else {
+        println!("  maintainers: {}", u.maintainers.join(", "));
+    }
     println!("  uploaded:    {}", u.created_at);
     if let Some(v) = &u.verdict {
         let word = if v.accepted { "accepted" } else { "rejected" };
@@ -106,20 +182,17 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
             .as_deref()
             .map(|m| format!(" (last error: {m})"))
             .unwrap_or_default();
-        println!(
-            "  email:       {} to {}: {}{when}{why}",
-            e.kind, e.to, e.state
-        );
+        let to =
+            e.to.as_deref()
+                .map(|to| format!(" to {to}"))
+                .unwrap_or_default();
+        println!("  email:       {}{to}: {}{when}{why}", e.kind, e.state);
     }
     if !u.checks.is_empty() {
         println!("  checks:");
     }
     for c in &u.checks {
-        let label = if c.platform.is_empty() {
-            c.kind.clone()
-        } else {
-            format!("{}@{}", c.kind, c.platform)
-        };
+        let label = c.label();
         let took = c
             .duration_ms
             .map(|ms| format!(" ({:.1}s)", ms as f64 / 1000.0))
@@ -192,21 +265,15 @@ pub fn obsolete(o: &crate::service::obsolete::ObsoleteOutcome, json: bool) -> an
     Ok(())
 }
 
-pub fn dependents(list: &serde_json::Value, json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(list);
-    }
-    let names = list["dependents"].as_array().cloned().unwrap_or_default();
-    if names.is_empty() {
-        println!(
-            "nothing depends on {}",
-            list["package"].as_str().unwrap_or_default()
-        );
-    }
-    for n in names {
-        println!("{}", n.as_str().unwrap_or_default());
-    }
-    Ok(())
+pub fn dependents(list: &Dependents, json: bool) -> anyhow::Result<()> {
+    json_or(list, json, |list| {
+        if list.dependents.is_empty() {
+            println!("nothing depends on {}", list.package);
+        }
+        for name in &list.dependents {
+            println!("{name}");
+        }
+    })
 }
 
 pub fn package(

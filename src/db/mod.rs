@@ -8,6 +8,7 @@ pub mod assumptions;
 pub mod checks;
 pub mod events;
 pub mod groups;
+pub mod metrics;
 pub mod operators;
 pub mod outbox;
 pub mod packages;

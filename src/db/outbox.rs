@@ -57,6 +57,18 @@ pub async fn due(conn: &mut Conn) -> sqlx::Result<Vec<(i64, i64)>> {
     .await
 }
 
+/// Makes every pending email due now, its backoff cut short (after the
+/// cause of its failures was fixed); returns how many.
+pub async fn make_pending_due(conn: &mut Conn) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $1 WHERE state = 'pending' AND next_attempt_at > $1",
+    )
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Marks a pending email sent; false when it was not pending any more.
 pub async fn mark_sent(conn: &mut Conn, id: i64) -> sqlx::Result<bool> {
     let done = sqlx::query(

@@ -3,12 +3,14 @@
 use sqlx::FromRow;
 
 use super::{Conn, now_ms};
+use crate::domain::PackageState;
 
 #[derive(Clone, Debug, FromRow)]
 pub struct PackageRow {
     pub id: i64,
     pub name: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: PackageState,
     pub created_at: i64,
 }
 

@@ -2,6 +2,7 @@
 //! the obsolescence columns of packages.
 
 use super::{Conn, now_ms};
+use crate::domain::PackageState;
 
 /// A pin as stored: dependent, dependency, highest admitted version, and the
 /// dependent's own requirement when it was pinned.
@@ -46,7 +47,8 @@ pub async fn all(conn: &mut Conn) -> sqlx::Result<Vec<PinRow>> {
 pub struct ObsoleteRow {
     pub id: i64,
     pub name: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: PackageState,
     pub obsolete_reason: Option<String>,
     pub replacement: Option<String>,
     pub obsoleted_at: Option<i64>,

@@ -4,13 +4,15 @@
 use sqlx::FromRow;
 
 use super::{Conn, now_ms};
+use crate::domain::PackageState;
 
 /// One stable version, with its package's name and state.
 #[derive(Clone, Debug, FromRow)]
 pub struct StableRow {
     pub package_id: i64,
     pub name: String,
-    pub package_state: String,
+    #[sqlx(try_from = "String")]
+    pub package_state: PackageState,
     pub version: String,
     pub sha256: String,
     pub size_bytes: i64,

@@ -9,10 +9,12 @@ pub mod integrity;
 pub mod manifest;
 pub mod metadata;
 pub mod name;
+pub mod package;
 pub mod passmark;
 pub mod resolve;
 pub mod upload;
 
 pub use manifest::{Maintainer, Manifest, ManifestError};
 pub use name::{InvalidName, PackageName};
+pub use package::PackageState;
 pub use upload::UploadState;

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::service::authz::Denied;
 use crate::service::queue::QueueError;
 use crate::service::upload::UploadError;
 
@@ -62,6 +63,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        let status = match d {
+            Denied::SignInRequired => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, d.code(), d.to_string())
+    }
+}
+
 impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         use StatusCode as S;
@@ -74,8 +85,7 @@ impl From<UploadError> for ApiError {
             E::Archive(a) if a.is_too_large() => (S::PAYLOAD_TOO_LARGE, a.code()),
             E::Archive(a) => (S::BAD_REQUEST, a.code()),
             E::UnknownPlatform { .. } => (S::BAD_REQUEST, "unknown_platform"),
-            E::NotOwner { .. } => (S::FORBIDDEN, "not_owner"),
-            E::WorkerToken => (S::FORBIDDEN, "worker_token"),
+            E::Denied(d) => return d.clone().into(),
             E::Obsolete { .. } => (S::CONFLICT, "package_obsolete"),
             E::Removed { .. } => (S::CONFLICT, "package_removed"),
             E::VersionExists { .. } => (S::CONFLICT, "version_exists"),
@@ -98,8 +108,7 @@ impl From<crate::service::obsolete::ObsoleteError> for ApiError {
         use StatusCode as S;
         let (status, code) = match &e {
             E::NoSuchPackage(_) => (S::NOT_FOUND, "not_found"),
-            E::NotOwner(_) => (S::FORBIDDEN, "not_owner"),
-            E::NotOperator => (S::FORBIDDEN, "not_operator"),
+            E::Denied(d) => return d.clone().into(),
             E::ReasonRequired(_) => (S::BAD_REQUEST, "reason_required"),
             E::BadReplacement(_) | E::ReplacesItself => (S::BAD_REQUEST, "bad_replacement"),
             E::AlreadyObsolete(_) => (S::CONFLICT, "already_obsolete"),
@@ -123,9 +132,7 @@ impl From<QueueError> for ApiError {
             QueueError::NoSuchPackage(_) => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
-            QueueError::ArchiveNotAllowed(_) => {
-                Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
-            }
+            QueueError::Denied(d) => d.into(),
             QueueError::Db(e) => Self::internal(anyhow::Error::new(e)),
         }
     }

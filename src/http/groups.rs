@@ -1,22 +1,24 @@
 //! Upload groups: `POST /groups`, `GET /groups/{id}`, `POST /groups/{id}/submit`
 //! (members join with `POST /uploads?group=ID`).
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::ApiError;
 use super::auth::Authenticated;
+use super::{ApiError, Entry, entry};
 use crate::service::App;
+use crate::service::authz::Action;
 use crate::service::groups::{self, GroupError, GroupView};
 
-pub fn router() -> Router<App> {
-    Router::new()
-        .route("/groups", post(create_group))
-        .route("/groups/{id}", get(show_group))
-        .route("/groups/{id}/submit", post(submit_group))
+pub(super) fn routes() -> Vec<Entry> {
+    let a = Action::ManageGroups;
+    vec![
+        entry(Method::POST, "/api/v1/groups", a, create_group),
+        entry(Method::GET, "/api/v1/groups/{id}", a, show_group),
+        entry(Method::POST, "/api/v1/groups/{id}/submit", a, submit_group),
+    ]
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,7 +63,7 @@ impl From<GroupError> for ApiError {
             E::NotOpen { .. } => (S::CONFLICT, "group_not_open"),
             E::Empty(_) => (S::CONFLICT, "group_empty"),
             E::BadExpected(_) => (S::BAD_REQUEST, "bad_expected"),
-            E::WorkerToken => (S::FORBIDDEN, "worker_token"),
+            E::Denied(d) => return d.clone().into(),
             E::Internal(_) => {
                 let E::Internal(err) = e else { unreachable!() };
                 return Self::internal(err);

@@ -9,25 +9,75 @@ mod stable;
 mod uploads;
 
 use axum::Router;
-use axum::routing::get;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter};
 use tokio::net::TcpListener;
 
 use crate::service::App;
+use crate::service::authz::Action;
 
 pub use error::ApiError;
 
-/// Every route of the server.
+/// A route of the server and the action of the authorization policy
+/// (`service::authz`) that decides who may call it.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub method: Method,
+    /// As axum writes it, e.g. `/api/v1/uploads/{id}`.
+    pub path: &'static str,
+    pub action: Action,
+}
+
+/// A route with its handler: the router is built from these only, so no
+/// route exists without a policy decision.
+struct Entry {
+    route: Route,
+    handler: MethodRouter<App>,
+}
+
+/// A route `method path` handled by `handler`, which asks the policy about
+/// `action`.
+fn entry<H, T>(method: Method, path: &'static str, action: Action, handler: H) -> Entry
+where
+    H: Handler<T, App>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+    Entry {
+        route: Route {
+            method,
+            path,
+            action,
+        },
+        handler: axum::routing::on(filter, handler),
+    }
+}
+
+fn entries() -> Vec<Entry> {
+    let mut all = vec![
+        entry(Method::GET, "/healthz", Action::Monitor, health),
+        entry(Method::GET, "/metrics", Action::Monitor, metrics),
+    ];
+    all.extend(uploads::routes());
+    all.extend(groups::routes());
+    all.extend(stable::routes());
+    all.extend(operators::routes());
+    all
+}
+
+/// Every route of the server with the action that guards it.
+pub fn routes() -> Vec<Route> {
+    entries().into_iter().map(|e| e.route).collect()
+}
+
+/// The server's router: every route of [`routes`], and a 404 for the rest.
 pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/metrics", get(metrics))
-        .nest(
-            "/api/v1",
-            uploads::router()
-                .merge(groups::router())
-                .merge(stable::router())
-                .merge(operators::router()),
-        )
+    entries()
+        .into_iter()
+        .fold(Router::new(), |router, e| {
+            router.route(e.route.path, e.handler)
+        })
         .fallback(not_found)
         .with_state(app)
 }

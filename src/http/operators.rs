@@ -1,37 +1,73 @@
 //! Operator endpoints: the pass mark (show, set, history, simulate), queue
 //! controls (cancel, retry, pause, resume). Changes need an operator's token.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::ApiError;
 use super::auth::Authenticated;
+use super::{ApiError, Entry, entry};
 use crate::domain::passmark::PassMark;
 use crate::service::App;
-use crate::service::operators::{self, OperatorError, PlatformView, WorkerView};
-use crate::service::passmark::{self, PassMarkChange, PassMarkServiceError, Simulation};
+use crate::service::authz::Action;
+use crate::service::operators::{self, OperatorError, PlatformView, Retried, WorkerView};
+use crate::service::passmark::{
+    self, PassMarkChange, PassMarkServiceError, PassMarkSet, Simulation,
+};
 
-pub fn router() -> Router<App> {
-    Router::new()
-        .route("/passmark", get(show_passmark).put(set_passmark))
-        .route("/passmark/history", get(passmark_history))
-        .route("/passmark/simulate", post(simulate_passmark))
-        .route("/uploads/{id}/cancel", post(cancel_upload))
-        .route("/uploads/{id}/retry", post(retry_upload))
-        .route("/platforms", get(list_platforms))
-        .route("/workers", get(list_workers))
-        .route("/platforms/{name}/pause", post(pause_platform))
-        .route("/platforms/{name}/resume", post(resume_platform))
+pub(super) fn routes() -> Vec<Entry> {
+    use Action::*;
+    vec![
+        entry(Method::GET, "/api/v1/passmark", ReadQueue, show_passmark),
+        entry(Method::PUT, "/api/v1/passmark", TunePassMark, set_passmark),
+        entry(
+            Method::GET,
+            "/api/v1/passmark/history",
+            ReadQueue,
+            passmark_history,
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/passmark/simulate",
+            TunePassMark,
+            simulate_passmark,
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/uploads/{id}/cancel",
+            ControlQueue,
+            cancel_upload,
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/uploads/{id}/retry",
+            ControlQueue,
+            retry_upload,
+        ),
+        entry(Method::GET, "/api/v1/platforms", ReadQueue, list_platforms),
+        entry(Method::GET, "/api/v1/workers", ReadQueue, list_workers),
+        entry(
+            Method::POST,
+            "/api/v1/platforms/{name}/pause",
+            ControlPlatforms,
+            pause_platform,
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/platforms/{name}/resume",
+            ControlPlatforms,
+            resume_platform,
+        ),
+    ]
 }
 
 impl From<PassMarkServiceError> for ApiError {
     fn from(e: PassMarkServiceError) -> Self {
         match e {
-            PassMarkServiceError::NotOperator => {
-                Self::new(StatusCode::FORBIDDEN, "not_operator", e.to_string())
+            PassMarkServiceError::Denied(d) => d.into(),
+            PassMarkServiceError::BadSince(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
             }
             PassMarkServiceError::WhyRequired => {
                 Self::new(StatusCode::BAD_REQUEST, "why_required", e.to_string())
@@ -47,7 +83,7 @@ impl From<PassMarkServiceError> for ApiError {
 impl From<OperatorError> for ApiError {
     fn from(e: OperatorError) -> Self {
         let (status, code) = match &e {
-            OperatorError::NotOperator => (StatusCode::FORBIDDEN, "not_operator"),
+            OperatorError::Denied(d) => return d.clone().into(),
             OperatorError::NoSuchUpload(_) | OperatorError::NoSuchPlatform(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
@@ -67,25 +103,11 @@ impl From<OperatorError> for ApiError {
     }
 }
 
-fn require_operator(user: &crate::service::users::User) -> Result<(), ApiError> {
-    if user.is_operator {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_operator",
-            "only operators may do this",
-        ))
-    }
-}
-
 async fn show_passmark(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
 ) -> Result<Json<PassMark>, ApiError> {
-    Ok(Json(
-        passmark::current(&app).await.map_err(ApiError::internal)?,
-    ))
+    Ok(Json(passmark::show(&app, &user).await?))
 }
 
 #[derive(Deserialize)]
@@ -95,28 +117,20 @@ struct SetBody {
     why: String,
 }
 
-#[derive(serde::Serialize)]
-struct SetAnswer {
-    change: PassMarkChange,
-    passmark: PassMark,
-}
-
 async fn set_passmark(
     State(app): State<App>,
     Authenticated(user): Authenticated,
     Json(body): Json<SetBody>,
-) -> Result<Json<SetAnswer>, ApiError> {
+) -> Result<Json<PassMarkSet>, ApiError> {
     let (change, passmark) = passmark::set(&app, &user, &body.key, &body.value, &body.why).await?;
-    Ok(Json(SetAnswer { change, passmark }))
+    Ok(Json(PassMarkSet { change, passmark }))
 }
 
 async fn passmark_history(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
 ) -> Result<Json<Vec<PassMarkChange>>, ApiError> {
-    Ok(Json(
-        passmark::history(&app).await.map_err(ApiError::internal)?,
-    ))
+    Ok(Json(passmark::history(&app, &user).await?))
 }
 
 #[derive(Deserialize)]
@@ -132,18 +146,9 @@ async fn simulate_passmark(
     Authenticated(user): Authenticated,
     Json(body): Json<SimulateBody>,
 ) -> Result<Json<Simulation>, ApiError> {
-    require_operator(&user)?;
-    let since = match body.since.as_deref() {
-        None => None,
-        Some(s) => Some(humantime::parse_duration(s).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("since: {s:?} is not a duration such as 7d: {e}"),
-            )
-        })?),
-    };
-    Ok(Json(passmark::simulate(&app, &body.changes, since).await?))
+    Ok(Json(
+        passmark::simulate(&app, &user, &body.changes, body.since.as_deref()).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -171,20 +176,16 @@ async fn retry_upload(
     Authenticated(user): Authenticated,
     Path(id): Path<i64>,
     Json(body): Json<RetryBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let retried = operators::retry(&app, &user, id, body.check.as_deref()).await?;
-    Ok(Json(serde_json::json!({ "retried": retried })))
+    Ok(Json(Retried { retried }))
 }
 
 async fn list_platforms(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
 ) -> Result<Json<Vec<PlatformView>>, ApiError> {
-    Ok(Json(
-        operators::platforms(&app)
-            .await
-            .map_err(ApiError::internal)?,
-    ))
+    Ok(Json(operators::platforms(&app, &user).await?))
 }
 
 async fn pause_platform(
@@ -208,9 +209,7 @@ async fn resume_platform(
 /// `GET /workers`: the check workers seen in the last minute.
 async fn list_workers(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
 ) -> Result<Json<Vec<WorkerView>>, ApiError> {
-    Ok(Json(
-        operators::workers(&app).await.map_err(ApiError::internal)?,
-    ))
+    Ok(Json(operators::workers(&app, &user).await?))
 }

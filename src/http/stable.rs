@@ -1,28 +1,52 @@
 //! The stable repository, readable without a token: `GET /index`,
 //! `GET /packages/{name}`, `GET /packages/{name}/{version}/archive`.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 
-use super::ApiError;
 use super::auth::Authenticated;
+use super::{ApiError, Entry, entry};
 use crate::service::App;
-use crate::service::obsolete::{self, ObsoleteOutcome};
+use crate::service::authz::Action;
+use crate::service::obsolete::{self, Dependents, ObsoleteOutcome};
 use crate::service::stable::{self, PackageView, StableError};
 
-pub fn router() -> Router<App> {
-    Router::new()
-        .route("/index", get(show_index))
-        .route("/packages/{name}", get(show_package))
-        .route("/packages/{name}/dependents", get(list_dependents))
-        .route(
-            "/packages/{name}/obsolete",
-            post(obsolete_package).delete(undo_obsolescence),
-        )
-        .route("/packages/{name}/{version}/archive", get(download_archive))
+pub(super) fn routes() -> Vec<Entry> {
+    vec![
+        entry(Method::GET, "/api/v1/index", Action::ReadStable, show_index),
+        entry(
+            Method::GET,
+            "/api/v1/packages/{name}",
+            Action::ReadStable,
+            show_package,
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/packages/{name}/dependents",
+            Action::ReadStable,
+            list_dependents,
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/packages/{name}/obsolete",
+            Action::Obsolete,
+            obsolete_package,
+        ),
+        entry(
+            Method::DELETE,
+            "/api/v1/packages/{name}/obsolete",
+            Action::UndoObsolescence,
+            undo_obsolescence,
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/packages/{name}/{version}/archive",
+            Action::ReadStable,
+            download_archive,
+        ),
+    ]
 }
 
 impl From<StableError> for ApiError {
@@ -76,11 +100,13 @@ async fn list_dependents(
     State(app): State<App>,
     Path(name): Path<String>,
     axum::extract::Query(q): axum::extract::Query<DependentsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Dependents>, ApiError> {
     let dependents = stable::dependents_of(&app, &name, q.transitive).await?;
-    Ok(Json(
-        serde_json::json!({ "package": name, "transitive": q.transitive, "dependents": dependents }),
-    ))
+    Ok(Json(Dependents {
+        package: name,
+        transitive: q.transitive,
+        dependents,
+    }))
 }
 
 #[derive(serde::Deserialize)]

@@ -1,26 +1,48 @@
 //! Uploads and the holding queue: `POST /uploads`, `GET /uploads/{id}`,
 //! `GET /uploads/{id}/archive`, `GET /uploads?package=NAME`, `GET /queue`.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde::Deserialize;
 
-use super::ApiError;
 use super::auth::Authenticated;
+use super::{ApiError, Entry, entry};
 use crate::service::App;
+use crate::service::authz::{Account, Action};
 use crate::service::queue::{self, UploadView};
 use crate::service::upload::{self, UploadReceipt};
 
-pub fn router() -> Router<App> {
-    Router::new()
-        .route("/uploads", get(list_uploads).post(upload_package))
-        .route("/uploads/{id}", get(show_upload))
-        .route("/uploads/{id}/archive", get(download_upload_archive))
-        .route("/queue", get(show_queue))
-        .route("/me", get(whoami))
+pub(super) fn routes() -> Vec<Entry> {
+    vec![
+        entry(
+            Method::GET,
+            "/api/v1/uploads",
+            Action::ReadQueue,
+            list_uploads,
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/uploads",
+            Action::Upload,
+            upload_package,
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/uploads/{id}",
+            Action::ReadQueue,
+            show_upload,
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/uploads/{id}/archive",
+            Action::FetchUploadArchive,
+            download_upload_archive,
+        ),
+        entry(Method::GET, "/api/v1/queue", Action::ReadQueue, show_queue),
+        entry(Method::GET, "/api/v1/me", Action::ReadAccount, whoami),
+    ]
 }
 
 /// `POST /api/v1/uploads`: the archive is the raw body.
@@ -74,16 +96,17 @@ async fn upload_package(
 
 async fn show_upload(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<UploadView>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(queue::get_upload(&app.db, id).await?))
+    Ok(Json(queue::get_upload(&app.db, &user, id).await?))
 }
 
-/// `GET /me`: whose token this is (a worker checks its token at start).
-async fn whoami(Authenticated(user): Authenticated) -> Json<crate::service::users::User> {
-    Json(user)
+/// `GET /me`: whose token this is and what the policy lets it do (a
+/// worker checks its token at start).
+async fn whoami(Authenticated(user): Authenticated) -> Json<Account> {
+    Json(Account::of(user))
 }
 
 /// `GET /uploads/{id}/archive`: the archive as uploaded, for the platform
@@ -126,11 +149,11 @@ fn default_limit() -> i64 {
 
 async fn list_uploads(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
     Query(q): Query<ListUploads>,
 ) -> Result<Json<Vec<UploadView>>, ApiError> {
     Ok(Json(
-        queue::package_uploads(&app.db, &q.package, q.limit.clamp(1, 1000)).await?,
+        queue::package_uploads(&app.db, &user, &q.package, q.limit.clamp(1, 1000)).await?,
     ))
 }
 
@@ -141,10 +164,10 @@ struct QueueQuery {
 
 async fn show_queue(
     State(app): State<App>,
-    Authenticated(_): Authenticated,
+    Authenticated(user): Authenticated,
     Query(q): Query<QueueQuery>,
 ) -> Result<Json<Vec<UploadView>>, ApiError> {
     Ok(Json(
-        queue::list_queue(&app.db, q.platform.as_deref()).await?,
+        queue::list_queue(&app.db, &user, q.platform.as_deref()).await?,
     ))
 }

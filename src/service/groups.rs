@@ -40,8 +40,8 @@ pub enum GroupError {
     Empty(i64),
     #[error("a group expects between 1 and 1000 members, not {0}")]
     BadExpected(i64),
-    #[error("a worker's token cannot make upload groups")]
-    WorkerToken,
+    #[error(transparent)]
+    Denied(#[from] super::authz::Denied),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -59,9 +59,7 @@ pub async fn create(
     user: &User,
     expected: Option<i64>,
 ) -> Result<GroupView, GroupError> {
-    if user.is_worker {
-        return Err(GroupError::WorkerToken);
-    }
+    super::authz::authorize(Some(user), super::authz::Action::ManageGroups, None)?;
     if let Some(n) = expected
         && !(1..=1000).contains(&n)
     {
@@ -76,6 +74,7 @@ pub async fn create(
 
 /// The group, for its owner and operators (others are told it does not exist).
 pub async fn show(app: &App, user: &User, id: i64) -> Result<GroupView, GroupError> {
+    super::authz::authorize(Some(user), super::authz::Action::ManageGroups, None)?;
     let mut conn = app.db.pool().acquire().await?;
     let group = db::groups::get(&mut conn, id, "")
         .await?
@@ -94,6 +93,7 @@ pub async fn show(app: &App, user: &User, id: i64) -> Result<GroupView, GroupErr
 
 /// Queues an open group: its members leave the queue together.
 pub async fn submit(app: &App, user: &User, id: i64) -> Result<GroupView, GroupError> {
+    super::authz::authorize(Some(user), super::authz::Action::ManageGroups, None)?;
     let mut tx = app.db.begin_write().await?;
     let group = db::groups::get(&mut tx, id, app.db.for_update())
         .await?

@@ -1,5 +1,6 @@
 //! Prometheus metrics, computed from our tables at each scrape (they are the
-//! truth, and a scrape every few seconds costs a handful of small queries).
+//! truth, and a scrape every few seconds costs a handful of small queries,
+//! in `db::metrics`).
 
 use std::fmt::Write;
 
@@ -13,89 +14,119 @@ const BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 
 pub async fn render(app: &App) -> anyhow::Result<String> {
     let mut conn = app.db.pool().acquire().await?;
     let mut out = String::new();
+    let queue = db::metrics::queue_length(&mut conn).await?;
+    family(
+        &mut out,
+        "holdq_queue_length",
+        "gauge",
+        "Uploads in the holding queue (queued or checking).",
+    )?;
+    writeln!(out, "holdq_queue_length {queue}")?;
+    platforms(
+        app,
+        &mut out,
+        &db::metrics::builds_by_platform(&mut conn).await?,
+    )?;
 
-    let pending: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state, COUNT(*) FROM uploads WHERE state IN ('queued', 'checking') GROUP BY state",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = pending.iter().map(|(_, n)| n).sum();
+    let (accepted, rejected) = db::metrics::verdicts(&mut conn).await?;
+    family(
+        &mut out,
+        "holdq_verdicts_total",
+        "counter",
+        "Verdicts given.",
+    )?;
     writeln!(
         out,
-        "# HELP holdq_queue_length Uploads in the holding queue (queued or checking)."
+        "holdq_verdicts_total{{verdict=\"accepted\"}} {accepted}"
     )?;
-    writeln!(out, "# TYPE holdq_queue_length gauge")?;
-    writeln!(out, "holdq_queue_length {total}")?;
-
-    let by_platform: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT c.platform, \
-           SUM(CASE WHEN c.state = 'pending' THEN 1 ELSE 0 END), \
-           SUM(CASE WHEN c.state = 'running' THEN 1 ELSE 0 END) \
-         FROM checks c JOIN uploads u ON u.id = c.upload_id \
-         WHERE u.state = 'checking' AND c.platform <> '' AND c.kind = 'build' GROUP BY c.platform",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
     writeln!(
         out,
-        "# HELP holdq_platform_queue_length Build checks waiting for a worker, per platform."
+        "holdq_verdicts_total{{verdict=\"rejected\"}} {rejected}"
     )?;
-    writeln!(out, "# TYPE holdq_platform_queue_length gauge")?;
+
+    durations(&mut out, &db::metrics::check_durations(&mut conn).await?)?;
+
+    let outbox = db::metrics::outbox_states(&mut conn).await?;
+    family(
+        &mut out,
+        "holdq_email_outbox",
+        "gauge",
+        "Emails in the outbox, by state (pending is the backlog).",
+    )?;
+    for state in ["pending", "sent", "failed"] {
+        let n = outbox.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
+        writeln!(out, "holdq_email_outbox{{state=\"{state}\"}} {n}")?;
+    }
+
+    let serial = db::stable::serial(&mut conn).await?;
+    family(
+        &mut out,
+        "holdq_stable_serial",
+        "gauge",
+        "Serial of the stable repository.",
+    )?;
+    writeln!(out, "holdq_stable_serial {serial}")?;
+    Ok(out)
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+/// Waiting and running build checks of every configured platform, from
+/// (platform, pending, running) rows.
+fn platforms(app: &App, out: &mut String, rows: &[(String, i64, i64)]) -> std::fmt::Result {
+    let of = |name: &str| {
+        rows.iter()
+            .find(|(p, ..)| p == name)
+            .map_or((0, 0), |r| (r.1, r.2))
+    };
+    family(
+        out,
+        "holdq_platform_queue_length",
+        "gauge",
+        "Build checks waiting for a worker, per platform.",
+    )?;
     for p in &app.config.platforms {
-        let n = by_platform
-            .iter()
-            .find(|(name, ..)| name == p.name.as_str())
-            .map(|r| r.1)
-            .unwrap_or(0);
+        let (pending, _) = of(p.name.as_str());
         writeln!(
             out,
-            "holdq_platform_queue_length{{platform=\"{}\"}} {n}",
+            "holdq_platform_queue_length{{platform=\"{}\"}} {pending}",
             p.name
         )?;
     }
-    writeln!(
+    family(
         out,
-        "# HELP holdq_checks_running Checks running now, per platform."
+        "holdq_checks_running",
+        "gauge",
+        "Checks running now, per platform.",
     )?;
-    writeln!(out, "# TYPE holdq_checks_running gauge")?;
     for p in &app.config.platforms {
-        let n = by_platform
-            .iter()
-            .find(|(name, ..)| name == p.name.as_str())
-            .map(|r| r.2)
-            .unwrap_or(0);
-        writeln!(out, "holdq_checks_running{{platform=\"{}\"}} {n}", p.name)?;
+        let (_, running) = of(p.name.as_str());
+        writeln!(
+            out,
+            "holdq_checks_running{{platform=\"{}\"}} {running}",
+            p.name
+        )?;
     }
+    Ok(())
+}
 
-    let verdicts: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT accepted, COUNT(*) FROM verdicts GROUP BY accepted")
-            .fetch_all(&mut *conn)
-            .await?;
-    writeln!(out, "# HELP holdq_verdicts_total Verdicts given.")?;
-    writeln!(out, "# TYPE holdq_verdicts_total counter")?;
-    for (accepted, label) in [(1, "accepted"), (0, "rejected")] {
-        let n = verdicts
-            .iter()
-            .find(|(a, _)| *a == accepted)
-            .map(|r| r.1)
-            .unwrap_or(0);
-        writeln!(out, "holdq_verdicts_total{{verdict=\"{label}\"}} {n}")?;
-    }
-
-    let durations: Vec<(String, i64)> =
-        sqlx::query_as("SELECT kind, duration_ms FROM checks WHERE duration_ms IS NOT NULL AND state IN ('passed', 'failed')")
-            .fetch_all(&mut *conn)
-            .await?;
-    writeln!(
+/// The check-duration histogram, per kind, from (kind, ms) rows.
+fn durations(out: &mut String, rows: &[(String, i64)]) -> std::fmt::Result {
+    family(
         out,
-        "# HELP holdq_check_duration_seconds Duration of finished checks."
+        "holdq_check_duration_seconds",
+        "histogram",
+        "Duration of finished checks.",
     )?;
-    writeln!(out, "# TYPE holdq_check_duration_seconds histogram")?;
-    let mut kinds: Vec<&str> = durations.iter().map(|(k, _)| k.as_str()).collect();
+    let mut kinds: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
     kinds.sort();
     kinds.dedup();
     for kind in kinds {
-        let secs: Vec<f64> = durations
+        let secs: Vec<f64> = rows
             .iter()
             .filter(|(k, _)| k == kind)
             .map(|(_, ms)| *ms as f64 / 1000.0)
@@ -107,46 +138,19 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
                 "holdq_check_duration_seconds_bucket{{kind=\"{kind}\",le=\"{b}\"}} {n}"
             )?;
         }
+        let (count, sum) = (secs.len(), secs.iter().sum::<f64>());
         writeln!(
             out,
-            "holdq_check_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
-            secs.len()
+            "holdq_check_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {count}"
         )?;
         writeln!(
             out,
-            "holdq_check_duration_seconds_sum{{kind=\"{kind}\"}} {}",
-            secs.iter().sum::<f64>()
+            "holdq_check_duration_seconds_sum{{kind=\"{kind}\"}} {sum}"
         )?;
         writeln!(
             out,
-            "holdq_check_duration_seconds_count{{kind=\"{kind}\"}} {}",
-            secs.len()
+            "holdq_check_duration_seconds_count{{kind=\"{kind}\"}} {count}"
         )?;
     }
-
-    let outbox: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            .fetch_all(&mut *conn)
-            .await?;
-    writeln!(
-        out,
-        "# HELP holdq_email_outbox Emails in the outbox, by state (pending is the backlog)."
-    )?;
-    writeln!(out, "# TYPE holdq_email_outbox gauge")?;
-    for state in ["pending", "sent", "failed"] {
-        let n = outbox
-            .iter()
-            .find(|(s, _)| s == state)
-            .map(|r| r.1)
-            .unwrap_or(0);
-        writeln!(out, "holdq_email_outbox{{state=\"{state}\"}} {n}")?;
-    }
-    let serial = db::stable::serial(&mut conn).await?;
-    writeln!(
-        out,
-        "# HELP holdq_stable_serial Serial of the stable repository."
-    )?;
-    writeln!(out, "# TYPE holdq_stable_serial gauge")?;
-    writeln!(out, "holdq_stable_serial {serial}")?;
-    Ok(out)
+    Ok(())
 }

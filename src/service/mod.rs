@@ -2,6 +2,7 @@
 //! and the command line both call these; no use case is written twice.
 
 pub mod archives;
+pub mod authz;
 pub mod build;
 pub mod checks;
 pub mod groups;
@@ -15,6 +16,7 @@ pub mod passmark;
 pub mod queue;
 pub mod revdeps;
 pub mod scheduler;
+pub mod server;
 pub mod stable;
 pub mod upload;
 pub mod users;

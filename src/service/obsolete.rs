@@ -3,6 +3,7 @@
 //! transaction; it is removed only once nothing depends on it, and removal
 //! cascades. An operator can undo an obsolescence before removal.
 
+use super::authz::{self, Action, AuthzError, Denied};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -12,7 +13,7 @@ use super::users::User;
 use super::{App, verdict};
 use crate::db;
 use crate::domain::graph::{Obsolescence, PlannedPin};
-use crate::domain::{Manifest, PackageName};
+use crate::domain::{Manifest, PackageName, PackageState};
 
 /// What an obsolescence did (or, dry, would do).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,14 +31,22 @@ pub struct ObsoleteOutcome {
     pub removed: Vec<String>,
 }
 
+/// The stable dependents of a package, as `GET /packages/{name}/dependents`
+/// answers them: what an obsolescence would pin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dependents {
+    pub package: String,
+    /// Whether indirect dependents are listed too.
+    pub transitive: bool,
+    pub dependents: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObsoleteError {
     #[error("no stable package {0:?}")]
     NoSuchPackage(String),
-    #[error("you do not own {0:?}; only its owners and operators may obsolete it")]
-    NotOwner(String),
-    #[error("only operators may undo an obsolescence")]
-    NotOperator,
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("a reason is required: say why {0:?} is obsolete")]
     ReasonRequired(String),
     #[error("the replacement {0:?} is not a stable package")]
@@ -60,6 +69,15 @@ impl From<sqlx::Error> for ObsoleteError {
     }
 }
 
+impl From<AuthzError> for ObsoleteError {
+    fn from(e: AuthzError) -> Self {
+        match e {
+            AuthzError::Denied(d) => Self::Denied(d),
+            AuthzError::Db(e) => e.into(),
+        }
+    }
+}
+
 /// Marks `name` obsolete (or, with `dry_run`, shows what that would do).
 pub async fn obsolete(
     app: &App,
@@ -69,31 +87,17 @@ pub async fn obsolete(
     replacement: Option<&str>,
     dry_run: bool,
 ) -> Result<ObsoleteOutcome, ObsoleteError> {
-    let pname = PackageName::parse(name).map_err(|_| ObsoleteError::NoSuchPackage(name.into()))?;
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(ObsoleteError::ReasonRequired(name.into()));
-    }
-    let replacement = match replacement.map(str::trim).filter(|r| !r.is_empty()) {
-        None => None,
-        Some(r) if r == name => return Err(ObsoleteError::ReplacesItself),
-        Some(r) => {
-            Some(PackageName::parse(r).map_err(|_| ObsoleteError::BadReplacement(r.into()))?)
-        }
-    };
-
+    let (pname, reason, replacement) = checked_request(name, reason, replacement)?;
     let mut tx = app.db.begin_write().await?;
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
         .await?
         .ok_or_else(|| ObsoleteError::NoSuchPackage(name.into()))?;
-    match package.state.as_str() {
-        "obsolete" => return Err(ObsoleteError::AlreadyObsolete(name.into())),
-        "removed" => return Err(ObsoleteError::Removed(name.into())),
-        _ => {}
+    match package.state {
+        PackageState::Obsolete => return Err(ObsoleteError::AlreadyObsolete(name.into())),
+        PackageState::Removed => return Err(ObsoleteError::Removed(name.into())),
+        PackageState::Active => {}
     }
-    if !user.is_operator && !db::packages::is_owner(&mut tx, package.id, user.id).await? {
-        return Err(ObsoleteError::NotOwner(name.into()));
-    }
+    authz::authorize_on(&mut tx, user, Action::Obsolete, package.id, name).await?;
     // Taking the serial's row lock first: no promotion can add a dependent
     // between the plan below and the commit.
     let serial = db::stable::bump_serial(&mut tx).await?;
@@ -125,73 +129,7 @@ pub async fn obsolete(
         tx.rollback().await?;
         return Ok(outcome);
     }
-
-    db::pins::set_obsolete(
-        &mut tx,
-        package.id,
-        reason,
-        replacement.as_ref().map(|r| r.as_str()),
-    )
-    .await?;
-    // Everything the pins and emails need, in a few queries.
-    let names: Vec<&str> = plan.iter().map(|p| p.dependent.as_str()).collect();
-    let ids = db::pins::ids_of(&mut tx, &names).await?;
-    let manifests = db::pins::manifests_of(&mut tx, &names).await?;
-    let (maxes, requirements): (Vec<String>, Vec<String>) = plan
-        .iter()
-        .map(|p| (p.max.to_string(), p.requirement.to_string()))
-        .unzip();
-    let mut new_pins = Vec::with_capacity(plan.len());
-    let mut emails = Vec::new();
-    for (i, pin) in plan.iter().enumerate() {
-        let dependent_id = *ids
-            .get(pin.dependent.as_str())
-            .ok_or_else(|| anyhow::anyhow!("dependent {} vanished", pin.dependent))?;
-        new_pins.push(db::pins::NewPin {
-            dependent_id,
-            max_version: &maxes[i],
-            requirement: &requirements[i],
-        });
-        if pin.dependent_obsolete {
-            continue; // maintainers of obsolete packages get no breakage emails
-        }
-        let manifest: Manifest = manifests
-            .get(&(pin.dependent.to_string(), pin.version.to_string()))
-            .map(|m| serde_json::from_str(m))
-            .transpose()
-            .map_err(anyhow::Error::new)?
-            .ok_or_else(|| {
-                anyhow::anyhow!("{} {} vanished from stable", pin.dependent, pin.version)
-            })?;
-        let context = DependencyObsoletedEmail {
-            package: pin.dependent.to_string(),
-            version: pin.version.to_string(),
-            dependency: name.into(),
-            reason: reason.into(),
-            replacement: outcome.replacement.clone(),
-            pin: format!("{}, <={}", pin.requirement, pin.max),
-            server_url: app.config.public_url.clone(),
-        };
-        emails.push(notify::Batched {
-            event_key: format!("obsolete-{name}-{serial}-{}", pin.dependent),
-            recipients: notify::maintainers(&manifest),
-            rendered: app.templates.render("dependency_obsoleted", &context)?,
-        });
-    }
-    db::pins::insert_many(&mut tx, package.id, &new_pins).await?;
-    let email_ids = notify::queue_batch(&mut tx, "dependency_obsoleted", None, &emails).await?;
-    db::events::record(
-        &mut tx,
-        db::events::NewEvent {
-            kind: "package.obsoleted",
-            package_id: Some(package.id),
-            upload_id: None,
-            actor_id: Some(user.id),
-            detail: json!({ "reason": reason, "replacement": outcome.replacement, "max_version": max.to_string(),
-                            "pinned": plan.iter().map(|p| p.dependent.as_str()).collect::<Vec<_>>() }),
-        },
-    )
-    .await?;
+    let email_ids = record(app, &mut tx, package.id, user, serial, &outcome).await?;
     verdict::failpoint("obsolete-before-commit");
     tx.commit().await?;
     outcome.emails = email_ids.len();
@@ -219,20 +157,133 @@ pub async fn obsolete(
     Ok(outcome)
 }
 
+/// The package's name, the trimmed reason and the replacement of a
+/// request, checked before anything is locked.
+fn checked_request<'a>(
+    name: &str,
+    reason: &'a str,
+    replacement: Option<&str>,
+) -> Result<(PackageName, &'a str, Option<PackageName>), ObsoleteError> {
+    let pname = PackageName::parse(name).map_err(|_| ObsoleteError::NoSuchPackage(name.into()))?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ObsoleteError::ReasonRequired(name.into()));
+    }
+    let replacement = match replacement.map(str::trim).filter(|r| !r.is_empty()) {
+        None => None,
+        Some(r) if r == name => return Err(ObsoleteError::ReplacesItself),
+        Some(r) => {
+            Some(PackageName::parse(r).map_err(|_| ObsoleteError::BadReplacement(r.into()))?)
+        }
+    };
+    Ok((pname, reason, replacement))
+}
+
+/// Records the obsolescence `outcome` plans in `tx`: the package's state,
+/// its dependents' pins, their maintainers' emails and the event. Returns
+/// the ids of the emails queued.
+async fn record(
+    app: &App,
+    tx: &mut db::Tx,
+    package_id: i64,
+    user: &User,
+    serial: i64,
+    outcome: &ObsoleteOutcome,
+) -> Result<Vec<i64>, ObsoleteError> {
+    let plan = &outcome.pins;
+    db::pins::set_obsolete(
+        tx,
+        package_id,
+        &outcome.reason,
+        outcome.replacement.as_deref(),
+    )
+    .await?;
+    // Everything the pins and emails need, in a few queries.
+    let names: Vec<&str> = plan.iter().map(|p| p.dependent.as_str()).collect();
+    let ids = db::pins::ids_of(tx, &names).await?;
+    let manifests = db::pins::manifests_of(tx, &names).await?;
+    let (maxes, requirements): (Vec<String>, Vec<String>) = plan
+        .iter()
+        .map(|p| (p.max.to_string(), p.requirement.to_string()))
+        .unzip();
+    let mut new_pins = Vec::with_capacity(plan.len());
+    let mut emails = Vec::new();
+    for (i, pin) in plan.iter().enumerate() {
+        let dependent_id = *ids
+            .get(pin.dependent.as_str())
+            .ok_or_else(|| anyhow::anyhow!("dependent {} vanished", pin.dependent))?;
+        new_pins.push(db::pins::NewPin {
+            dependent_id,
+            max_version: &maxes[i],
+            requirement: &requirements[i],
+        });
+        if pin.dependent_obsolete {
+            continue; // maintainers of obsolete packages get no breakage emails
+        }
+        let manifest: Manifest = manifests
+            .get(&(pin.dependent.to_string(), pin.version.to_string()))
+            .map(|m| serde_json::from_str(m))
+            .transpose()
+            .map_err(anyhow::Error::new)?
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} {} vanished from stable", pin.dependent, pin.version)
+            })?;
+        emails.push(obsoleted_email(app, outcome, pin, &manifest, serial)?);
+    }
+    db::pins::insert_many(tx, package_id, &new_pins).await?;
+    let email_ids = notify::queue_batch(tx, "dependency_obsoleted", None, &emails).await?;
+    db::events::record(
+        tx,
+        db::events::NewEvent {
+            kind: "package.obsoleted",
+            package_id: Some(package_id),
+            upload_id: None,
+            actor_id: Some(user.id),
+            detail: json!({ "reason": outcome.reason, "replacement": outcome.replacement, "max_version": outcome.max_version,
+                            "pinned": plan.iter().map(|p| p.dependent.as_str()).collect::<Vec<_>>() }),
+        },
+    )
+    .await?;
+    Ok(email_ids)
+}
+
+/// The email telling the maintainers of `pin`'s dependent that the package
+/// it depends on is obsolete, and the pin it got.
+fn obsoleted_email(
+    app: &App,
+    outcome: &ObsoleteOutcome,
+    pin: &PlannedPin,
+    manifest: &Manifest,
+    serial: i64,
+) -> anyhow::Result<notify::Batched> {
+    let context = DependencyObsoletedEmail {
+        package: pin.dependent.to_string(),
+        version: pin.version.to_string(),
+        dependency: outcome.package.clone(),
+        reason: outcome.reason.clone(),
+        replacement: outcome.replacement.clone(),
+        pin: format!("{}, <={}", pin.requirement, pin.max),
+        server_url: app.config.public_url.clone(),
+    };
+    Ok(notify::Batched {
+        event_key: format!("obsolete-{}-{serial}-{}", outcome.package, pin.dependent),
+        recipients: notify::maintainers(manifest),
+        rendered: app.templates.render("dependency_obsoleted", &context)?,
+    })
+}
+
 /// Lifts an obsolescence that has not led to removal (operators only).
 pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteError> {
-    if !user.is_operator {
-        return Err(ObsoleteError::NotOperator);
-    }
+    authz::authorize(Some(user), Action::UndoObsolescence, None)?;
     let pname = PackageName::parse(name).map_err(|_| ObsoleteError::NoSuchPackage(name.into()))?;
     let mut tx = app.db.begin_write().await?;
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
         .await?
         .ok_or_else(|| ObsoleteError::NoSuchPackage(name.into()))?;
-    match package.state.as_str() {
-        "obsolete" => {}
-        "removed" => return Err(ObsoleteError::Removed(name.into())),
-        _ => return Err(ObsoleteError::NotObsolete(name.into())),
+    match package.state {
+        PackageState::Obsolete => {}
+        PackageState::Removed => return Err(ObsoleteError::Removed(name.into())),
+        PackageState::Active => return Err(ObsoleteError::NotObsolete(name.into())),
     }
     let serial = db::stable::bump_serial(&mut tx).await?;
     db::pins::clear_obsolete(&mut tx, package.id).await?;
@@ -283,7 +334,7 @@ pub async fn remove_unneeded(app: &App) -> anyhow::Result<Vec<String>> {
             else {
                 continue;
             };
-            if package.state != "obsolete" {
+            if package.state != PackageState::Obsolete {
                 continue;
             }
             let serial = db::stable::bump_serial(&mut tx).await?;

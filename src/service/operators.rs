@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::authz::{self, Action, Denied};
 use super::notify::{self, VerdictEmail};
 use super::users::User;
 use super::{App, checks};
@@ -12,8 +13,8 @@ use crate::domain::Manifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    #[error("only operators may do this")]
-    NotOperator,
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("no upload {0}")]
     NoSuchUpload(i64),
     #[error("upload {id} is {state}, not in the holding queue")]
@@ -38,12 +39,9 @@ impl From<sqlx::Error> for OperatorError {
     }
 }
 
+/// Cancelling and retrying: what the policy says of [`Action::ControlQueue`].
 fn operator(user: &User) -> Result<(), OperatorError> {
-    if user.is_operator {
-        Ok(())
-    } else {
-        Err(OperatorError::NotOperator)
-    }
+    Ok(authz::authorize(Some(user), Action::ControlQueue, None)?)
 }
 
 /// Cancels a pending upload: its checks halt, it is rejected with the
@@ -170,18 +168,16 @@ pub async fn retry(
         return Err(OperatorError::NotChecking(upload_id));
     }
     let rows = db::checks::of_upload(&mut tx, upload_id).await?;
-    let label_of = |c: &db::checks::CheckRow| {
-        if c.platform.is_empty() {
-            c.kind.clone()
-        } else {
-            format!("{}@{}", c.kind, c.platform)
-        }
-    };
-    let failed: Vec<&db::checks::CheckRow> = rows
+    let mut failed: Vec<(&db::checks::CheckRow, String)> = Vec::new();
+    for c in rows
         .iter()
         .filter(|c| c.state == "failed" && !c.platform.is_empty())
-        .filter(|c| label.is_none_or(|l| l == label_of(c)))
-        .collect();
+    {
+        let of = super::queue::row_label(c)?;
+        if label.is_none_or(|l| l == of) {
+            failed.push((c, of));
+        }
+    }
     if failed.is_empty() {
         return Err(OperatorError::NoFailedCheck {
             id: upload_id,
@@ -189,7 +185,7 @@ pub async fn retry(
         });
     }
     // A platform's checks run as one chain: reset the chain from its build.
-    let mut platforms: Vec<&str> = failed.iter().map(|c| c.platform.as_str()).collect();
+    let mut platforms: Vec<&str> = failed.iter().map(|(c, _)| c.platform.as_str()).collect();
     platforms.dedup();
     let mut builds = Vec::new();
     for platform in &platforms {
@@ -216,7 +212,13 @@ pub async fn retry(
     for (platform, id, attempts, failures) in &builds {
         checks::enqueue_check(app, platform, *id, *attempts, *failures).await?;
     }
-    Ok(failed.iter().map(|c| label_of(c)).collect())
+    Ok(failed.into_iter().map(|(_, label)| label).collect())
+}
+
+/// The checks an operator's retry runs again, by label.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Retried {
+    pub retried: Vec<String>,
 }
 
 /// A platform as `holdq platform` shows it.
@@ -227,7 +229,8 @@ pub struct PlatformView {
     pub local_workers: u32,
 }
 
-pub async fn platforms(app: &App) -> anyhow::Result<Vec<PlatformView>> {
+pub async fn platforms(app: &App, viewer: &User) -> Result<Vec<PlatformView>, OperatorError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut conn = app.db.pool().acquire().await?;
     let mut out = Vec::new();
     for p in &app.config.platforms {
@@ -249,7 +252,7 @@ pub async fn set_paused(
     name: &str,
     paused: bool,
 ) -> Result<PlatformView, OperatorError> {
-    operator(user)?;
+    authz::authorize(Some(user), Action::ControlPlatforms, None)?;
     let platform = app
         .config
         .platform(name)
@@ -294,7 +297,8 @@ pub struct WorkerView {
 }
 
 /// Workers that beat in the last minute.
-pub async fn workers(app: &App) -> anyhow::Result<Vec<WorkerView>> {
+pub async fn workers(app: &App, viewer: &User) -> Result<Vec<WorkerView>, OperatorError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut conn = app.db.pool().acquire().await?;
     let rows = db::workers::seen_since(&mut conn, db::now_ms() - 60_000).await?;
     Ok(rows

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::authz::{self, Action, Denied};
 use super::users::User;
 use super::{App, format_time};
 use crate::config::Config;
@@ -48,6 +49,12 @@ pub async fn current(app: &App) -> anyhow::Result<PassMark> {
     }
 }
 
+/// The pass mark in force, as `viewer` reads it.
+pub async fn show(app: &App, viewer: &User) -> Result<PassMark, PassMarkServiceError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
+    Ok(current(app).await?)
+}
+
 /// One recorded change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PassMarkChange {
@@ -60,10 +67,19 @@ pub struct PassMarkChange {
     pub why: String,
 }
 
+/// A change of the pass mark and the pass mark it made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PassMarkSet {
+    pub change: PassMarkChange,
+    pub passmark: PassMark,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PassMarkServiceError {
-    #[error("only operators may change the pass mark")]
-    NotOperator,
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("since: {0:?} is not a duration such as 7d")]
+    BadSince(String),
     #[error("say why: every change of the pass mark is recorded with its reason")]
     WhyRequired,
     #[error(transparent)]
@@ -86,9 +102,7 @@ pub async fn set(
     value: &str,
     why: &str,
 ) -> Result<(PassMarkChange, PassMark), PassMarkServiceError> {
-    if !user.is_operator {
-        return Err(PassMarkServiceError::NotOperator);
-    }
+    authz::authorize(Some(user), Action::TunePassMark, None)?;
     if why.trim().is_empty() {
         return Err(PassMarkServiceError::WhyRequired);
     }
@@ -130,7 +144,12 @@ pub async fn set(
     ))
 }
 
-pub async fn history(app: &App) -> anyhow::Result<Vec<PassMarkChange>> {
+/// Every change of the pass mark, as `viewer` reads them.
+pub async fn history(
+    app: &App,
+    viewer: &User,
+) -> Result<Vec<PassMarkChange>, PassMarkServiceError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut conn = app.db.pool().acquire().await?;
     Ok(db::operators::history(&mut conn)
         .await?
@@ -168,13 +187,19 @@ pub struct Simulation {
     pub flips: Vec<Flip>,
 }
 
-/// Re-scores the verdicts given in the last `since` (all when `None`) under
-/// the current pass mark with `changes` applied; changes nothing.
+/// Re-scores the verdicts given in the last `since` (e.g. "7d"; all when
+/// `None`) under the current pass mark with `changes` applied; changes
+/// nothing.
 pub async fn simulate(
     app: &App,
+    user: &User,
     changes: &[(String, String)],
-    since: Option<Duration>,
+    since: Option<&str>,
 ) -> Result<Simulation, PassMarkServiceError> {
+    authz::authorize(Some(user), Action::TunePassMark, None)?;
+    let since: Option<Duration> = since
+        .map(|s| humantime::parse_duration(s).map_err(|_| PassMarkServiceError::BadSince(s.into())))
+        .transpose()?;
     let mut proposed = current(app).await?;
     for (key, value) in changes {
         proposed.set(key, value)?;

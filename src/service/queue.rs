@@ -3,8 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::authz::{self, Action, AuthzError, Denied};
 use super::format_time;
+use super::users::User;
 use crate::db::{self, Db, uploads::UploadRow};
+use crate::domain::check::{self, CheckKind};
 use crate::domain::{Manifest, UploadState};
 
 /// An upload as the API and the command line show it.
@@ -43,9 +46,13 @@ pub struct UploadView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EmailView {
     pub kind: String,
-    pub to: String,
+    /// The recipient: shown to the package's owners and operators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     pub state: String,
     pub attempts: i64,
+    /// The last delivery error (it may name the recipient): for the
+    /// package's owners and operators only.
     pub last_error: Option<String>,
     pub sent_at: Option<String>,
 }
@@ -53,7 +60,7 @@ pub struct EmailView {
 /// One check of an upload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckView {
-    pub kind: String,
+    pub kind: CheckKind,
     pub platform: String,
     pub state: String,
     pub weight: f64,
@@ -95,12 +102,38 @@ pub enum QueueError {
     NoSuchUpload(i64),
     #[error("no uploads of a package named {0:?}")]
     NoSuchPackage(String),
-    #[error(
-        "the archive of upload {0} is for the platform workers, operators and the package's owners"
-    )]
-    ArchiveNotAllowed(i64),
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+impl From<AuthzError> for QueueError {
+    fn from(e: AuthzError) -> Self {
+        match e {
+            AuthzError::Denied(d) => Self::Denied(d),
+            AuthzError::Db(e) => Self::Db(e),
+        }
+    }
+}
+
+impl CheckView {
+    /// `build@linux-x86_64`, or `resolve`.
+    pub fn label(&self) -> String {
+        check::label(self.kind, &self.platform)
+    }
+}
+
+/// The kind of a check row; one this build does not know (a newer
+/// server's) is an error that names it.
+fn row_kind(c: &db::checks::CheckRow) -> Result<CheckKind, sqlx::Error> {
+    CheckKind::parse(&c.kind)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown check kind {:?}", c.kind).into()))
+}
+
+/// The label of a check row (`domain::check::label`).
+pub(crate) fn row_label(c: &db::checks::CheckRow) -> Result<String, sqlx::Error> {
+    Ok(check::label(row_kind(c)?, &c.platform))
 }
 
 impl UploadView {
@@ -128,11 +161,67 @@ impl UploadView {
             rebases: row.rebases,
         }
     }
+
+    /// Takes out what only the package's owners and operators see: check
+    /// logs and email recipients (the maintainers, and delivery errors
+    /// that may name them).
+    fn without_details(mut self) -> Self {
+        self.maintainers.clear();
+        for c in &mut self.checks {
+            c.log = None;
+        }
+        for e in &mut self.emails {
+            e.to = None;
+            e.last_error = None;
+        }
+        self
+    }
+}
+
+/// The views of uploads `(package id, view)` as `viewer` may see them:
+/// whole for the package's owners and operators, without logs and
+/// recipients for anyone else.
+async fn as_seen_by(
+    db: &Db,
+    viewer: &User,
+    views: Vec<(i64, UploadView)>,
+) -> Result<Vec<UploadView>, QueueError> {
+    let mut conn = db.pool().acquire().await?;
+    let mut allowed = std::collections::HashMap::new();
+    let mut seen = Vec::with_capacity(views.len());
+    for (package_id, view) in views {
+        let whole = match allowed.get(&package_id) {
+            Some(whole) => *whole,
+            None => {
+                let decision = authz::authorize_on(
+                    &mut conn,
+                    viewer,
+                    Action::ReadUploadDetails,
+                    package_id,
+                    &view.name,
+                )
+                .await;
+                let whole = match decision {
+                    Ok(()) => true,
+                    Err(AuthzError::Denied(_)) => false,
+                    Err(AuthzError::Db(e)) => return Err(e.into()),
+                };
+                *allowed.entry(package_id).or_insert(whole)
+            }
+        };
+        seen.push(if whole { view } else { view.without_details() });
+    }
+    Ok(seen)
 }
 
 /// The holding queue, front first, each with its position and what it is
 /// waiting for; with `platform`, only the uploads that wait on it.
-pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadView>, QueueError> {
+pub async fn list_queue(
+    db: &Db,
+    viewer: &User,
+    platform: Option<&str>,
+) -> Result<Vec<UploadView>, QueueError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut tx = db.begin_read().await?;
     let rows = db::uploads::pending(&mut tx).await?;
     let paused = db::operators::paused_platforms(&mut tx).await?;
@@ -168,12 +257,12 @@ pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadVie
         } else {
             open.iter()
                 .map(|c| {
-                    let label = format!("{}@{}", c.kind, c.platform);
+                    let label = row_label(c)?;
                     let waits = c
                         .summary
                         .as_deref()
                         .filter(|s| s.starts_with("waiting for"));
-                    if c.state == "running" {
+                    Ok(if c.state == "running" {
                         format!("{label} (running)")
                     } else if let Some(why) = waits {
                         format!("{label} ({why})")
@@ -181,15 +270,16 @@ pub async fn list_queue(db: &Db, platform: Option<&str>) -> Result<Vec<UploadVie
                         format!("{label} (platform paused)")
                     } else {
                         format!("{label} (waiting for a worker)")
-                    }
+                    })
                 })
-                .collect()
+                .collect::<Result<_, sqlx::Error>>()?
         };
+        let package_id = row.package_id;
         let mut view = UploadView::from_row(row, Some(i as i64 + 1));
         view.waiting_for = waiting_for;
-        out.push(view);
+        out.push((package_id, view));
     }
-    Ok(out)
+    as_seen_by(db, viewer, out).await
 }
 
 /// Where an upload's kept archive is, and what it must hash to.
@@ -212,12 +302,14 @@ pub async fn upload_archive(
     let row = db::uploads::get(&mut conn, id)
         .await?
         .ok_or(QueueError::NoSuchUpload(id))?;
-    if !(user.is_worker
-        || user.is_operator
-        || db::packages::is_owner(&mut conn, row.package_id, user.id).await?)
-    {
-        return Err(QueueError::ArchiveNotAllowed(id));
-    }
+    authz::authorize_on(
+        &mut conn,
+        user,
+        Action::FetchUploadArchive,
+        row.package_id,
+        &row.name,
+    )
+    .await?;
     Ok(UploadArchive {
         path: app.storage.blob_path(&row.sha256),
         sha256: row.sha256,
@@ -227,7 +319,8 @@ pub async fn upload_archive(
 }
 
 /// One upload, with its position while it is pending.
-pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
+pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, QueueError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut tx = db.begin_read().await?;
     let row = db::uploads::get(&mut tx, id)
         .await?
@@ -240,23 +333,26 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
     let verdict = db::checks::verdict(&mut tx, id).await?;
     let emails = db::outbox::of_upload(&mut tx, id).await?;
     tx.commit().await?;
+    let package_id = row.package_id;
     let mut view = UploadView::from_row(row, position);
     view.checks = checks
         .into_iter()
-        .map(|c| CheckView {
-            kind: c.kind,
-            platform: c.platform,
-            state: c.state,
-            weight: c.weight,
-            required: c.required != 0,
-            attempts: c.attempts,
-            duration_ms: c.duration_ms,
-            summary: c.summary,
-            log: c.log.filter(|l| !l.is_empty()),
-            metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
-            base: c.base.and_then(|b| serde_json::from_str(&b).ok()),
+        .map(|c| {
+            Ok(CheckView {
+                kind: row_kind(&c)?,
+                platform: c.platform,
+                state: c.state,
+                weight: c.weight,
+                required: c.required != 0,
+                attempts: c.attempts,
+                duration_ms: c.duration_ms,
+                summary: c.summary,
+                log: c.log.filter(|l| !l.is_empty()),
+                metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+                base: c.base.and_then(|b| serde_json::from_str(&b).ok()),
+            })
         })
-        .collect();
+        .collect::<Result<_, sqlx::Error>>()?;
     view.verdict = verdict.map(|v| {
         let summary: serde_json::Value = serde_json::from_str(&v.summary).unwrap_or_default();
         VerdictView {
@@ -275,22 +371,25 @@ pub async fn get_upload(db: &Db, id: i64) -> Result<UploadView, QueueError> {
         .into_iter()
         .map(|e| EmailView {
             kind: e.kind,
-            to: e.to_addr,
+            to: Some(e.to_addr),
             state: e.state,
             attempts: e.attempts,
             last_error: e.last_error,
             sent_at: e.sent_at.map(format_time),
         })
         .collect();
-    Ok(view)
+    let mut seen = as_seen_by(db, viewer, vec![(package_id, view)]).await?;
+    Ok(seen.remove(0))
 }
 
 /// The latest uploads of a package, newest first.
 pub async fn package_uploads(
     db: &Db,
+    viewer: &User,
     name: &str,
     limit: i64,
 ) -> Result<Vec<UploadView>, QueueError> {
+    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
     let mut tx = db.begin_read().await?;
     let rows = db::uploads::of_package(&mut tx, name, limit).await?;
     if rows.is_empty() {
@@ -302,8 +401,9 @@ pub async fn package_uploads(
             Some(s) if s.is_pending() => Some(db::uploads::position(&mut tx, row.id).await?),
             _ => None,
         };
-        views.push(UploadView::from_row(row, position));
+        let package_id = row.package_id;
+        views.push((package_id, UploadView::from_row(row, position)));
     }
     tx.commit().await?;
-    Ok(views)
+    as_seen_by(db, viewer, views).await
 }

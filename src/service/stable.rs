@@ -15,7 +15,7 @@ use super::{App, format_time};
 use crate::db::{self, stable::StableRow};
 use crate::domain::graph::{Obsolescence, StableRepo};
 use crate::domain::resolve::Release;
-use crate::domain::{Manifest, PackageName};
+use crate::domain::{Manifest, PackageName, PackageState};
 use crate::storage::stable::StableStore;
 
 /// The in-memory stable repository of this process, at a serial.
@@ -180,7 +180,7 @@ pub struct IndexVersion {
 /// One package in the index.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IndexPackage {
-    pub state: String,
+    pub state: PackageState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obsolete: Option<ObsoleteView>,
     /// Max-version pins on this package's requirements: dependency -> `<= M`.
@@ -228,7 +228,7 @@ fn build_index(
         packages
             .entry(row.name.clone())
             .or_insert_with(|| IndexPackage {
-                state: row.package_state.clone(),
+                state: row.package_state,
                 obsolete: None,
                 pins: BTreeMap::new(),
                 versions: Vec::new(),
@@ -352,7 +352,7 @@ pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PackageView {
     pub name: String,
-    pub state: String,
+    pub state: PackageState,
     pub obsolete: Option<ObsoleteView>,
     pub versions: Vec<IndexVersion>,
     /// Packages whose latest stable version depends on this one.
@@ -396,7 +396,7 @@ pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> 
         return Err(StableError::NoSuchPackage(name.into()));
     };
     let rows = db::stable::versions_of(&mut tx, name).await?;
-    if rows.is_empty() && info.state != "removed" {
+    if rows.is_empty() && info.state != PackageState::Removed {
         return Err(StableError::NoSuchPackage(name.into()));
     }
     let pins: Vec<db::pins::PinRow> = db::pins::all(&mut tx)
@@ -406,7 +406,7 @@ pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> 
         .collect();
     let history = db::events::of_package(&mut tx, info.id).await?;
     tx.commit().await?;
-    let obsolete: Vec<db::pins::ObsoleteRow> = (info.state == "obsolete")
+    let obsolete: Vec<db::pins::ObsoleteRow> = (info.state == PackageState::Obsolete)
         .then(|| info.clone())
         .into_iter()
         .collect();
@@ -419,7 +419,7 @@ pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> 
         .collect();
     Ok(PackageView {
         name: name.into(),
-        state: info.state.clone(),
+        state: info.state,
         obsolete: entry.as_ref().and_then(|e| e.obsolete.clone()),
         pins: entry.as_ref().map(|e| e.pins.clone()).unwrap_or_default(),
         versions: entry.map(|e| e.versions).unwrap_or_default(),

@@ -11,9 +11,10 @@ use semver::Version;
 use serde::Serialize;
 
 use super::App;
+use super::authz::{self, Action, Denied};
 use super::users::User;
 use crate::db::{self, events::NewEvent, uploads::NewUpload};
-use crate::domain::{Manifest, UploadState};
+use crate::domain::{Manifest, PackageState, UploadState};
 use crate::storage::archive::ArchiveError;
 use crate::storage::receive::{self, ReceiveError};
 
@@ -48,10 +49,8 @@ pub enum UploadError {
         "build.platforms names {platform:?}, which this server does not know (it knows: {known})"
     )]
     UnknownPlatform { platform: String, known: String },
-    #[error("you do not own {name:?}; ask one of its owners to add you")]
-    NotOwner { name: String },
-    #[error("a worker's token cannot upload packages; use a maintainer's token")]
-    WorkerToken,
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("{name:?} is obsolete and accepts no new uploads")]
     Obsolete { name: String },
     #[error(
@@ -148,9 +147,13 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
-    if user.is_worker {
-        return Err(UploadError::WorkerToken);
-    }
+    // Before the body is read: whether this token may upload at all (a
+    // new name becomes its uploader's).
+    let any_new = Some(authz::Package {
+        name: "",
+        owned: true,
+    });
+    authz::authorize(Some(user), Action::Upload, any_new)?;
     let expected = expected_sha256.map(parse_sha256).transpose()?;
     let received = receive::receive(
         body,
@@ -236,15 +239,20 @@ async fn queue_upload(
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
         .await?
         .ok_or_else(|| anyhow::anyhow!("package {name} vanished inside its transaction"))?;
-    match package.state.as_str() {
-        "obsolete" => return Err(UploadError::Obsolete { name: name.into() }),
-        "removed" => return Err(UploadError::Removed { name: name.into() }),
-        _ => {}
+    match package.state {
+        PackageState::Obsolete => return Err(UploadError::Obsolete { name: name.into() }),
+        PackageState::Removed => return Err(UploadError::Removed { name: name.into() }),
+        PackageState::Active => {}
     }
     if created {
         db::packages::add_owner(&mut tx, package.id, user.id).await?;
-    } else if !user.is_operator && !db::packages::is_owner(&mut tx, package.id, user.id).await? {
-        return Err(UploadError::NotOwner { name: name.into() });
+    } else {
+        authz::authorize_on(&mut tx, user, Action::Upload, package.id, name)
+            .await
+            .map_err(|e| match e {
+                authz::AuthzError::Denied(d) => UploadError::Denied(d),
+                authz::AuthzError::Db(e) => UploadError::Internal(e.into()),
+            })?;
     }
     check_immutability(&mut tx, package.id, manifest).await?;
     if let Some(group) = group {

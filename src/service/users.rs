@@ -2,14 +2,14 @@
 //! issuing another token, and authenticating a bearer token.
 
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::{self, Db};
 use crate::domain::Maintainer;
 
 /// An authenticated user.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
     pub email: String,

@@ -22,7 +22,7 @@ use crate::domain::integrity::Judgement as Settled;
 use crate::domain::integrity::PendingRelease;
 use crate::domain::metadata::{BuildMetadata, DependentResult, RevdepsMetadata};
 use crate::domain::passmark::CheckRecord;
-use crate::domain::{Manifest, UploadState};
+use crate::domain::{Manifest, PackageState, UploadState};
 
 /// A test-only crash point: `HOLDQ_FAILPOINT=NAME` aborts the process when
 /// promotion reaches `NAME`, as a power cut would.
@@ -571,7 +571,7 @@ async fn queue_broken_dependent_emails(
         let Some(info) = db::pins::obsolescence(tx, &name).await? else {
             continue;
         };
-        if info.state != "active" {
+        if info.state != PackageState::Active {
             continue; // maintainers of obsolete packages get no breakage emails
         }
         let rows = db::stable::versions_of(tx, &name).await?;

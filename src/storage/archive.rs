@@ -164,55 +164,10 @@ fn scan(
             Some(_) => {}
         }
         let kind = entry.header().entry_type();
-        use tar::EntryType as T;
-        match kind {
-            T::Regular | T::Directory => {}
-            T::Symlink => {
-                let target = link_target(&entry)?;
-                let mut base: Vec<&str> = parts[..parts.len() - 1].to_vec();
-                if !stays_inside(&mut base, &target) {
-                    return Err(ArchiveError::LinkOutside { path, target });
-                }
-            }
-            T::Link => {
-                let target = link_target(&entry)?;
-                let mut base = Vec::new();
-                if target.starts_with('/')
-                    || !stays_inside(&mut base, &target)
-                    || base.first().copied() != Some(first)
-                {
-                    return Err(ArchiveError::LinkOutside { path, target });
-                }
-            }
-            T::Char => {
-                return Err(ArchiveError::SpecialFile {
-                    path,
-                    kind: "character device",
-                });
-            }
-            T::Block => {
-                return Err(ArchiveError::SpecialFile {
-                    path,
-                    kind: "block device",
-                });
-            }
-            T::Fifo => return Err(ArchiveError::SpecialFile { path, kind: "fifo" }),
-            T::GNUSparse => {
-                return Err(ArchiveError::SpecialFile {
-                    path,
-                    kind: "sparse file",
-                });
-            }
-            _ => {
-                return Err(ArchiveError::SpecialFile {
-                    path,
-                    kind: "entry of an unsupported type",
-                });
-            }
-        }
+        check_entry_type(&entry, kind, path.clone(), &parts)?;
 
         let is_manifest = parts.len() == 2 && parts[1] == "package.toml";
-        if is_manifest && kind == T::Regular {
+        if is_manifest && kind == tar::EntryType::Regular {
             if manifest_bytes.is_some() {
                 return Err(ArchiveError::DuplicateManifest(path));
             }
@@ -251,6 +206,64 @@ fn scan(
         entries,
         unpacked_bytes: unpacked,
     })
+}
+
+/// Refuses an entry of a type an archive may not hold (devices, fifos,
+/// sparse files...), or a link that points outside the package.
+fn check_entry_type<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    kind: tar::EntryType,
+    path: String,
+    parts: &[&str],
+) -> Result<(), ArchiveError> {
+    use tar::EntryType as T;
+    let first = parts[0];
+    match kind {
+        T::Regular | T::Directory => {}
+        T::Symlink => {
+            let target = link_target(entry)?;
+            let mut base: Vec<&str> = parts[..parts.len() - 1].to_vec();
+            if !stays_inside(&mut base, &target) {
+                return Err(ArchiveError::LinkOutside { path, target });
+            }
+        }
+        T::Link => {
+            let target = link_target(entry)?;
+            let mut base = Vec::new();
+            if target.starts_with('/')
+                || !stays_inside(&mut base, &target)
+                || base.first().copied() != Some(first)
+            {
+                return Err(ArchiveError::LinkOutside { path, target });
+            }
+        }
+        T::Char => {
+            return Err(ArchiveError::SpecialFile {
+                path,
+                kind: "character device",
+            });
+        }
+        T::Block => {
+            return Err(ArchiveError::SpecialFile {
+                path,
+                kind: "block device",
+            });
+        }
+        T::Fifo => return Err(ArchiveError::SpecialFile { path, kind: "fifo" }),
+        T::GNUSparse => {
+            return Err(ArchiveError::SpecialFile {
+                path,
+                kind: "sparse file",
+            });
+        }
+        _ => {
+            return Err(ArchiveError::SpecialFile {
+                path,
+                kind: "entry of an unsupported type",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The normal components of an entry path; refuses absolute paths and `..`.

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::process::still_running;
-use crate::support::{TestApp, TestDb, two_platforms};
+use crate::support::process::{still_running, wait_running};
+use crate::support::{TestApp, TestDb, two_platforms, wait_until};
 
 on_both_databases!(
     a_package_with_a_dependency_is_accepted_on_two_platforms_and_downloadable,
@@ -45,7 +45,7 @@ fn check<'a>(upload: &'a Value, label: &str) -> &'a Value {
 
 async fn a_package_with_a_dependency_is_accepted_on_two_platforms_and_downloadable(db: TestDb) {
     let app = TestApp::spawn_with(db, two_platforms).await;
-    app.start_workers();
+    app.start_workers().await;
     let ada = app.user("ada@example.org").await;
     let lib = app
         .upload_ok(
@@ -83,14 +83,15 @@ async fn a_package_with_a_dependency_is_accepted_on_two_platforms_and_downloadab
     }
     // In the stable index (published right after the verdict's commit),
     // with its archive downloadable.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let index = loop {
-        let index = app.get(None, "/api/v1/index").await.body;
-        if index["serial"] == 2 || std::time::Instant::now() > deadline {
-            break index;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let index = wait_until(
+        async || {
+            let index = app.get(None, "/api/v1/index").await.body;
+            (index["serial"] == 2).then_some(index)
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the index is published at serial 2");
     assert_eq!(index["serial"], 2);
     assert_eq!(
         index["packages"]["player"]["versions"][0]["dependencies"]["libwave"],
@@ -426,32 +427,24 @@ async fn a_fork_bomb_and_a_memory_hog_are_contained(db: TestDb) {
 
 async fn a_superseding_upload_kills_the_running_build_of_the_old_one(db: TestDb) {
     let app = TestApp::spawn(db).await;
-    app.start_workers();
+    app.start_workers().await;
     let ada = app.user("ada@example.org").await;
     let marker = format!("sleep {}", 700_000 + rand::random::<u32>() % 100_000);
     let old = app
         .upload_ok(&ada, package_building("slow", "1.0.0", &[], &marker, None))
         .await;
     // Wait until the old build is really running.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !still_running(&marker) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the build never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        wait_running(&marker, true, Duration::from_secs(60)).await,
+        "the build never started"
+    );
     let new = app
         .upload_ok(&ada, package_building("slow", "1.0.1", &[], "true", None))
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while still_running(&marker) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the old build is still running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        wait_running(&marker, false, Duration::from_secs(5)).await,
+        "the old build is still running"
+    );
     let v = app.wait_for_verdict(new).await;
     assert_eq!(v["state"], "accepted", "{v:#}");
     let old_view = app.upload_view(old).await;

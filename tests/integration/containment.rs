@@ -382,7 +382,7 @@ async fn a_check_cannot_list_var_lib(db: TestDb) {
 
 async fn a_check_cannot_read_another_running_checks_workspace(db: TestDb) {
     let h = Hostile::spawn_with(db, |c| c.platforms[0].local_workers = 2).await;
-    h.app.start_workers();
+    h.app.start_workers().await;
     let work = h.data().join("work");
     // The victim writes a secret into its directory, then waits for the
     // test to release it.
@@ -645,7 +645,7 @@ async fn a_checks_environment_is_not_on_any_command_line(db: TestDb) {
             .push("HOLDQ_PROBE_SECRET=env-value-not-for-ps".into());
     })
     .await;
-    h.app.start_workers();
+    h.app.start_workers().await;
     let id = h
         .upload(
             "envprobe",

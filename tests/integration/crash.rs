@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::on_both_databases;
 use crate::support::archives::package_building;
 use crate::support::process::{ServerProcess, index_is_whole, upload_to};
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
     a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_upload_is_accepted_on_restart,
@@ -41,14 +41,12 @@ async fn count(app: &TestApp, sql: &'static str, upload_id: i64) -> i64 {
 }
 
 async fn wait_accepted(app: &TestApp, upload_id: i64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while state_of(app, upload_id).await != "accepted" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upload {upload_id} never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        async || state_of(app, upload_id).await == "accepted",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|| panic!("upload {upload_id} never accepted"));
 }
 
 async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_upload_is_accepted_on_restart(
@@ -77,19 +75,20 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
 
     let _server = ServerProcess::start(&data, &url, None).await;
     wait_accepted(&app, id).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (index, whole) = index_is_whole(&data);
-        assert!(whole, "{index}");
-        if index["packages"]["alpha"]["versions"][0]["version"] == "1.0.0" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the index never showed alpha: {index}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let shown = wait_until(
+        async || {
+            let (index, whole) = index_is_whole(&data);
+            assert!(whole, "{index}");
+            index["packages"]["alpha"]["versions"][0]["version"] == "1.0.0"
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        shown.is_some(),
+        "the index never showed alpha: {}",
+        index_is_whole(&data).0
+    );
     assert_eq!(
         count(
             &app,

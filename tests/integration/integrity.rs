@@ -64,7 +64,7 @@ async fn spawn(
         tweak(c);
     })
     .await;
-    app.start_workers();
+    app.start_workers().await;
     app
 }
 

@@ -3,8 +3,6 @@
 //! when stable moved, delivery once after an outage (and a restart),
 //! template overrides, and reviewed snapshots of what is sent.
 
-use std::time::Duration;
-
 use holdq::config::Config;
 
 use crate::on_both_databases;
@@ -253,7 +251,7 @@ async fn an_outage_delays_emails_and_each_is_delivered_once_after_a_restart(db: 
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the first backoff
+    app.make_emails_due().await; // past the first backoff
     crate::support::drain_emails(&restarted).await;
     crate::support::drain_emails(&restarted).await;
     crate::support::drain_emails(&app.app).await;
@@ -287,7 +285,7 @@ async fn a_temporary_refusal_is_retried_and_delivered_once(db: TestDb) {
         "a 451 is not final: {emails:#}"
     );
     inbox.refuse(false);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.make_emails_due().await;
     app.drain_emails().await;
     app.drain_emails().await;
     assert_eq!(inbox.messages().len(), 2);
@@ -353,7 +351,7 @@ async fn a_permanent_refusal_is_recorded_and_not_retried(db: TestDb) {
         .await;
     app.drain().await;
     app.drain_emails().await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.make_emails_due().await;
     app.drain_emails().await;
     let emails = app.upload_view(id).await["emails"].clone();
     let e = &emails[0];

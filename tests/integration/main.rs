@@ -4,6 +4,7 @@
 
 mod support;
 
+mod authz;
 mod bad_inputs;
 mod checks;
 mod cli;
@@ -11,6 +12,7 @@ mod containment;
 mod crash;
 mod groups;
 mod integrity;
+mod logs;
 mod mail;
 mod migrations;
 mod obsolescence;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::{Answer, TestApp, TestDb, two_platforms};
+use crate::support::{Answer, TestApp, TestDb, two_platforms, wait_until};
 
 on_both_databases!(
     lowering_the_threshold_while_an_upload_waits_changes_its_verdict_and_not_given_ones,
@@ -335,7 +335,7 @@ async fn an_operator_retry_of_a_failed_check_marks_it_flaky_when_it_passes(db: T
 
 async fn a_paused_platform_holds_its_checks_and_releases_them_on_resume(db: TestDb) {
     let app = TestApp::spawn(db).await;
-    app.start_workers();
+    app.start_workers().await;
     let ada = app.user("ada@example.org").await;
     let p = PlatformConfig::host().name.to_string();
     let paused = call(
@@ -353,7 +353,14 @@ async fn a_paused_platform_holds_its_checks_and_releases_them_on_resume(db: Test
             package_building("patient", "1.0.0", &[], "true", None),
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Started, and after a reconcile sweep (which pushes every pending
+    // check a job) still no job on the paused platform's queue: no worker
+    // can take the check, however slow.
+    app.wait_checking(id).await;
+    holdq::service::scheduler::reconcile(&app.app)
+        .await
+        .unwrap();
+    assert_eq!(app.jobs_in(&holdq::jobs::queue_name(&p)).await, 0);
     let v = app.upload_view(id).await;
     assert_eq!(v["state"], "checking", "held: {v:#}");
     let queue = app
@@ -384,7 +391,7 @@ async fn a_paused_platform_holds_its_checks_and_releases_them_on_resume(db: Test
 
 async fn a_cancelled_upload_is_halted_rejected_and_its_maintainers_told(db: TestDb) {
     let app = TestApp::spawn(db).await;
-    app.start_workers();
+    app.start_workers().await;
     let ada = app.user("ada@example.org").await;
     let marker = format!("sleep {}", 500_000 + rand::random::<u32>() % 90_000);
     let id = app
@@ -397,14 +404,9 @@ async fn a_cancelled_upload_is_halted_rejected_and_its_maintainers_told(db: Test
             .map(|o| o.status.success())
             .unwrap_or(false)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !running() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the build never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(async || running(), Duration::from_secs(60))
+        .await
+        .expect("the build never started");
     let no_reason = call(
         &app,
         &app.operator,
@@ -423,14 +425,9 @@ async fn a_cancelled_upload_is_halted_rejected_and_its_maintainers_told(db: Test
     )
     .await;
     assert_eq!(c.status, StatusCode::NO_CONTENT, "{:?}", c.body);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while running() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the build survived the cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(async || !running(), Duration::from_secs(5))
+        .await
+        .expect("the build survived the cancel");
     let v = app.upload_view(id).await;
     assert_eq!(v["state"], "rejected");
     assert_eq!(v["reason"], "cancelled by an operator: stuck for hours");

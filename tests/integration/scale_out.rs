@@ -5,7 +5,7 @@
 //! rules run on both databases.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -17,16 +17,7 @@ use crate::support::process::{
     wait_running,
 };
 use crate::support::smtp::{self, Inbox};
-use crate::support::{TestApp, TestDb};
-
-/// The PostgreSQL test database, or `None` (the test says so and passes).
-fn postgres() -> Option<TestDb> {
-    let db = TestDb::postgres();
-    if db.is_none() {
-        eprintln!("HOLDQ_TEST_POSTGRES_URL is not set: scale-out test not run");
-    }
-    db
-}
+use crate::support::{TestApp, TestDb, wait_until};
 
 /// A server config with `platforms` checked by workers elsewhere only
 /// (`local_workers` each), mail to `smtp_port` when given.
@@ -130,8 +121,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
 async fn workers_on_other_machines_check_both_platforms_over_http() {
-    let Some(db) = postgres() else { return };
+    let db = TestDb::postgres_configured();
     let Cluster {
         app,
         ada,
@@ -210,8 +202,9 @@ async fn workers_on_other_machines_check_both_platforms_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
 async fn a_superseding_upload_kills_the_build_on_a_remote_worker() {
-    let Some(db) = postgres() else { return };
+    let db = TestDb::postgres_configured();
     let Cluster {
         app,
         ada,
@@ -251,8 +244,9 @@ async fn a_superseding_upload_kills_the_build_on_a_remote_worker() {
 }
 
 /// Messages the inbox received for `subject_part`, waiting (bounded) for
-/// the first and then a while longer for any duplicate.
-async fn settled_messages(inbox: &Inbox, subject_part: &str) -> usize {
+/// the first and then until no delivery is left that could send another
+/// (no pending email, no open job on the mail queue).
+async fn settled_messages(app: &TestApp, inbox: &Inbox, subject_part: &str) -> usize {
     let count = || {
         inbox
             .messages()
@@ -263,17 +257,23 @@ async fn settled_messages(inbox: &Inbox, subject_part: &str) -> usize {
             })
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = wait_until(
+        async || {
+            count() > 0
+                && app.pending_emails().await == 0
+                && app.open_jobs_in(holdq::jobs::MAIL_QUEUE).await == 0
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(settled.is_some(), "the mail never settled");
     count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
 async fn a_worker_killed_mid_check_is_replaced_and_the_verdict_is_given_once() {
-    let Some(db) = postgres() else { return };
+    let db = TestDb::postgres_configured();
     let (inbox, port) = smtp::start(None);
     let Cluster {
         app,
@@ -325,7 +325,7 @@ async fn a_worker_killed_mid_check_is_replaced_and_the_verdict_is_given_once() {
         .await
         .unwrap();
     assert_eq!(verdicts.0, 1);
-    assert_eq!(settled_messages(&inbox, "victim 1.0.0").await, 1);
+    assert_eq!(settled_messages(&app, &inbox, "victim 1.0.0").await, 1);
 
     // And the new worker keeps taking work.
     let next = upload_to(
@@ -340,8 +340,9 @@ async fn a_worker_killed_mid_check_is_replaced_and_the_verdict_is_given_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
 async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_index() {
-    let Some(db) = postgres() else { return };
+    let db = TestDb::postgres_configured();
     let app = TestApp::spawn(db).await;
     let ada = app.user("ada@example.org").await;
     let data = app.app.config.data_dir.clone();
@@ -390,23 +391,21 @@ async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_ind
     }
 
     // Wait until nothing is pending.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let pending: (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking')")
-                .fetch_one(app.app.db.pool())
-                .await
-                .unwrap();
-        if pending.0 == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} uploads still pending",
-            pending.0
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let pending = async || -> i64 {
+        sqlx::query_as::<_, (i64,)>(
+            "SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking')",
+        )
+        .fetch_one(app.app.db.pool())
+        .await
+        .unwrap()
+        .0
+    };
+    let drained = wait_until(async || pending().await == 0, Duration::from_secs(120)).await;
+    assert!(
+        drained.is_some(),
+        "{} uploads still pending",
+        pending().await
+    );
 
     let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
         "SELECT p.name, u.id, u.version, u.state FROM uploads u JOIN packages p ON p.id = u.package_id ORDER BY u.id",
@@ -463,8 +462,9 @@ async fn two_servers_on_one_database_keep_one_upload_per_package_and_a_whole_ind
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
 async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
-    let Some(db) = postgres() else { return };
+    let db = TestDb::postgres_configured();
     let Cluster {
         app,
         ada,
@@ -475,7 +475,7 @@ async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
     } = Cluster::start(db, &["linux-a"], None).await;
     let port = server.port();
     let dir = tempfile::tempdir().unwrap();
-    let _worker = remote("linux-a", &server, &farm, dir.path(), &app);
+    let worker = remote("linux-a", &server, &farm, dir.path(), &app);
     // Once the worker has checked its token and registered, the server goes.
     wait_for_rows(
         &app,
@@ -502,7 +502,12 @@ async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
         "the worker never took the check",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(
+        async || worker.log().contains("archive download failed"),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the worker never tried to download while the server was away");
 
     // The server comes back at its address: the check completes, accepted.
     let _back =
@@ -512,8 +517,9 @@ async fn a_remote_worker_waits_out_a_server_restart_while_fetching() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
 async fn a_check_whose_worker_cannot_start_it_gets_a_new_job() {
-    let Some(db) = postgres() else { return };
+    let db = TestDb::postgres_configured();
     let Cluster {
         app,
         ada,
@@ -565,39 +571,43 @@ async fn a_check_whose_worker_cannot_start_it_gets_a_new_job() {
 /// The stable index once it is published at the database's serial (it is
 /// written just after the promotion commits), and whether it is whole.
 async fn published_index(app: &TestApp, data: &Path) -> (Value, bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (serial,): (i64,) = sqlx::query_as("SELECT serial FROM stable_state")
+    let serial = async || -> i64 {
+        sqlx::query_as::<_, (i64,)>("SELECT serial FROM stable_state")
             .fetch_one(app.app.db.pool())
             .await
-            .unwrap();
-        let (index, whole) = index_is_whole(data);
-        if index["serial"] == serial {
-            return (index, whole);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the index stays at serial {} while the database is at {serial}",
-            index["serial"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .unwrap()
+            .0
+    };
+    let published = wait_until(
+        async || {
+            let (index, whole) = index_is_whole(data);
+            (index["serial"] == serial().await).then_some((index, whole))
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    published.unwrap_or_else(|| {
+        panic!(
+            "the index stays at serial {} while the database is at a later one",
+            index_is_whole(data).0["serial"]
+        )
+    })
 }
 
 /// Waits (30 s at most) until the count `sql` selects is not zero.
 async fn wait_for_rows(app: &TestApp, sql: &'static str, never: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (n,): (i64,) = sqlx::query_as(sql)
-            .fetch_one(app.app.db.pool())
-            .await
-            .unwrap();
-        if n > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{never}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = wait_until(
+        async || {
+            let (n,): (i64,) = sqlx::query_as(sql)
+                .fetch_one(app.app.db.pool())
+                .await
+                .unwrap();
+            n > 0
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(seen.is_some(), "{never}");
 }
 
 on_both_databases!(upload_archives_are_for_workers_operators_and_owners,);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::on_both_databases;
 use crate::support::archives::package_building;
 use crate::support::process::{ServerProcess, WorkerProcess};
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(a_separate_worker_process_checks_its_platform,);
 
@@ -42,8 +42,16 @@ async fn a_separate_worker_process_checks_its_platform(db: TestDb) {
         .as_i64()
         .unwrap();
 
-    // With no worker for the platform, the upload waits, checking.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // With no worker for the platform, the upload waits, checking: its
+    // check's job is in the platform's queue and nobody takes it.
+    app.wait_checking(id).await;
+    let queue = holdq::jobs::queue_name("linux-remote");
+    wait_until(
+        async || app.jobs_in(&queue).await > 0,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the check's job was pushed");
     assert!(app.upload_view(id).await["verdict"].is_null());
 
     let _worker = WorkerProcess::start("linux-remote", &config, &data, &app.database_url);
@@ -63,19 +71,23 @@ on_both_databases!(running_workers_are_listed_with_their_current_check,);
 
 async fn running_workers_are_listed_with_their_current_check(db: TestDb) {
     let app = TestApp::spawn_with(db, crate::support::two_platforms).await;
-    app.start_workers();
+    app.start_workers().await;
     let ada = app.user("ada@example.org").await;
     async fn list(app: &TestApp) -> serde_json::Value {
         app.get(Some(&app.operator), "/api/v1/workers").await.body
     }
     // Both platforms' workers register at start.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let workers = loop {
-        let w = list(&app).await;
-        if w.as_array().is_some_and(|a| a.len() == 2) || std::time::Instant::now() > deadline {
-            break w;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let workers = match wait_until(
+        async || {
+            let w = list(&app).await;
+            w.as_array().is_some_and(|a| a.len() == 2).then_some(w)
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Some(w) => w,
+        None => list(&app).await,
     };
     let platforms: Vec<&str> = workers
         .as_array()
@@ -106,23 +118,23 @@ async fn running_workers_are_listed_with_their_current_check(db: TestDb) {
             ),
         )
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let w = list(&app).await;
-        let busy = w
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["platform"] == "linux-a" && !w["current_check"].is_null());
-        if busy.is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never saw the running check: {w:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let busy = wait_until(
+        async || {
+            list(&app)
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["platform"] == "linux-a" && !w["current_check"].is_null())
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        busy.is_some(),
+        "never saw the running check: {:#}",
+        list(&app).await
+    );
     let v = app.wait_for_verdict(id).await;
     assert_eq!(v["state"], "accepted", "{v:#}");
 }

@@ -6,6 +6,8 @@ pub mod process;
 pub mod smtp;
 pub mod stable;
 
+use std::time::Duration;
+
 use holdq::config::Config;
 use holdq::service::App;
 use holdq::service::users::Role;
@@ -45,6 +47,14 @@ impl TestDb {
             .map(Self::Postgres)
     }
 
+    /// PostgreSQL, for a test that runs only when the tests were built with
+    /// `HOLDQ_TEST_POSTGRES_URL` (`cfg(holdq_postgres)`, see `build.rs`).
+    pub fn postgres_configured() -> Self {
+        Self::postgres().expect(
+            "HOLDQ_TEST_POSTGRES_URL was set when the tests were built; set it when running them too",
+        )
+    }
+
     async fn url(&self, dir: &TempDir) -> String {
         match self {
             Self::Sqlite => format!("sqlite://{}/holdq.db", dir.path().display()),
@@ -53,8 +63,9 @@ impl TestDb {
     }
 }
 
-/// Runs each named `async fn NAME(db: TestDb)` on SQLite, and on PostgreSQL
-/// when it is configured, as `NAME::sqlite` and `NAME::postgres`.
+/// Runs each named `async fn NAME(db: TestDb)` on SQLite as `NAME::sqlite`
+/// and on PostgreSQL as `NAME::postgres`; the latter is ignored, with the
+/// reason, when the tests were built without `HOLDQ_TEST_POSTGRES_URL`.
 #[macro_export]
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {$(
@@ -64,14 +75,52 @@ macro_rules! on_both_databases {
                 super::$name($crate::support::TestDb::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(not(holdq_postgres), ignore = "needs HOLDQ_TEST_POSTGRES_URL")]
             async fn postgres() {
-                match $crate::support::TestDb::postgres() {
-                    Some(db) => super::$name(db).await,
-                    None => eprintln!("HOLDQ_TEST_POSTGRES_URL is not set: PostgreSQL variant not run"),
-                }
+                super::$name($crate::support::TestDb::postgres_configured()).await
             }
         }
     )*};
+}
+
+/// Polls `condition` every 20 ms until it holds (`true`, or `Some(value)`),
+/// for at most `timeout`: what it found, or `None` when time ran out. Tests
+/// wait on this instead of sleeping for a guessed while.
+pub async fn wait_until<C: Condition>(
+    mut condition: impl AsyncFnMut() -> C,
+    timeout: Duration,
+) -> Option<C::Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition().await.holds() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a [`wait_until`] condition answers: a `bool`, or an `Option` of
+/// what it waited for.
+pub trait Condition {
+    type Value;
+    fn holds(self) -> Option<Self::Value>;
+}
+
+impl Condition for bool {
+    type Value = ();
+    fn holds(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Condition for Option<T> {
+    type Value = T;
+    fn holds(self) -> Option<T> {
+        self
+    }
 }
 
 async fn fresh_postgres_database(server: &str) -> String {
@@ -180,21 +229,13 @@ impl TestApp {
         })
     }
 
-    /// Starts the scheduler and every platform's local workers, as
-    /// `holdq serve` does; they stop when the test's runtime ends.
-    pub fn start_workers(&self) {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        holdq::service::scheduler::spawn_scheduler(&self.app, shutdown.clone());
-        holdq::service::scheduler::spawn_email_worker(&self.app, shutdown.clone());
-        for platform in &self.app.config.platforms {
-            holdq::service::scheduler::spawn_workers(
-                &self.app,
-                platform,
-                platform.local_workers,
-                shutdown.clone(),
-            );
-        }
-        std::mem::forget(shutdown);
+    /// Starts what `holdq serve` runs beside its API (the start-up
+    /// reconcile, scheduler, platform, decide and mail workers) through the
+    /// same function; they stop when the test's runtime ends.
+    pub async fn start_workers(&self) {
+        holdq::service::server::start(&self.app)
+            .await
+            .expect("the server's background work starts");
     }
 
     /// Runs every queued upload's checks to their verdict in this task,
@@ -234,21 +275,38 @@ impl TestApp {
         drain_emails(&self.app).await;
     }
 
+    /// How many emails wait in the outbox to be delivered.
+    pub async fn pending_emails(&self) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(self.app.db.pool())
+            .await
+            .unwrap();
+        n
+    }
+
+    /// Cuts the backoff of every pending email short: they are due now.
+    pub async fn make_emails_due(&self) {
+        let mut conn = self.app.db.pool().acquire().await.unwrap();
+        holdq::db::outbox::make_pending_due(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// Waits (bounded) until `upload_id` has a verdict, for tests that run
     /// the real workers; returns the upload as the API shows it.
     pub async fn wait_for_verdict(&self, upload_id: i64) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let a = self
-                .get(
-                    Some(&self.operator),
-                    &format!("/api/v1/uploads/{upload_id}"),
-                )
-                .await;
-            if !a.body["verdict"].is_null() || std::time::Instant::now() > deadline {
-                return a.body;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let path = format!("/api/v1/uploads/{upload_id}");
+        let decided = wait_until(
+            async || {
+                let a = self.get(Some(&self.operator), &path).await;
+                (!a.body["verdict"].is_null()).then_some(a.body)
+            },
+            Duration::from_secs(120),
+        )
+        .await;
+        match decided {
+            Some(view) => view,
+            None => self.get(Some(&self.operator), &path).await.body,
         }
     }
 
@@ -307,6 +365,47 @@ impl TestApp {
         let a = self.get(Some(&self.operator), "/api/v1/queue").await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
         a.body.as_array().expect("a list").clone()
+    }
+
+    /// How many jobs (in any state) the job queue `queue` holds.
+    pub async fn jobs_in(&self, queue: &str) -> i64 {
+        self.count_jobs(queue, "").await
+    }
+
+    /// How many jobs of `queue` are still to run or running.
+    pub async fn open_jobs_in(&self, queue: &str) -> i64 {
+        self.count_jobs(queue, " AND status IN ('Pending', 'Queued', 'Running')")
+            .await
+    }
+
+    async fn count_jobs(&self, queue: &str, filter: &str) -> i64 {
+        let table = match self.app.db.backend() {
+            holdq::db::Backend::Sqlite => "Jobs",
+            holdq::db::Backend::Postgres => "apalis.jobs",
+        };
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE job_type = $1{filter}"
+        )))
+        .bind(queue)
+        .fetch_one(self.app.db.pool())
+        .await
+        .unwrap();
+        n
+    }
+
+    /// Waits until the scheduler has taken upload `id` out of the queue:
+    /// it is `checking`, with its checks recorded.
+    pub async fn wait_checking(&self, id: i64) -> Value {
+        wait_until(
+            async || {
+                let v = self.upload_view(id).await;
+                (v["state"] == "checking" && !v["checks"].as_array().is_none_or(Vec::is_empty))
+                    .then_some(v)
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|| panic!("upload {id} never started its checks"))
     }
 
     /// Asserts a refused upload left nothing behind: no row, no blob, no

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct ServerProcess {
     child: Child,
@@ -23,11 +23,7 @@ impl ServerProcess {
         failpoint: Option<&str>,
         config: Option<&Path>,
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Self::start_on_port(port, data_dir, database_url, failpoint, config).await
     }
 
@@ -40,15 +36,50 @@ impl ServerProcess {
         failpoint: Option<&str>,
         config: Option<&Path>,
     ) -> Self {
+        Self::launch(port, data_dir, database_url, failpoint, config, |cmd| {
+            cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        })
+        .await
+    }
+
+    /// `holdq serve` with `config` on a free port, with `args` and `env`,
+    /// its log (stderr) written to `log`.
+    pub async fn start_logged(
+        data_dir: &Path,
+        database_url: &str,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let port = free_port();
+        let file = std::fs::File::create(log).expect("a log file");
+        Self::launch(port, data_dir, database_url, None, Some(config), |cmd| {
+            cmd.args(args)
+                .env_remove("RUST_LOG")
+                .env_remove("HOLDQ_LOG")
+                .envs(env.iter().copied())
+                .stderr(file);
+        })
+        .await
+    }
+
+    async fn launch(
+        port: u16,
+        data_dir: &Path,
+        database_url: &str,
+        failpoint: Option<&str>,
+        config: Option<&Path>,
+        output: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdq"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--database-url", database_url])
             .env_remove("HOLDQ_FAILPOINT")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
+        output(&mut cmd);
         if let Some(f) = failpoint {
             cmd.env("HOLDQ_FAILPOINT", f);
         }
@@ -60,27 +91,21 @@ impl ServerProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/healthz", server.base))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let health = format!("{}/healthz", server.base);
+        super::wait_until(
+            async || reqwest::get(&health).await.is_ok(),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the server did not come up");
         server
     }
 
     /// Waits (bounded) for the process to end by itself; true when it did.
     pub async fn wait_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        super::wait_until(async || self.child.try_wait().unwrap().is_some(), limit)
+            .await
+            .is_some()
     }
 
     pub fn kill(&mut self) {
@@ -97,6 +122,14 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The stable index on disk and whether every version it names has its
@@ -135,18 +168,17 @@ pub fn still_running(marker: &str) -> bool {
 
 /// Waits (bounded) until `running(marker)` is `want`; true when it came.
 pub async fn wait_running(marker: &str, want: bool, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if still_running(marker) == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    super::wait_until(async || still_running(marker) == want, limit)
+        .await
+        .is_some()
 }
 
-/// `holdq worker` as a separate process; killed (SIGKILL) on drop.
-pub struct WorkerProcess(Child);
+/// `holdq worker` as a separate process; killed (SIGKILL) on drop. Its
+/// log goes to a file (shown when the test fails).
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
 
 impl WorkerProcess {
     /// A worker on "another machine": its own empty data directory, archives
@@ -176,6 +208,11 @@ impl WorkerProcess {
     }
 
     fn spawn(data_dir: &Path, database_url: &str, args: impl FnOnce(&mut Command)) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "holdq-worker-{}-{:08x}.log",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdq"));
         args(&mut cmd);
         let child = cmd
@@ -184,22 +221,31 @@ impl WorkerProcess {
             .args(["--database-url", database_url])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).expect("a worker log file"))
             .spawn()
             .expect("holdq worker starts");
-        Self(child)
+        Self { child, log }
+    }
+
+    /// What the worker has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Kills the worker at once (SIGKILL), as a machine cut off would.
     pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- worker log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

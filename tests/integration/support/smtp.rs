@@ -59,7 +59,8 @@ pub const UNKNOWN_RECIPIENT: &str = "nobody@example.org";
 impl Handler for Session {
     fn rcpt(&mut self, to: &str) -> Response {
         if to.contains(UNKNOWN_RECIPIENT) {
-            return response::NO_MAILBOX;
+            // As real servers do, the refusal names the address.
+            return Response::custom(550, format!("5.1.1 {to}: recipient address rejected"));
         }
         response::OK
     }
