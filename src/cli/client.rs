@@ -240,6 +240,11 @@ impl Client {
 
     /// Streams `file` to the server with its sha256, showing progress.
     pub async fn upload(&self, file: &Path) -> anyhow::Result<Receipt> {
+        self.upload_to(file, None).await
+    }
+
+    /// [`Client::upload`] into upload group `group`.
+    pub async fn upload_to(&self, file: &Path, group: Option<i64>) -> anyhow::Result<Receipt> {
         let (sha256, len) = hash_file(file)?;
         let progress = if len >= PROGRESS_MIN_BYTES {
             let bar = ProgressBar::new(len);
@@ -266,7 +271,13 @@ impl Client {
                 }
             });
         let req = self
-            .request(reqwest::Method::POST, "/uploads")
+            .request(
+                reqwest::Method::POST,
+                &match group {
+                    Some(g) => format!("/uploads?group={g}"),
+                    None => "/uploads".to_owned(),
+                },
+            )
             .header(reqwest::header::CONTENT_TYPE, "application/gzip")
             .header(reqwest::header::CONTENT_LENGTH, len)
             .header("X-Checksum-Sha256", &sha256)

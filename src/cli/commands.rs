@@ -14,6 +14,7 @@ use super::{
 use crate::config::{Config, Limits, Overrides};
 use crate::db::Db;
 use crate::domain::passmark::PassMark;
+use crate::service::groups::GroupView;
 use crate::service::operators::{PlatformView, Retried, WorkerView};
 use crate::service::passmark::{PassMarkChange, PassMarkSet, Simulation};
 use crate::service::users::Role;
@@ -51,7 +52,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
-        Command::Upload { files, client } => upload(&files, &client).await,
+        Command::Upload {
+            files,
+            together,
+            client,
+        } => upload(&files, together, &client).await,
         Command::Queue { platform, client } => render::queue(
             &Client::new(&client)?.queue(platform.as_deref()).await?,
             client.json,
@@ -111,11 +116,40 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn upload(files: &[std::path::PathBuf], client: &ClientArgs) -> anyhow::Result<()> {
+async fn upload(
+    files: &[std::path::PathBuf],
+    together: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<()> {
     let api = Client::new(client)?;
+    if !together {
+        for file in files {
+            let receipt = api.upload(file).await?;
+            render::receipt(&receipt, client.json)?;
+        }
+        return Ok(());
+    }
+    // One group, submitted by the server when the last member arrives.
+    let group: GroupView = api
+        .call(
+            reqwest::Method::POST,
+            "/groups",
+            serde_json::json!({ "expected": files.len() }),
+        )
+        .await?;
     for file in files {
-        let receipt = api.upload(file).await?;
+        let receipt = api
+            .upload_to(file, Some(group.id))
+            .await
+            .with_context(|| format!("upload group {} refused as a whole", group.id))?;
         render::receipt(&receipt, client.json)?;
+    }
+    if !client.json {
+        println!(
+            "upload group {}: {} uploads, checked together and accepted or rejected as one",
+            group.id,
+            files.len()
+        );
     }
     Ok(())
 }

@@ -69,6 +69,10 @@ pub enum Command {
     Upload {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// One upload group: checked against each other, accepted or
+        /// rejected as a whole.
+        #[arg(long)]
+        together: bool,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -13,6 +13,7 @@ on_both_databases!(
     user_add_prints_a_token_that_the_server_accepts,
     client_errors_are_one_line_with_a_non_zero_exit,
     mail_test_sends_one_sample_of_each_template,
+    upload_together_makes_one_group_accepted_as_one,
 );
 
 async fn holdq(app: &TestApp, token: Option<&str>, args: &[&str], cwd: &Path) -> Output {
@@ -216,4 +217,61 @@ async fn mail_test_sends_one_sample_of_each_template(db: TestDb) {
             .all(|f| f.contains("To: ops@example.org") && f.contains("[sample] [holdq]")),
         "{files:#?}"
     );
+}
+
+async fn upload_together_makes_one_group_accepted_as_one(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    let work = tempfile::tempdir().unwrap();
+    // base 1.0.0 and its dependent, which needs base ^1.0 (nothing in stable).
+    write_package(&work.path().join("a"), "base", "1.0.0");
+    let dir = work.path().join("b");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("package.toml"),
+        manifest("top", "1.0.0", &[("base", "^1.0")]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("build.sh"),
+        "test -f $HOLDQ_DEPS/base/package.toml\n",
+    )
+    .unwrap();
+    for d in ["a", "b"] {
+        assert!(
+            holdq(&app, None, &["pack", d], work.path())
+                .await
+                .status
+                .success()
+        );
+    }
+    let up = holdq(
+        &app,
+        Some(&token),
+        &[
+            "upload",
+            "base-1.0.0.tar.gz",
+            "top-1.0.0.tar.gz",
+            "--together",
+        ],
+        work.path(),
+    )
+    .await;
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(
+        stdout(&up).contains("upload group 1: 2 uploads"),
+        "{}",
+        stdout(&up)
+    );
+    let (group, members): (i64, i64) =
+        sqlx::query_as("SELECT MIN(group_id), COUNT(*) FROM uploads WHERE group_id IS NOT NULL")
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!((group, members), (1, 2));
+    app.drain().await;
+    for id in [1, 2] {
+        let v = app.upload_view(id).await;
+        assert_eq!(v["state"], "accepted", "{v:#}");
+    }
 }
