@@ -248,7 +248,8 @@ pub async fn list_queue(
         let waits = row
             .state_reason
             .clone()
-            .filter(|r| r.starts_with("waiting for"));
+            .filter(|r| r.starts_with("waiting for"))
+            .map(|r| r.trim_start_matches("waiting for ").to_owned());
         let waiting_for = if checks.is_empty() {
             vec![waits.unwrap_or_else(|| "its checks to start".to_owned())]
         } else if open.is_empty() {

@@ -20,6 +20,8 @@ on_both_databases!(
     an_upload_that_assumed_a_rejected_one_is_rebased_against_stable,
     stable_moved_behind_the_queue_rebases_instead_of_promoting,
     without_speculation_an_upload_waits_for_the_related_uploads_ahead,
+    the_checker_finds_the_race_staged_in_the_database,
+    a_newer_upload_supersedes_one_being_rebased,
 );
 
 /// A library shipping one file per function in `functions`.
@@ -372,7 +374,7 @@ async fn without_speculation_an_upload_waits_for_the_related_uploads_ahead(db: T
         )
         .await;
     // While lib 1.1.0 is checked, the queue says what user waits for.
-    let waiting = format!("waiting for lib 1.1.0 (upload {lib11}) ahead of it");
+    let waiting = format!("lib 1.1.0 (upload {lib11}) ahead of it");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let queue = app.queue().await;
@@ -407,4 +409,72 @@ async fn without_speculation_an_upload_waits_for_the_related_uploads_ahead(db: T
         check(&u, "build")["base"]["closure"]["lib"]["source"],
         "stable"
     );
+}
+
+async fn the_checker_finds_the_race_staged_in_the_database(db: TestDb) {
+    // The end state of the race: app 1.1.0 built against lib 1.0.0, lib
+    // 1.1.0 never built with app 1.1.0, both in stable.
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    app.upload_ok(&ada, lib("1.0.0", &["f", "g"], "true")).await;
+    app.upload_ok(
+        &ada,
+        user_of("app", "1.0.0", &[("lib", "^1")], "true", &["lib/f"]),
+    )
+    .await;
+    app.drain().await;
+    let app11 = app
+        .upload_ok(
+            &ada,
+            user_of("app", "1.1.0", &[("lib", "^1")], "true", &["lib/g"]),
+        )
+        .await;
+    let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f"], "true")).await;
+    promote_behind_the_queue(&app, app11).await;
+    promote_behind_the_queue(&app, lib11).await;
+    let report = holdq::service::integrity::invariant_report(&app.app)
+        .await
+        .unwrap();
+    let violations: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
+    assert_eq!(violations, ["app 1.1.0 -> lib 1.1.0"]);
+}
+
+async fn a_newer_upload_supersedes_one_being_rebased(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    app.upload_ok(&ada, lib("1.0.0", &["f", "g"], "true")).await;
+    app.drain().await;
+    let user = app
+        .upload_ok(
+            &ada,
+            user_of("user", "1.0.0", &[("lib", "^1")], "true", &["lib/g"]),
+        )
+        .await;
+    run_checks_undecided(&app, user).await;
+    let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f", "g"], "true")).await;
+    promote_behind_the_queue(&app, lib11).await;
+    holdq::service::verdict::decide(&app.app, user)
+        .await
+        .unwrap();
+    assert_eq!(app.upload_view(user).await["rebases"], 1);
+    // Rebased and waiting for its checks: a newer upload supersedes it.
+    let newer = app
+        .upload_ok(
+            &ada,
+            user_of("user", "1.0.1", &[("lib", "^1")], "true", &["lib/g"]),
+        )
+        .await;
+    let old = app.upload_view(user).await;
+    assert_eq!(old["state"], "superseded", "{old:#}");
+    assert!(
+        old["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["state"] != "pending"),
+        "{old:#}"
+    );
+    app.drain().await;
+    assert_eq!(app.upload_view(newer).await["state"], "accepted");
+    assert_eq!(app.upload_view(user).await["state"], "superseded");
 }
