@@ -1065,7 +1065,7 @@ fn a_dependent_pushed_beyond_max_dependents_is_neither_built_nor_exempt() {
             &me.name,
             &me.release,
             &[resolve],
-            &[revdeps.clone()],
+            std::slice::from_ref(&revdeps),
             |_| true,
         );
         let mut stable = stable.clone();
