@@ -299,19 +299,23 @@ pub fn build_stale(
 }
 
 /// Why a revdeps base no longer holds: the dependents to rebuild now
-/// (`now`) differ from those it rebuilt.
-pub fn revdeps_stale(recorded: Option<&Base>, now: &[Dependent]) -> Option<String> {
+/// (`now`) differ from those it rebuilt, or those left beyond
+/// `max_dependents` now (`beyond`) from those it left out (an edge in
+/// neither list would enter stable unbuilt and unexempted).
+pub fn revdeps_stale(
+    recorded: Option<&Base>,
+    (now, beyond): (&[Dependent], &[Dependent]),
+) -> Option<String> {
     let Some(recorded) = recorded else {
         return Some("it was checked before bases were recorded".into());
     };
+    let by_name = |list: &[Dependent]| -> BTreeMap<PackageName, Version> {
+        list.iter()
+            .map(|d| (d.name.clone(), d.version.clone()))
+            .collect()
+    };
     let before = recorded.rebuilt();
-    let now: BTreeMap<PackageName, Version> = now
-        .iter()
-        .map(|d| (d.name.clone(), d.version.clone()))
-        .collect();
-    if before == now {
-        return None;
-    }
+    let now = by_name(now);
     let mut changes: Vec<String> = now
         .iter()
         .filter(|(n, v)| before.get(*n) != Some(v))
@@ -323,7 +327,20 @@ pub fn revdeps_stale(recorded: Option<&Base>, now: &[Dependent]) -> Option<Strin
             .filter(|(n, v)| now.get(*n) != Some(v))
             .map(|(n, v)| format!("{n} {v} no longer does")),
     );
-    Some(changes.join("; "))
+    let (beyond_before, beyond_now) = (by_name(&recorded.beyond), by_name(beyond));
+    changes.extend(
+        beyond_now
+            .iter()
+            .filter(|(n, v)| beyond_before.get(*n) != Some(v))
+            .map(|(n, v)| format!("{n} {v} now depends on it (beyond revdeps.max_dependents)")),
+    );
+    changes.extend(
+        beyond_before
+            .iter()
+            .filter(|(n, v)| beyond_now.get(*n) != Some(v) && !now.contains_key(*n))
+            .map(|(n, v)| format!("{n} {v} no longer does")),
+    );
+    (!changes.is_empty()).then(|| changes.join("; "))
 }
 
 /// One check of an upload as judging its base needs it.
@@ -403,7 +420,8 @@ pub fn must_wait(me: i64, checks: &[JudgedCheck], assumed: &[Assumed]) -> Option
 /// Judges the bases of upload `me` (of `release`), whose checks are all
 /// final and which need not wait, against stable now: its closure there
 /// (`closure_now`) and the dependents revdeps would rebuild there
-/// (`dependents_now`). A base is stale when it assumed an upload that was
+/// (`dependents_now`: those rebuilt, and those beyond `max_dependents`).
+/// A base is stale when it assumed an upload that was
 /// not accepted, or when its direct edges moved.
 pub fn judge(
     me: i64,
@@ -411,7 +429,7 @@ pub fn judge(
     checks: &[JudgedCheck],
     assumed: &[Assumed],
     closure_now: &Result<Closure, ResolveError>,
-    dependents_now: &[Dependent],
+    dependents_now: (&[Dependent], &[Dependent]),
 ) -> Judgement {
     let pending: BTreeSet<i64> = assumed
         .iter()
@@ -738,12 +756,12 @@ mod tests {
         let now = FutureStable::stable(&s, 1)
             .dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100)
             .0;
-        assert_eq!(revdeps_stale(Some(&recorded), &now), None);
+        assert_eq!(revdeps_stale(Some(&recorded), (&now, &[])), None);
         s.add_release(n("app"), rel("1.1.0", &[("lib", "^1")]));
         let now = FutureStable::stable(&s, 2)
             .dependents_to_rebuild(&n("lib"), &v("1.1.0"), 100)
             .0;
-        let why = revdeps_stale(Some(&recorded), &now).unwrap();
+        let why = revdeps_stale(Some(&recorded), (&now, &[])).unwrap();
         assert!(why.contains("app 1.1.0"), "{why}");
     }
 

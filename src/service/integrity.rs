@@ -250,9 +250,7 @@ pub async fn settle(
         let closure = super::checks::refuse_new_obsolete(repo, manifest)
             .and_then(|()| now.resolve_upload(&me).map_err(|e| e.to_string()))
             .map_err(crate::domain::resolve::ResolveError);
-        let dependents = now
-            .dependents_to_rebuild(&me.name, &me.release.version, max_dependents)
-            .0;
+        let dependents = now.dependents_to_rebuild(&me.name, &me.release.version, max_dependents);
         (closure, dependents)
     })
     .await?;
@@ -262,7 +260,7 @@ pub async fn settle(
         &judged,
         &assumed,
         &closure_now,
-        &dependents_now,
+        (&dependents_now.0, &dependents_now.1),
     ))
 }
 
