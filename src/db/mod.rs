@@ -88,8 +88,10 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("invalid database URL {}", redact_url(&url)))?;
         let pool = AnyPoolOptions::new()
+            // SQLite: enough that the writer holding the lock still finds a
+            // connection to read with while others queue for it.
             .max_connections(match backend {
-                Backend::Sqlite => 8,
+                Backend::Sqlite => 32,
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(60))

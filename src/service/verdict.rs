@@ -45,12 +45,14 @@ struct Member {
 /// when nothing was decided now (checks left, waiting for uploads ahead,
 /// or rebased).
 pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
+    // The pass mark in force now: a change made while the upload waited
+    // applies. Read before the write transaction, so that a decision holding
+    // the write lock needs no second connection for it.
+    let passmark = super::passmark::current(app).await?;
     let mut tx = app.db.begin_write().await?;
     let Some(members) = load_unit(app, &mut tx, upload_id).await? else {
         return Ok(None);
     };
-    // The pass mark in force now: a change made while the upload waited applies.
-    let passmark = super::passmark::current(app).await?;
     let max_dependents = passmark.revdeps_max_dependents as usize;
     let mut judged = Vec::with_capacity(members.len());
     for m in &members {

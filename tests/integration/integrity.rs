@@ -135,7 +135,7 @@ async fn a_dependent_uploaded_before_a_library_that_breaks_it_gets_the_library_r
     let app11 = app
         .upload_ok(
             &ada,
-            user_of("app", "1.1.0", &[("lib", "^1")], "sleep 2", &["lib/g"]),
+            user_of("app", "1.1.0", &[("lib", "^1")], "sleep 6", &["lib/g"]),
         )
         .await;
     let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f"], "true")).await;
@@ -165,7 +165,7 @@ async fn a_dependent_uploaded_after_a_library_that_breaks_it_is_built_against_it
     let app = spawn(db, 2, |_| {}).await;
     let ada = app.user("ada@example.org").await;
     stable_with_lib_and_app(&app, &ada).await;
-    let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f"], "sleep 2")).await;
+    let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f"], "sleep 4")).await;
     let app11 = app
         .upload_ok(
             &ada,
@@ -196,9 +196,9 @@ async fn a_chain_of_dependent_uploads_is_checked_speculatively_and_promoted_in_o
     let app = spawn(db, 3, |_| {}).await;
     let ada = app.user("ada@example.org").await;
     accepted(&app, &ada, user_of("a", "1.0.0", &[], "true", &[])).await;
-    // Each needs what the one before it adds, and each build takes a second.
+    // Each needs what the one before it adds, and each build takes two seconds (a margin for a loaded machine: the builds behind must start before the verdict ahead).
     let with_feature = |name: &str, deps: &[(&str, &str)], needs: &[&str]| {
-        let mut build = "sleep 1".to_owned();
+        let mut build = "sleep 2".to_owned();
         for n in needs {
             build.push_str(&format!(" && test -f $HOLDQ_DEPS/{n}"));
         }
