@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::on_both_databases;
 use crate::support::archives::{Tar, manifest, package_building};
 use crate::support::process::{ServerProcess, index_is_whole};
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
     a_group_is_checked_together_and_accepted_under_one_serial,
@@ -309,16 +309,15 @@ async fn a_crash_in_the_middle_of_a_group_promotion_leaves_all_or_none(db: TestD
         assert_eq!(app.upload_view(id).await["state"], "checking");
     }
     let _server = ServerProcess::start(&data, &url, None).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while app.upload_view(y).await["state"] != "accepted"
-        || app.upload_view(x).await["state"] != "accepted"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the group was never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let both = wait_until(
+        async || {
+            app.upload_view(x).await["state"] == "accepted"
+                && app.upload_view(y).await["state"] == "accepted"
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(both.is_some(), "the group was never accepted");
     assert_eq!(
         serial_of_acceptance(&app, x).await,
         serial_of_acceptance(&app, y).await

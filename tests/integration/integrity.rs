@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::on_both_databases;
 use crate::support::archives::{Tar, manifest};
 use crate::support::stable::{promote_behind_the_queue, run_checks_undecided};
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
     a_dependent_uploaded_before_a_library_that_breaks_it_gets_the_library_rejected,
@@ -375,26 +375,24 @@ async fn without_speculation_an_upload_waits_for_the_related_uploads_ahead(db: T
         .await;
     // While lib 1.1.0 is checked, the queue says what user waits for.
     let waiting = format!("lib 1.1.0 (upload {lib11}) ahead of it");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let queue = app.queue().await;
-        let says = queue.iter().find(|u| u["id"] == user).is_some_and(|u| {
-            u["waiting_for"].as_array().is_some_and(|w| {
-                w.iter()
-                    .any(|l| l.as_str().is_some_and(|l| l.contains(&waiting)))
+    let says = wait_until(
+        async || {
+            app.queue().await.iter().any(|u| {
+                u["id"] == user
+                    && u["waiting_for"].as_array().is_some_and(|w| {
+                        w.iter()
+                            .any(|l| l.as_str().is_some_and(|l| l.contains(&waiting)))
+                    })
             })
-        });
-        if says {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "never said {waiting}: {queue:#?} {:#}",
-                app.upload_view(user).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        says.is_some(),
+        "never said {waiting}: {:#?}",
+        app.queue().await
+    );
     let l = app.wait_for_verdict(lib11).await;
     let u = app.wait_for_verdict(user).await;
     assert_eq!(l["state"], "accepted", "{l:#}");
