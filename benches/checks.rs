@@ -10,12 +10,12 @@
 //!
 //! Run: `cargo bench --bench checks`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use holdq::config::Config;
 use holdq::sandbox::{RunSpec, Sandbox};
 use holdq::service::{App, scheduler};
-use support::{ms, package, percentile, wait_process};
+use support::{ms, package, percentile, upload, wait_idle, wait_process};
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -144,44 +144,6 @@ async fn run() -> anyhow::Result<()> {
     println!("checks: ratio queue/raw {:.2} (goal >= 0.50)", queue / raw);
     shutdown.cancel();
     Ok(())
-}
-
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    body: &[u8],
-) -> anyhow::Result<i64> {
-    let resp = client
-        .post(format!("{base}/api/v1/uploads"))
-        .bearer_auth(token)
-        .header("content-type", "application/gzip")
-        .body(body.to_vec())
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status() == 201,
-        "upload refused: {}",
-        resp.text().await?
-    );
-    Ok(resp.json::<serde_json::Value>().await?["id"]
-        .as_i64()
-        .unwrap_or_default())
-}
-
-async fn wait_idle(app: &App) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking')")
-                .fetch_one(app.db.pool())
-                .await?;
-        if n == 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the queue never drained");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn count_accepted(app: &App, ids: &[i64]) -> anyhow::Result<usize> {

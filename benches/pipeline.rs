@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use holdq::config::Config;
 use holdq::sandbox::Sandbox;
 use holdq::service::{App, scheduler};
+use support::{upload, wait_idle};
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const CHAINS: usize = 2;
 const LENGTH: usize = 5;
@@ -186,44 +189,6 @@ async fn trial(speculate: bool) -> anyhow::Result<(Duration, i64)> {
     shutdown.cancel();
     server.abort();
     Ok((elapsed, rebases.unwrap_or(0)))
-}
-
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    body: &[u8],
-) -> anyhow::Result<i64> {
-    let resp = client
-        .post(format!("{base}/api/v1/uploads"))
-        .bearer_auth(token)
-        .header("content-type", "application/gzip")
-        .body(body.to_vec())
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status() == 201,
-        "upload refused: {}",
-        resp.text().await?
-    );
-    Ok(resp.json::<serde_json::Value>().await?["id"]
-        .as_i64()
-        .unwrap_or_default())
-}
-
-async fn wait_idle(app: &App) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking')")
-                .fetch_one(app.db.pool())
-                .await?;
-        if n == 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the queue never drained");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Fails loudly unless every upload of `ids` was accepted.

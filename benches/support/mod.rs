@@ -70,3 +70,46 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// Uploads `body` to the server at `base`; its upload id.
+pub async fn upload(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &[u8],
+) -> anyhow::Result<i64> {
+    let resp = client
+        .post(format!("{base}/api/v1/uploads"))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(body.to_vec())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status() == 201,
+        "upload refused: {}",
+        resp.text().await?
+    );
+    Ok(resp.json::<serde_json::Value>().await?["id"]
+        .as_i64()
+        .unwrap_or_default())
+}
+
+/// Waits (bounded: 10 min) until no upload is queued or being checked.
+pub async fn wait_idle(app: &holdq::service::App) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM uploads WHERE state IN ('queued', 'checking')")
+                .fetch_one(app.db.pool())
+                .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
     a_check_cannot_read_the_database,
@@ -392,12 +392,16 @@ async fn a_check_cannot_read_another_running_checks_workspace(db: TestDb) {
             "echo victims-workspace-secret > secret.txt; until [ -e release ]; do sleep 0.05; done",
         )
         .await;
-    let secret = wait_for(|| {
-        walk(&work)
-            .into_iter()
-            .find(|p| p.ends_with("victim-1.0.0/secret.txt"))
-    })
-    .await;
+    let secret = wait_until(
+        async || {
+            walk(&work)
+                .into_iter()
+                .find(|p| p.ends_with("victim-1.0.0/secret.txt"))
+        },
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .expect("the workspace file appears");
     let snoop = h
         .upload(
             "snoop",
@@ -653,12 +657,16 @@ async fn a_checks_environment_is_not_on_any_command_line(db: TestDb) {
         )
         .await;
     let work = h.data().join("work");
-    let seen = wait_for(|| {
-        walk(&work)
-            .into_iter()
-            .find(|p| p.ends_with("envprobe-1.0.0/seen.txt"))
-    })
-    .await;
+    let seen = wait_until(
+        async || {
+            walk(&work)
+                .into_iter()
+                .find(|p| p.ends_with("envprobe-1.0.0/seen.txt"))
+        },
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .expect("the workspace file appears");
     let mut sandboxes = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -705,18 +713,6 @@ async fn a_mount_holding_the_data_directory_is_refused_at_start_up(db: TestDb) {
             message.contains("mounts") && message.contains("no check may see"),
             "{message}"
         );
-    }
-}
-
-/// Polls `found` until it yields (bounded: 60 s).
-async fn wait_for<T>(mut found: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(t) = found() {
-            return t;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
