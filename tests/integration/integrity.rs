@@ -323,7 +323,9 @@ async fn an_upload_that_assumed_a_rejected_one_is_rebased_against_stable(db: Tes
     assert_built_together(&app).await;
 }
 
-async fn stable_moved_behind_the_queue_rebases_instead_of_promoting(db: TestDb) {
+/// Stable lib 1.0.0 (shipping f and g), and user 1.0.0 (needing g) whose
+/// checks passed against it, its verdict not yet given.
+async fn user_checked_against_lib_1(db: TestDb) -> (TestApp, String, i64) {
     let app = TestApp::spawn(db).await;
     let ada = app.user("ada@example.org").await;
     app.upload_ok(&ada, lib("1.0.0", &["f", "g"], "true")).await;
@@ -335,6 +337,11 @@ async fn stable_moved_behind_the_queue_rebases_instead_of_promoting(db: TestDb) 
         )
         .await;
     run_checks_undecided(&app, user).await;
+    (app, ada, user)
+}
+
+async fn stable_moved_behind_the_queue_rebases_instead_of_promoting(db: TestDb) {
+    let (app, ada, user) = user_checked_against_lib_1(db).await;
     // Its checks passed against lib 1.0.0; lib 1.1.0 (without g) reaches
     // stable behind the queue's back before the verdict.
     let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f"], "true")).await;
@@ -438,17 +445,7 @@ async fn the_checker_finds_the_race_staged_in_the_database(db: TestDb) {
 }
 
 async fn a_newer_upload_supersedes_one_being_rebased(db: TestDb) {
-    let app = TestApp::spawn(db).await;
-    let ada = app.user("ada@example.org").await;
-    app.upload_ok(&ada, lib("1.0.0", &["f", "g"], "true")).await;
-    app.drain().await;
-    let user = app
-        .upload_ok(
-            &ada,
-            user_of("user", "1.0.0", &[("lib", "^1")], "true", &["lib/g"]),
-        )
-        .await;
-    run_checks_undecided(&app, user).await;
+    let (app, ada, user) = user_checked_against_lib_1(db).await;
     let lib11 = app.upload_ok(&ada, lib("1.1.0", &["f", "g"], "true")).await;
     promote_behind_the_queue(&app, lib11).await;
     holdq::service::verdict::decide(&app.app, user)
