@@ -6,8 +6,6 @@ pub mod check;
 mod fixtures;
 pub mod graph;
 pub mod integrity;
-#[cfg(test)]
-mod integrity_sim;
 pub mod manifest;
 pub mod metadata;
 pub mod name;

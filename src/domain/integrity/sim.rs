@@ -33,16 +33,16 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 use semver::{Version, VersionReq};
 
-use super::check::{CheckKind, CheckState};
-use super::graph::StableRepo;
-use super::integrity::{
+use super::{
     self as rules, Assumed, Base, Closure, Dependent, Edge, Exempt, FutureStable, JudgedCheck,
     Judgement, PendingRelease, Rebuilt,
 };
-use super::metadata::DependentResult;
-use super::name::PackageName;
-use super::resolve::Release;
-use super::upload::UploadState;
+use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::graph::StableRepo;
+use crate::domain::metadata::DependentResult;
+use crate::domain::name::PackageName;
+use crate::domain::resolve::Release;
+use crate::domain::upload::UploadState;
 
 const PACKAGES: usize = 5;
 const SYMBOLS: u8 = 0b1111;
@@ -984,7 +984,7 @@ fn fixed_seed_3() {
 /// `beyond` changed too.
 #[test]
 fn a_dependent_pushed_beyond_max_dependents_is_neither_built_nor_exempt() {
-    use super::fixtures::{n, rel};
+    use crate::domain::fixtures::{n, rel};
     let mut stable = StableRepo::new();
     stable.add_release(n("p0"), rel("1.0.0", &[]));
     stable.add_release(n("p1"), rel("1.0.0", &[("p0", "^1")]));
