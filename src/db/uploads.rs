@@ -262,3 +262,14 @@ pub async fn set_reason(conn: &mut Conn, id: i64, reason: Option<&str>) -> sqlx:
         .await?;
     Ok(())
 }
+
+/// Whether an upload being checked was rebased `at_least` times (its checks
+/// then wait for the related uploads ahead).
+pub async fn any_checking_rebased(conn: &mut Conn, at_least: i64) -> sqlx::Result<bool> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM uploads WHERE state = 'checking' AND rebases >= $1 LIMIT 1")
+            .bind(at_least)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.is_some())
+}

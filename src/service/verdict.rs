@@ -424,9 +424,20 @@ pub async fn decide_waiting_on(app: &App, upload_id: i64) -> anyhow::Result<()> 
     for id in waiting {
         Box::pin(decide(app, id)).await?;
     }
-    // Uploads and checks that wait for the related uploads ahead may go.
+    // Uploads and checks that wait for the related uploads ahead may go:
+    // queued ones when the scheduler wakes; checks of uploads past their
+    // rebases (or all, without speculation) get a new job now. While
+    // everything speculates nothing waits so, and nothing is pushed.
     app.wake.notify_one();
-    super::scheduler::push_unfinished(app).await
+    let max = i64::from(app.config.queue.max_rebases);
+    let some_wait = !app.config.queue.speculate || {
+        let mut conn = app.db.pool().acquire().await?;
+        db::uploads::any_checking_rebased(&mut conn, max).await?
+    };
+    if some_wait {
+        super::scheduler::push_unfinished(app).await?;
+    }
+    Ok(())
 }
 
 /// What scoring needs of a check row: kind, platform, passed, and for
