@@ -1,6 +1,7 @@
 //! How client commands print: a table or lines for people, JSON with `--json`.
 
 use super::client::Receipt;
+use crate::domain::check::CheckState;
 use crate::service::obsolete::Dependents;
 use crate::service::operators::{PlatformView, WorkerView};
 use crate::service::passmark::{PassMarkChange, Simulation};
@@ -204,7 +205,7 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
             c.weight,
             c.summary.as_deref().unwrap_or("")
         );
-        if c.state == "failed"
+        if c.state == CheckState::Failed
             && let Some(log) = &c.log
         {
             let lines: Vec<&str> = log.lines().collect();

@@ -45,7 +45,8 @@ pub struct Assumed {
     pub id: i64,
     pub name: String,
     pub version: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: crate::domain::UploadState,
 }
 
 /// The uploads `upload_id` assumed, with their states.

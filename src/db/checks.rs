@@ -3,15 +3,18 @@
 
 use sqlx::FromRow;
 
-use super::{Backend, Conn, HALT_CHANNEL, now_ms};
+use super::{Backend, Conn, HALT_CHANNEL, from_states, now_ms};
+use crate::domain::check::{CheckKind, CheckState};
 
 #[derive(Clone, Debug, FromRow)]
 pub struct CheckRow {
     pub id: i64,
     pub upload_id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: CheckKind,
     pub platform: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: CheckState,
     pub weight: f64,
     pub required: i64,
     pub attempts: i64,
@@ -32,7 +35,7 @@ const COLUMNS: &str = "id, upload_id, kind, platform, state, weight, required, a
 
 pub struct NewCheck<'a> {
     pub upload_id: i64,
-    pub kind: &'a str,
+    pub kind: CheckKind,
     pub platform: &'a str,
     pub weight: f64,
     pub required: bool,
@@ -44,7 +47,7 @@ pub async fn insert(conn: &mut Conn, new: NewCheck<'_>) -> sqlx::Result<i64> {
          VALUES ($1, $2, $3, 'pending', $4, $5) RETURNING id",
     )
     .bind(new.upload_id)
-    .bind(new.kind)
+    .bind(new.kind.as_str())
     .bind(new.platform)
     .bind(new.weight)
     .bind(i64::from(new.required))
@@ -88,10 +91,11 @@ pub async fn of_pending_uploads(conn: &mut Conn) -> sqlx::Result<Vec<CheckRow>> 
 /// Marks a pending (or, after a lost worker, running) check as running
 /// under `worker`; false when it is already final.
 pub async fn mark_running(conn: &mut Conn, id: i64, worker: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE checks SET state = 'running', worker = $1, attempts = attempts + 1, started_at = $2 \
-         WHERE id = $3 AND state IN ('pending', 'running')",
-    )
+         WHERE id = $3 AND {}",
+        from_states(CheckState::Running)
+    )))
     .bind(worker)
     .bind(now_ms())
     .bind(id)
@@ -102,7 +106,8 @@ pub async fn mark_running(conn: &mut Conn, id: i64, worker: &str) -> sqlx::Resul
 
 /// What a finished check records.
 pub struct Finished<'a> {
-    pub state: &'a str,
+    /// A final state.
+    pub state: CheckState,
     pub duration_ms: i64,
     pub summary: &'a str,
     pub log: &'a str,
@@ -112,11 +117,13 @@ pub struct Finished<'a> {
 /// Records a final state; false when the check was already final (a
 /// duplicate delivery of its job), which leaves the first result standing.
 pub async fn finish(conn: &mut Conn, id: i64, f: Finished<'_>) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    debug_assert!(f.state.is_final(), "finish records a final state");
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE checks SET state = $1, finished_at = $2, duration_ms = $3, summary = $4, log = $5, \
-         metadata = $6 WHERE id = $7 AND state IN ('pending', 'running')",
-    )
-    .bind(f.state)
+         metadata = $6 WHERE id = $7 AND {}",
+        from_states(f.state)
+    )))
+    .bind(f.state.as_str())
     .bind(now_ms())
     .bind(f.duration_ms)
     .bind(f.summary)
@@ -130,10 +137,11 @@ pub async fn finish(conn: &mut Conn, id: i64, f: Finished<'_>) -> sqlx::Result<b
 
 /// Halts every unfinished check of an upload.
 pub async fn halt_upload(conn: &mut Conn, backend: Backend, upload_id: i64) -> sqlx::Result<u64> {
-    let halted = sqlx::query(
+    let halted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE checks SET state = 'halted', finished_at = $1, summary = 'halted: the upload was superseded' \
-         WHERE upload_id = $2 AND state IN ('pending', 'running')",
-    )
+         WHERE upload_id = $2 AND {}",
+        from_states(CheckState::Halted)
+    )))
     .bind(now_ms())
     .bind(upload_id)
     .execute(&mut *conn)
@@ -163,26 +171,44 @@ pub async fn set_base(conn: &mut Conn, id: i64, base: &str) -> sqlx::Result<()> 
 
 /// Keeps the current run of check `id` in `check_runs` (why it ended:
 /// `ended_by`) and makes the check pending again with `summary`: a rebase.
-pub async fn rerun(conn: &mut Conn, id: i64, ended_by: &str, summary: &str) -> sqlx::Result<()> {
-    sqlx::query(
+/// False when the check may not run again (it is pending or halted).
+pub async fn rerun(conn: &mut Conn, id: i64, ended_by: &str, summary: &str) -> sqlx::Result<bool> {
+    let from = from_states(CheckState::Pending);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO check_runs (check_id, upload_id, state, attempts, worker, started_at, finished_at, \
          duration_ms, summary, log, metadata, base, ended_by) \
          SELECT id, upload_id, state, attempts, worker, started_at, finished_at, duration_ms, summary, \
-         log, metadata, base, $1 FROM checks WHERE id = $2",
-    )
+         log, metadata, base, $1 FROM checks WHERE id = $2 AND {from}"
+    )))
     .bind(ended_by)
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE checks SET state = 'pending', worker = NULL, started_at = NULL, finished_at = NULL, \
-         duration_ms = NULL, summary = $1, log = NULL, metadata = NULL, base = NULL WHERE id = $2",
-    )
+         duration_ms = NULL, summary = $1, log = NULL, metadata = NULL, base = NULL \
+         WHERE id = $2 AND {from}"
+    )))
     .bind(summary)
     .bind(id)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// Makes a failed or skipped check pending again for an operator's retry
+/// (its metadata says so: one that passes then is flaky); false when it
+/// may not run again.
+pub async fn retry(conn: &mut Conn, id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE checks SET state = 'pending', summary = 'retried by an operator', log = NULL, \
+         metadata = '{{\"manual_retry\":true}}' WHERE id = $1 AND {}",
+        from_states(CheckState::Pending)
+    )))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// An earlier run of a check, kept when the check ran again.
@@ -190,7 +216,8 @@ pub async fn rerun(conn: &mut Conn, id: i64, ended_by: &str, summary: &str) -> s
 pub struct RunRow {
     pub id: i64,
     pub check_id: i64,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: CheckState,
     pub attempts: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -229,7 +256,8 @@ pub struct UnfinishedBuild {
     pub id: i64,
     pub platform: String,
     /// `running` when some check of the platform runs, else `pending`.
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: CheckState,
     pub attempts: i64,
     pub start_failures: i64,
     /// When the running check of the platform started.
@@ -322,6 +350,22 @@ pub async fn insert_verdict(conn: &mut Conn, v: &VerdictRow) -> sqlx::Result<()>
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The verdicts decided since `from` (ms), by upload: (upload id, name,
+/// version, accepted, score, summary, decided at).
+pub async fn verdicts_since(
+    conn: &mut Conn,
+    from: i64,
+) -> sqlx::Result<Vec<(i64, String, String, i64, f64, String, i64)>> {
+    sqlx::query_as(
+        "SELECT v.upload_id, p.name, u.version, v.accepted, v.score, v.summary, v.decided_at \
+         FROM verdicts v JOIN uploads u ON u.id = v.upload_id JOIN packages p ON p.id = u.package_id \
+         WHERE v.decided_at >= $1 ORDER BY v.upload_id",
+    )
+    .bind(from)
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn verdict(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Option<VerdictRow>> {

@@ -139,7 +139,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     let row = {
         let mut conn = app.db.pool().acquire().await?;
         match db::uploads::get(&mut conn, upload_id).await? {
-            Some(row) if row.state == UploadState::Queued.as_str() => row,
+            Some(row) if row.state == UploadState::Queued => row,
             _ => return Ok(false),
         }
     };
@@ -189,7 +189,14 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     // lock it first too): without it, two servers' transactions can take
     // the upload's row and its checks in opposite orders and deadlock.
     db::packages::lock_by_name(&mut tx, &row.name, app.db.for_update()).await?;
-    if !db::uploads::transition(&mut tx, upload_id, "queued", "checking").await? {
+    if !db::uploads::transition(
+        &mut tx,
+        upload_id,
+        UploadState::Queued,
+        UploadState::Checking,
+    )
+    .await?
+    {
         return Ok(false);
     }
     if row.state_reason.is_some() {
@@ -209,7 +216,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
             tx,
             NewCheck {
                 upload_id,
-                kind: kind.as_str(),
+                kind,
                 platform,
                 weight,
                 required: passmark.required_of(kind, platform),
@@ -221,7 +228,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
                 tx,
                 id,
                 Finished {
-                    state: state.as_str(),
+                    state,
                     duration_ms: 0,
                     summary,
                     log: "",
@@ -371,7 +378,7 @@ pub async fn run_platform_checks(
         return Ok(None);
     };
     drop(conn);
-    if row.state != UploadState::Checking.as_str() {
+    if row.state != UploadState::Checking {
         return Ok(None); // superseded or already decided: no side effect
     }
     {
@@ -417,7 +424,7 @@ fn watch_upload(app: App, upload_id: i64, halt: CancellationToken) -> tokio::tas
                 continue;
             };
             if let Ok(Some(row)) = db::uploads::get(&mut conn, upload_id).await
-                && row.state != UploadState::Checking.as_str()
+                && row.state != UploadState::Checking
             {
                 halt.cancel();
                 return;
@@ -437,7 +444,7 @@ async fn platform_checks(
         .await?
         .into_iter()
         .filter(|c| c.platform == platform)
-        .filter_map(|c| CheckKind::parse(&c.kind).map(|k| (k, c)))
+        .map(|c| (c.kind, c))
         .collect())
 }
 
@@ -456,7 +463,7 @@ pub(super) async fn finish(
         &mut conn,
         check_id,
         Finished {
-            state: state.as_str(),
+            state,
             duration_ms: duration.as_millis() as i64,
             summary,
             log,
@@ -516,7 +523,7 @@ async fn run_chain(
     let any_left = [Some(&build), test.as_ref(), revdeps.as_ref()]
         .into_iter()
         .flatten()
-        .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final));
+        .any(|c| !c.state.is_final());
     if any_left {
         let blockers = super::integrity::blockers(app, row, manifest).await?;
         if !blockers.is_empty() {
@@ -530,8 +537,8 @@ async fn run_chain(
         archive: super::archives::upload_archive(app, row).await?,
         top: manifest.dir_name(),
     };
-    let mut build_passed = CheckState::parse(&build.state) == Some(CheckState::Passed);
-    if !CheckState::parse(&build.state).is_some_and(CheckState::is_final) {
+    let mut build_passed = build.state == CheckState::Passed;
+    if !build.state.is_final() {
         let mut conn = app.db.pool().acquire().await?;
         if !db::checks::mark_running(&mut conn, build.id, worker).await? {
             return Ok(());
@@ -585,7 +592,7 @@ async fn run_chain(
             tracing::info!(
                 upload.id = upload_id,
                 check.platform = p,
-                check.kind = "build",
+                check.kind = %CheckKind::Build,
                 tries,
                 "build failed; retrying"
             );
@@ -625,10 +632,10 @@ async fn run_chain(
             serde_json::to_value(&metadata)?,
         )
         .await?;
-        tracing::info!(upload.id = upload_id, check.platform = p, check.kind = "build", check.state = %state_of(&outcome), duration_ms = outcome.duration.as_millis() as u64, "check finished");
+        tracing::info!(upload.id = upload_id, check.platform = p, check.kind = %CheckKind::Build, check.state = %state_of(&outcome), duration_ms = outcome.duration.as_millis() as u64, "check finished");
 
         if let (Some(test), Some(command)) = (&test, &manifest.build.test)
-            && !CheckState::parse(&test.state).is_some_and(CheckState::is_final)
+            && !test.state.is_final()
         {
             if build_passed {
                 if !mark_running(app, test.id, worker).await? {
@@ -664,7 +671,7 @@ async fn run_chain(
         }
     }
     if let Some(revdeps) = &revdeps
-        && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
+        && !revdeps.state.is_final()
     {
         if build_passed {
             if !mark_running(app, revdeps.id, worker).await? {

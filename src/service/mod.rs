@@ -14,6 +14,7 @@ pub mod operators;
 pub mod owners;
 pub mod passmark;
 pub mod queue;
+mod reject;
 pub mod revdeps;
 pub mod scheduler;
 pub mod server;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{App, checks, notify, stable, verdict};
 use crate::config::PlatformConfig;
 use crate::db;
+use crate::domain::check::CheckState;
 use crate::jobs::worker_name;
 
 /// How often the sweep runs even when nothing wakes it.
@@ -204,7 +205,7 @@ async fn push_builds(app: &App, builds: Vec<db::checks::UnfinishedBuild>) -> any
         let between = b
             .build_finished_at
             .is_some_and(|t| db::now_ms() - t < 30_000);
-        if (b.state == "pending" && !between) || stale {
+        if (b.state == CheckState::Pending && !between) || stale {
             checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
         }
     }

@@ -70,7 +70,10 @@ pub enum UploadError {
     #[error("there is no upload group {0}")]
     NoSuchGroup(i64),
     #[error("upload group {id} is {state}: it takes no more uploads")]
-    GroupNotOpen { id: i64, state: String },
+    GroupNotOpen {
+        id: i64,
+        state: crate::domain::upload::GroupState,
+    },
     #[error("upload group {id} already holds an upload of {name}; a group holds one per package")]
     GroupHasPackage { id: i64, name: String },
     #[error("internal error: {0:#}")]
@@ -80,6 +83,12 @@ pub enum UploadError {
 impl From<sqlx::Error> for UploadError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<db::TransitionError> for UploadError {
+    fn from(e: db::TransitionError) -> Self {
+        Self::Internal(e.into())
     }
 }
 
