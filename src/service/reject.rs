@@ -104,24 +104,14 @@ async fn mark_rejected(
     app: &App,
     tx: &mut db::Tx,
     upload: &UploadRow,
-    (kind, actor_id): (&str, Option<i64>),
+    event: (&str, Option<i64>),
     detail: serde_json::Value,
 ) -> anyhow::Result<bool> {
     if !db::uploads::transition(tx, upload.id, upload.state, UploadState::Rejected).await? {
         return Ok(false);
     }
     db::checks::halt_upload(tx, app.db.backend(), upload.id).await?;
-    db::events::record(
-        tx,
-        db::events::NewEvent {
-            kind,
-            package_id: Some(upload.package_id),
-            upload_id: Some(upload.id),
-            actor_id,
-            detail,
-        },
-    )
-    .await?;
+    super::verdict::event(tx, event, upload, detail).await?;
     Ok(true)
 }
 

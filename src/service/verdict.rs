@@ -293,7 +293,7 @@ async fn promote(
         emails.extend(queue_broken_dependent_emails(app, &mut tx, &m.upload, &m.checks).await?);
         let detail =
             json!({ "score": o.verdict.score, "serial": serial, "group": m.upload.group_id });
-        event(&mut tx, "upload.accepted", &m.upload, detail).await?;
+        event(&mut tx, ("upload.accepted", None), &m.upload, detail).await?;
         if members.len() > 1 {
             failpoint("promote-group-member");
         }
@@ -549,9 +549,10 @@ async fn queue_broken_dependent_emails(
     Ok(ids)
 }
 
-async fn event(
+/// Records an event of the upload (`actor_id`: who caused it, if a user).
+pub(super) async fn event(
     tx: &mut db::Tx,
-    kind: &str,
+    (kind, actor_id): (&str, Option<i64>),
     upload: &db::uploads::UploadRow,
     detail: serde_json::Value,
 ) -> sqlx::Result<()> {
@@ -561,7 +562,7 @@ async fn event(
             kind,
             package_id: Some(upload.package_id),
             upload_id: Some(upload.id),
-            actor_id: None,
+            actor_id,
             detail,
         },
     )
