@@ -107,7 +107,7 @@ fn check_handler(app: &App, name: &str) -> crate::jobs::Handler<crate::jobs::Run
             let n = consecutive.fetch_add(1, Ordering::Relaxed) + 1;
             let pause = faults::worker_pause(n);
             if !pause.is_zero() {
-                tracing::info!(worker = %name, failures = n, pause_s = pause.as_secs(), "worker pauses before its next job");
+                tracing::debug!(worker = %name, failures = n, pause_s = pause.as_secs(), "worker pauses before its next job");
                 tokio::time::sleep(pause).await;
             }
             Ok(())
