@@ -11,10 +11,8 @@ use crate::domain::word::StateMachine;
 pub struct CheckRow {
     pub id: i64,
     pub upload_id: i64,
-    #[sqlx(try_from = "String")]
     pub kind: CheckKind,
     pub platform: String,
-    #[sqlx(try_from = "String")]
     pub state: CheckState,
     pub weight: f64,
     pub required: i64,
@@ -255,7 +253,6 @@ pub async fn retry(conn: &mut Conn, id: i64) -> sqlx::Result<bool> {
 pub struct RunRow {
     pub id: i64,
     pub check_id: i64,
-    #[sqlx(try_from = "String")]
     pub state: CheckState,
     pub attempts: i64,
     pub started_at: Option<i64>,
@@ -295,7 +292,6 @@ pub struct UnfinishedBuild {
     pub id: i64,
     pub platform: String,
     /// `running` when some check of the platform runs, else `pending`.
-    #[sqlx(try_from = "String")]
     pub state: CheckState,
     pub attempts: i64,
     pub start_failures: i64,
