@@ -12,6 +12,7 @@ pub mod name;
 pub mod package;
 pub mod passmark;
 pub mod resolve;
+pub mod tus;
 pub mod upload;
 
 pub use manifest::{Maintainer, Manifest, ManifestError};

@@ -18,6 +18,7 @@ pub mod revdeps;
 pub mod scheduler;
 pub mod server;
 pub mod stable;
+pub mod tus;
 pub mod upload;
 pub mod users;
 pub mod verdict;
