@@ -110,7 +110,9 @@ async fn create_upload(
     let created = tus::create(&app, &user, length, metadata)
         .await
         .map_err(into_response)?;
-    let location = format!("{}/api/v1/tus/{}", app.config.public_url, created.upload.id);
+    // Relative (RFC 9110 allows it): right behind any proxy that keeps
+    // the path, whatever host name the client used.
+    let location = format!("/api/v1/tus/{}", created.upload.id);
     let mut response = (StatusCode::CREATED, upload_headers(&created)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
