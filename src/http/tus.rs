@@ -17,7 +17,7 @@ use crate::service::authz::Action;
 use crate::service::tus::{self, Appended, TusError, TusUpload};
 
 pub(super) fn routes() -> Vec<Entry> {
-    let a = Action::Upload;
+    let a = Action::ResumeUploads;
     let mut all = Vec::new();
     // Clients differ on the trailing slash of the creation URL.
     for path in ["/api/v1/tus", "/api/v1/tus/"] {
@@ -101,6 +101,7 @@ async fn create_upload(
     Authenticated(user): Authenticated,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
+    tus::may_resume(&user).map_err(into_response)?;
     require_version(&headers)?;
     let length = header_text(&headers, "upload-length")
         .ok_or(TusError::BadLength("(none: Upload-Defer-Length is not supported)".into()))
@@ -127,6 +128,7 @@ async fn show_offset(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
+    tus::may_resume(&user).map_err(into_response)?;
     require_version(&headers)?;
     let upload = tus::status(&app, &user, &id)
         .await
@@ -148,6 +150,7 @@ async fn append_chunk(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Response> {
+    tus::may_resume(&user).map_err(into_response)?;
     require_version(&headers)?;
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if kind != Some(protocol::PATCH_CONTENT_TYPE) {
@@ -183,6 +186,7 @@ async fn terminate_upload(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
+    tus::may_resume(&user).map_err(into_response)?;
     require_version(&headers)?;
     tus::terminate(&app, &user, &id)
         .await

@@ -127,7 +127,7 @@ pub async fn create(
     length: u64,
     metadata: &str,
 ) -> Result<Appended, TusError> {
-    authz::authorize(Some(user), Action::Upload, owned_new())?;
+    may_resume(user)?;
     let limit = app.config.limits.upload_bytes.0;
     if length > limit {
         return Err(TusError::TooLarge { length, limit });
@@ -202,7 +202,7 @@ pub async fn status(app: &App, user: &User, id: &str) -> Result<TusUpload, TusEr
 
 /// `user`'s unfinished uploads.
 pub async fn list(app: &App, user: &User) -> Result<Vec<TusUpload>, TusError> {
-    authz::authorize(Some(user), Action::Upload, owned_new())?;
+    may_resume(user)?;
     let mut conn = app.db.pool().acquire().await?;
     let now = db::now_ms();
     Ok(db::tus::unfinished_of(&mut conn, user.id)
@@ -370,7 +370,7 @@ fn remove_bytes(path: &std::path::Path) -> io::Result<()> {
 /// The row of `user`'s upload `id`; gone, someone else's or expired, it
 /// does not exist for them.
 async fn owned_row(app: &App, user: &User, id: &str) -> Result<TusRow, TusError> {
-    authz::authorize(Some(user), Action::Upload, owned_new())?;
+    may_resume(user)?;
     let mut conn = app.db.pool().acquire().await?;
     let row = db::tus::get(&mut conn, id)
         .await?
@@ -382,12 +382,10 @@ async fn owned_row(app: &App, user: &User, id: &str) -> Result<TusRow, TusError>
     Ok(row)
 }
 
-/// A user may upload at all: a new name would be theirs.
-fn owned_new() -> Option<authz::Package<'static>> {
-    Some(authz::Package {
-        name: "",
-        owned: true,
-    })
+/// Whether `user` may keep partial uploads at all (a worker's token may
+/// not); asked before anything else of a request.
+pub fn may_resume(user: &User) -> Result<(), TusError> {
+    Ok(authz::authorize(Some(user), Action::ResumeUploads, None)?)
 }
 
 fn user_dir(app: &App, user_id: i64) -> PathBuf {
