@@ -2,6 +2,7 @@
 //! machine. Nothing here touches a database, the network or the filesystem.
 
 pub mod check;
+pub mod dropbox;
 #[cfg(test)]
 mod fixtures;
 pub mod graph;

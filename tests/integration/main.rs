@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod containment;
 mod crash;
+mod dropbox;
 mod groups;
 mod integrity;
 mod logs;
