@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -27,7 +27,7 @@ use crate::db::{self, tus::NewTus, tus::TusRow};
 use crate::domain::tus::{Checksum, ChecksumAlgorithm, HeaderError, Metadata};
 
 /// A partial upload as its owner sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TusUpload {
     pub id: String,
     pub length: u64,

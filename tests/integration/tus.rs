@@ -542,3 +542,210 @@ async fn a_server_killed_mid_upload_keeps_the_bytes_and_completes_after_restart(
     let id = header_u64(&resp, "holdq-upload-id").expect("queued") as i64;
     assert_eq!(app.upload_view(id).await["sha256"], sha256_hex(&body));
 }
+
+on_both_databases!(
+    holdq_upload_of_a_64_mib_archive_resumes_by_itself_when_the_connection_is_cut,
+    holdq_upload_run_again_after_being_killed_continues_from_the_servers_offset,
+    holdq_upload_lists_and_aborts_unfinished_uploads,
+);
+
+/// A TCP proxy in front of the server that counts the bytes the client
+/// sends and, once, cuts every connection when the count passes `cut_at`.
+struct CuttingProxy {
+    base: String,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    async fn start(server: &str, cut_at: u64) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = server.trim_start_matches("http://").to_owned();
+        let sent = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (s, c) = (sent.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (s, c) = (s.clone(), c.clone());
+                tokio::spawn(async move {
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let total = s.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                        if total >= cut_at && !c.swap(true, Ordering::SeqCst) {
+                            break; // the cut: both directions close
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    back.abort();
+                });
+            }
+        });
+        Self { base, sent, cut }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `holdq` with the server at `server` and `token`, its state in `state`.
+fn holdq_cli(server: &str, token: &str, state: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_holdq"));
+    cmd.env("HOLDQ_SERVER", server)
+        .env("HOLDQ_TOKEN", token)
+        .env("HOLDQ_STATE_DIR", state)
+        .env("HOLDQ_CLIENT_CONFIG", state.join("no-client.toml"))
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A 64 MiB (and a little) archive written to `dir`.
+fn archive_of_64_mib(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let body = big_package("huge", 64 << 20);
+    assert!(body.len() >= 64 << 20);
+    let path = dir.join("huge-1.0.0.tar.gz");
+    std::fs::write(&path, &body).unwrap();
+    (path, body)
+}
+
+/// What the client may send beyond the file: one chunk again, and the
+/// requests' headers.
+const ONE_CHUNK_AND_HEADERS: u64 = (8 << 20) + (64 << 10);
+
+async fn holdq_upload_of_a_64_mib_archive_resumes_by_itself_when_the_connection_is_cut(
+    db: TestDb,
+) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, body) = archive_of_64_mib(tmp.path());
+    let proxy = CuttingProxy::start(&app.base, 20 << 20).await;
+
+    let out = holdq_cli(&proxy.base, &token, tmp.path())
+        .args(["upload", "--json"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the cut happened");
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["sha256"], sha256_hex(&body), "{receipt}");
+    assert_eq!(app.upload_view(receipt["id"].as_i64().unwrap()).await["state"], "queued");
+    let sent = proxy.sent();
+    assert!(
+        sent <= body.len() as u64 + ONE_CHUNK_AND_HEADERS,
+        "sent {sent} bytes for a file of {}",
+        body.len()
+    );
+    assert_eq!(app.tus_files(), 0);
+}
+
+async fn holdq_upload_run_again_after_being_killed_continues_from_the_servers_offset(
+    db: TestDb,
+) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, body) = archive_of_64_mib(tmp.path());
+    let proxy = CuttingProxy::start(&app.base, u64::MAX).await;
+
+    let mut first = holdq_cli(&proxy.base, &token, tmp.path())
+        .args(["upload"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = async || -> Option<i64> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT received FROM tus_uploads")
+            .fetch_optional(app.app.db.pool())
+            .await
+            .unwrap();
+        row.map(|(n,)| n).filter(|&n| n >= 16 << 20)
+    };
+    wait_until(held, Duration::from_secs(120))
+        .await
+        .expect("two chunks arrived");
+    first.kill().await.unwrap();
+
+    let out = holdq_cli(&proxy.base, &token, tmp.path())
+        .args(["upload", "--json"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["sha256"], sha256_hex(&body));
+    let sent = proxy.sent();
+    assert!(
+        sent <= body.len() as u64 + ONE_CHUNK_AND_HEADERS,
+        "sent {sent} bytes for a file of {}",
+        body.len()
+    );
+    assert_eq!(app.queue().await.len(), 1);
+}
+
+async fn holdq_upload_lists_and_aborts_unfinished_uploads(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let tus = Tus::new(&app, &token);
+    let url = tus
+        .create_ok(1000, &[("filename", "wave-2.0.0.tar.gz")])
+        .await;
+    tus.patch(&url, 0, vec![0; 250], None).await;
+    let id = url.rsplit('/').next().unwrap().to_owned();
+
+    let out = holdq_cli(&app.base, &token, tmp.path())
+        .args(["upload", "--list"])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listed.contains(&id), "{listed}");
+    assert!(listed.contains("wave-2.0.0.tar.gz") && listed.contains("250/1000"), "{listed}");
+
+    let out = holdq_cli(&app.base, &token, tmp.path())
+        .args(["upload", "--abort", &id])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tus.head(&url).await.0, StatusCode::NOT_FOUND);
+    let out = holdq_cli(&app.base, &token, tmp.path())
+        .args(["upload", "--abort", &id])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "aborting twice says so");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such resumable upload"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
