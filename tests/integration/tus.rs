@@ -749,3 +749,83 @@ async fn holdq_upload_lists_and_aborts_unfinished_uploads(db: TestDb) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real client's test: on SQLite where `tuspy` is installed (see
+/// `build.rs`), on PostgreSQL where both are; ignored, saying why, elsewhere.
+mod the_python_tus_client_stops_part_way_then_resumes_and_completes {
+    use crate::support::TestDb;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(holdq_tuspy),
+        ignore = "needs the Python tus client: python3 -m pip install tuspy"
+    )]
+    async fn sqlite() {
+        super::the_python_tus_client_stops_part_way_then_resumes_and_completes(TestDb::Sqlite)
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(all(holdq_tuspy, holdq_postgres)),
+        ignore = "needs tuspy and HOLDQ_TEST_POSTGRES_URL"
+    )]
+    async fn postgres() {
+        super::the_python_tus_client_stops_part_way_then_resumes_and_completes(
+            TestDb::postgres_configured(),
+        )
+        .await
+    }
+}
+
+async fn the_python_tus_client_stops_part_way_then_resumes_and_completes(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    app.start_workers().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let big = big_package("alpha", 600 << 10);
+    let path = tmp.path().join("alpha-1.0.0.tar.gz");
+    std::fs::write(&path, &big).unwrap();
+    let storage = tmp.path().join("urls.json");
+    let python = std::env::var("HOLDQ_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/integration/tus/tuspy_upload.py"
+    );
+    let run = async |mode: &str| -> serde_json::Value {
+        let out = tokio::process::Command::new(&python)
+            .arg(script)
+            .args([&app.base, &token])
+            .arg(&path)
+            .arg(sha256_hex(&big))
+            .arg(&storage)
+            .arg(mode)
+            .output()
+            .await
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = run("first").await;
+    let size = first["size"].as_u64().unwrap();
+    assert_eq!(first["started_at"], 0);
+    assert!(first["offset"].as_u64().unwrap() < size, "{first}");
+    assert_eq!(app.queue().await.len(), 0, "not complete yet");
+
+    let second = run("second").await;
+    assert_eq!(
+        second["started_at"], first["offset"],
+        "resumed from the server's offset"
+    );
+    assert_eq!(second["offset"].as_u64(), Some(size));
+    let queue = app.queue().await;
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    let id = queue[0]["id"].as_i64().unwrap();
+    let decided = app.wait_for_verdict(id).await;
+    assert_eq!(decided["state"], "accepted", "{decided:#}");
+    assert_eq!(decided["sha256"], sha256_hex(&big));
+}
