@@ -120,7 +120,11 @@ fn main() -> anyhow::Result<()> {
         let t = rate(size, median(samples));
         let kib = chunk >> 10;
         println!("ingest: tus upload in {kib} KiB chunks {t:.1} MiB/s (median of {TRIALS})");
-        let goal = if *chunk == 8 << 20 { " (goal >= 0.80)" } else { "" };
+        let goal = if *chunk == 8 << 20 {
+            " (goal >= 0.80)"
+        } else {
+            ""
+        };
         println!("ingest: ratio tus {kib} KiB/server {:.2}{goal}", t / s);
     }
     Ok(())

@@ -120,7 +120,10 @@ impl Client {
         self.decode(resp).await
     }
 
-    pub(super) async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> anyhow::Result<T> {
+    pub(super) async fn decode<T: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> anyhow::Result<T> {
         let status = resp.status();
         let bytes = resp
             .bytes()

@@ -54,7 +54,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
         Command::Upload {
             list: true, client, ..
-        } => render::unfinished_uploads(&Client::new(&client)?.unfinished_uploads().await?, client.json),
+        } => render::unfinished_uploads(
+            &Client::new(&client)?.unfinished_uploads().await?,
+            client.json,
+        ),
         Command::Upload {
             abort: Some(id),
             client,

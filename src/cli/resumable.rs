@@ -284,7 +284,9 @@ impl Client {
             if let Some(id) = header("holdq-upload-id") {
                 return Ok(Patched::Queued(id));
             }
-            return Ok(Patched::At(header("upload-offset").unwrap_or_default() as u64));
+            return Ok(Patched::At(
+                header("upload-offset").unwrap_or_default() as u64
+            ));
         }
         // Lost the race with a dropped request still being read, or the
         // chunk arrived damaged: ask the offset again.

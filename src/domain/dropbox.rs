@@ -168,11 +168,14 @@ mod tests {
         for (text, why) in [
             ("uploader = \"ada@example.org\"\n".to_owned(), "no [[file]]"),
             (
-                format!("uploader = \"ada@example.org\"\n[[file]]\nname = \"../x\"\nsha256 = \"{SHA}\"\n"),
+                format!(
+                    "uploader = \"ada@example.org\"\n[[file]]\nname = \"../x\"\nsha256 = \"{SHA}\"\n"
+                ),
                 "plain name",
             ),
             (
-                "uploader = \"ada@example.org\"\n[[file]]\nname = \"x\"\nsha256 = \"12\"\n".to_owned(),
+                "uploader = \"ada@example.org\"\n[[file]]\nname = \"x\"\nsha256 = \"12\"\n"
+                    .to_owned(),
                 "64 hexadecimal",
             ),
             (

@@ -28,26 +28,36 @@ pub(super) fn routes() -> Vec<Entry> {
     all.push(entry(Method::GET, "/api/v1/tus", a, list_uploads));
     all.push(entry(Method::HEAD, "/api/v1/tus/{id}", a, show_offset));
     all.push(entry(Method::PATCH, "/api/v1/tus/{id}", a, append_chunk));
-    all.push(entry(Method::DELETE, "/api/v1/tus/{id}", a, terminate_upload));
+    all.push(entry(
+        Method::DELETE,
+        "/api/v1/tus/{id}",
+        a,
+        terminate_upload,
+    ));
     all.push(entry(
         Method::OPTIONS,
         "/api/v1/tus/{id}",
         Action::Monitor,
         discover,
     ));
-    for e in &mut all {
+    for e in all.iter_mut().filter(|e| e.route.method != Method::OPTIONS) {
         let handler = std::mem::take(&mut e.handler);
         e.handler = handler.layer(axum::middleware::map_response(resumable_header));
     }
     all
 }
 
-/// `Tus-Resumable` on every response but OPTIONS's, errors included.
+/// `Tus-Resumable` on every response (errors included) of every tus
+/// route but OPTIONS, and `Tus-Version` on a 412.
 async fn resumable_header(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    if !headers.contains_key("tus-version") || headers.contains_key("upload-offset") {
-        headers.insert("tus-resumable", HeaderValue::from_static(protocol::VERSION));
+    if response.status() == StatusCode::PRECONDITION_FAILED {
+        response
+            .headers_mut()
+            .insert("tus-version", HeaderValue::from_static(protocol::VERSION));
     }
+    response
+        .headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(protocol::VERSION));
     response
 }
 
@@ -68,13 +78,14 @@ async fn discover(State(app): State<App>) -> Response {
 }
 
 /// 412 unless the client speaks this version (after authentication: who
-/// may not upload learns that first).
-fn require_version(headers: &HeaderMap) -> Result<(), Response> {
+/// may not upload learns that first); [`resumable_header`] adds the
+/// `Tus-Version` the client should speak.
+fn require_version(headers: &HeaderMap) -> Result<(), ApiError> {
     let sent = headers.get("tus-resumable").and_then(|v| v.to_str().ok());
     if sent == Some(protocol::VERSION) {
         return Ok(());
     }
-    let mut response = ApiError::new(
+    Err(ApiError::new(
         StatusCode::PRECONDITION_FAILED,
         "tus_version_unsupported",
         format!(
@@ -82,16 +93,13 @@ fn require_version(headers: &HeaderMap) -> Result<(), Response> {
             protocol::VERSION,
             protocol::VERSION
         ),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert("tus-version", HeaderValue::from_static(protocol::VERSION));
-    Err(response)
+    ))
 }
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).map(|v| v.to_str().unwrap_or("(not text)"))
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
 }
 
 /// `POST`: `Upload-Length` and `Upload-Metadata` make a new upload; 201
@@ -100,17 +108,16 @@ async fn create_upload(
     State(app): State<App>,
     Authenticated(user): Authenticated,
     headers: HeaderMap,
-) -> Result<Response, Response> {
-    tus::may_resume(&user).map_err(into_response)?;
+) -> Result<Response, ApiError> {
+    tus::may_resume(&user)?;
     require_version(&headers)?;
     let length = header_text(&headers, "upload-length")
-        .ok_or(TusError::BadLength("(none: Upload-Defer-Length is not supported)".into()))
-        .and_then(|v| tus::parse_bytes(v, TusError::BadLength))
-        .map_err(into_response)?;
+        .ok_or(TusError::BadLength(
+            "(none: Upload-Defer-Length is not supported)".into(),
+        ))
+        .and_then(|v| tus::parse_bytes(v, TusError::BadLength))?;
     let metadata = header_text(&headers, "upload-metadata").unwrap_or_default();
-    let created = tus::create(&app, &user, length, metadata)
-        .await
-        .map_err(into_response)?;
+    let created = tus::create(&app, &user, length, metadata).await?;
     // Relative (RFC 9110 allows it): right behind any proxy that keeps
     // the path, whatever host name the client used.
     let location = format!("/api/v1/tus/{}", created.upload.id);
@@ -127,12 +134,10 @@ async fn show_offset(
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, Response> {
-    tus::may_resume(&user).map_err(into_response)?;
+) -> Result<Response, ApiError> {
+    tus::may_resume(&user)?;
     require_version(&headers)?;
-    let upload = tus::status(&app, &user, &id)
-        .await
-        .map_err(into_response)?;
+    let upload = tus::status(&app, &user, &id).await?;
     let mut out = upload_headers(&Appended {
         upload,
         receipt: None,
@@ -149,10 +154,12 @@ async fn append_chunk(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Response> {
-    tus::may_resume(&user).map_err(into_response)?;
+) -> Result<Response, ApiError> {
+    tus::may_resume(&user)?;
     require_version(&headers)?;
-    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     if kind != Some(protocol::PATCH_CONTENT_TYPE) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -162,20 +169,16 @@ async fn append_chunk(
                 protocol::PATCH_CONTENT_TYPE,
                 kind.unwrap_or("untyped")
             ),
-        )
-        .into_response());
+        ));
     }
     let offset = header_text(&headers, "upload-offset")
         .ok_or(TusError::BadOffset("(none)".into()))
-        .and_then(|v| tus::parse_bytes(v, TusError::BadOffset))
-        .map_err(into_response)?;
+        .and_then(|v| tus::parse_bytes(v, TusError::BadOffset))?;
     let checksum = header_text(&headers, "upload-checksum")
         .map(protocol::parse_checksum)
         .transpose()
-        .map_err(|e| into_response(e.into()))?;
-    let appended = tus::append(&app, &user, &id, offset, checksum, body.into_data_stream())
-        .await
-        .map_err(into_response)?;
+        .map_err(TusError::from)?;
+    let appended = tus::append(&app, &user, &id, offset, checksum, body.into_data_stream()).await?;
     Ok((StatusCode::NO_CONTENT, upload_headers(&appended)).into_response())
 }
 
@@ -185,12 +188,10 @@ async fn terminate_upload(
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, Response> {
-    tus::may_resume(&user).map_err(into_response)?;
+) -> Result<Response, ApiError> {
+    tus::may_resume(&user)?;
     require_version(&headers)?;
-    tus::terminate(&app, &user, &id)
-        .await
-        .map_err(into_response)?;
+    tus::terminate(&app, &user, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -198,8 +199,8 @@ async fn terminate_upload(
 async fn list_uploads(
     State(app): State<App>,
     Authenticated(user): Authenticated,
-) -> Result<Json<Vec<TusUpload>>, Response> {
-    Ok(Json(tus::list(&app, &user).await.map_err(into_response)?))
+) -> Result<Json<Vec<TusUpload>>, ApiError> {
+    Ok(Json(tus::list(&app, &user).await?))
 }
 
 /// `Upload-Offset`, `Upload-Length`, `Upload-Expires`, and once queued
@@ -219,7 +220,10 @@ fn upload_headers(a: &Appended) -> HeaderMap {
         h.insert(HeaderName::from_static("holdq-upload-id"), id.into());
     }
     if let Some(r) = &a.receipt {
-        h.insert(HeaderName::from_static("holdq-queue-position"), r.position.into());
+        h.insert(
+            HeaderName::from_static("holdq-queue-position"),
+            r.position.into(),
+        );
     }
     h
 }
@@ -234,10 +238,6 @@ fn http_date(ms: i64) -> Option<String> {
         .ok()?
         .format(&format)
         .ok()
-}
-
-fn into_response(e: TusError) -> Response {
-    ApiError::from(e).into_response()
 }
 
 impl From<TusError> for ApiError {

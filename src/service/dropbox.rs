@@ -72,8 +72,7 @@ impl DropBox {
             rejected: dir.join("rejected"),
         };
         for d in [&b.work, &b.rejected] {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         Ok(b)
     }
@@ -155,8 +154,13 @@ fn sorted_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Moves a manifest and the archives it lists into a working directory
 /// of their own, then processes it. A manifest not yet TOML waits.
 async fn take_in(app: &App, b: &DropBox, path: &Path) -> anyhow::Result<()> {
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let name = rules::manifest_name(file_name).unwrap_or_default().to_owned();
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let name = rules::manifest_name(file_name)
+        .unwrap_or_default()
+        .to_owned();
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let hash = hex::encode(Sha256::digest(&bytes));
     let parsed = std::str::from_utf8(&bytes)
@@ -205,8 +209,13 @@ async fn process(app: &App, b: &DropBox, work: &Path) -> anyhow::Result<()> {
         // box, and taking it in again finds these files here.
         return Ok(());
     };
-    let file_name = manifest_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let name = rules::manifest_name(file_name).unwrap_or_default().to_owned();
+    let file_name = manifest_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let name = rules::manifest_name(file_name)
+        .unwrap_or_default()
+        .to_owned();
     let bytes = std::fs::read(&manifest_path)?;
     let hash = hex::encode(Sha256::digest(&bytes));
     let mut result = DropResult {
@@ -299,7 +308,10 @@ async fn submit(
             "refused",
             Some("a member was refused, and with it the whole group".into()),
         ),
-        _ => ("partly_refused", Some(format!("{refused} archive(s) refused"))),
+        _ => (
+            "partly_refused",
+            Some(format!("{refused} archive(s) refused")),
+        ),
     };
     Ok(())
 }

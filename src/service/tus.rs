@@ -422,7 +422,10 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let mut locks = LOCKS.lock().expect("tus locks");
         // Only this guard and the map hold it: nobody waits, forget it.
-        if locks.get(&self.id).is_some_and(|m| Arc::strong_count(m) <= 2) {
+        if locks
+            .get(&self.id)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
             locks.remove(&self.id);
         }
     }
@@ -494,7 +497,9 @@ where
             }
         };
         if len + chunk.len() as u64 > room {
-            cut = Some(TusError::PastLength { length: from + room });
+            cut = Some(TusError::PastLength {
+                length: from + room,
+            });
             break;
         }
         len += chunk.len() as u64;

@@ -167,8 +167,7 @@ pub async fn upload_file(
     refusing_group(app, user, group, async {
         let expected = may_upload(user, expected_sha256)?;
         let received =
-            receive::received_file(path, &app.storage.incoming_dir(), app.archive_limits())
-                .await?;
+            receive::received_file(path, &app.storage.incoming_dir(), app.archive_limits()).await?;
         if received.size > app.config.limits.upload_bytes.0 {
             return Err(UploadError::TooLarge {
                 limit: app.config.limits.upload_bytes.0,

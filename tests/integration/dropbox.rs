@@ -52,7 +52,9 @@ fn drop_batch(dir: &Path, name: &str, manifest: &str, archives: &[(&str, &[u8])]
 fn manifest(uploader: &str, together: bool, files: &[(&str, &str)]) -> String {
     let mut text = format!("uploader = \"{uploader}\"\ntogether = {together}\n");
     for (name, sha) in files {
-        text.push_str(&format!("[[file]]\nname = \"{name}\"\nsha256 = \"{sha}\"\n"));
+        text.push_str(&format!(
+            "[[file]]\nname = \"{name}\"\nsha256 = \"{sha}\"\n"
+        ));
     }
     text
 }
@@ -90,9 +92,17 @@ async fn two_archives_together_become_one_group_and_are_accepted(db: TestDb) {
     let m = manifest(
         "ada@example.org",
         true,
-        &[("alpha.tar.gz", &sha256_hex(&a)), ("beta.tar.gz", &sha256_hex(&b))],
+        &[
+            ("alpha.tar.gz", &sha256_hex(&a)),
+            ("beta.tar.gz", &sha256_hex(&b)),
+        ],
     );
-    drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)]);
+    drop_batch(
+        &dir,
+        "batch",
+        &m,
+        &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)],
+    );
     scan(&app).await;
 
     let result = result_of(&dir, "batch").expect("a result");
@@ -107,12 +117,20 @@ async fn two_archives_together_become_one_group_and_are_accepted(db: TestDb) {
     app.drain().await;
     for f in files {
         let id = f["upload_id"].as_i64().unwrap();
-        assert!(shown.body["members"].as_array().unwrap().contains(&id.into()));
+        assert!(
+            shown.body["members"]
+                .as_array()
+                .unwrap()
+                .contains(&id.into())
+        );
         let view = app.upload_view(id).await;
         assert_eq!(view["state"], "accepted", "{view:#}");
     }
     // The archives are in the blob store; the drop box holds the result.
-    assert_eq!(names_in(&dir), [".holdq-work", "batch.holdq-result.json", "rejected"]);
+    assert_eq!(
+        names_in(&dir),
+        [".holdq-work", "batch.holdq-result.json", "rejected"]
+    );
     assert!(names_in(&dir.join(".holdq-work")).is_empty());
     assert!(names_in(&dir.join("rejected")).is_empty());
 }
@@ -127,12 +145,20 @@ async fn a_hash_mismatch_writes_the_reason_and_uploads_nothing(db: TestDb) {
         true,
         &[("alpha.tar.gz", &sha256_hex(&a)), ("beta.tar.gz", &wrong)],
     );
-    drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)]);
+    drop_batch(
+        &dir,
+        "batch",
+        &m,
+        &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)],
+    );
     scan(&app).await;
     let result = result_of(&dir, "batch").expect("a result");
     assert_eq!(result["state"], "refused", "{result:#}");
     let reason = result["reason"].as_str().unwrap();
-    assert!(reason.contains("beta.tar.gz") && reason.contains(&wrong), "{reason}");
+    assert!(
+        reason.contains("beta.tar.gz") && reason.contains(&wrong),
+        "{reason}"
+    );
     assert_eq!(uploads(&app).await, 0);
     // Refused files are kept, never deleted.
     let rejected = names_in(&dir.join("rejected"));
@@ -150,7 +176,10 @@ async fn a_listed_file_missing_from_the_drop_box_is_refused(db: TestDb) {
     let m = manifest(
         "ada@example.org",
         false,
-        &[("alpha.tar.gz", &sha256_hex(&a)), ("beta.tar.gz", &sha256_hex(b"x"))],
+        &[
+            ("alpha.tar.gz", &sha256_hex(&a)),
+            ("beta.tar.gz", &sha256_hex(b"x")),
+        ],
     );
     drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a)]);
     scan(&app).await;
@@ -166,13 +195,20 @@ async fn a_listed_file_missing_from_the_drop_box_is_refused(db: TestDb) {
 async fn an_unknown_uploader_is_refused(db: TestDb) {
     let (app, dir) = with_dropbox(db).await;
     let a = archive("alpha");
-    let m = manifest("mallory@example.org", false, &[("alpha.tar.gz", &sha256_hex(&a))]);
+    let m = manifest(
+        "mallory@example.org",
+        false,
+        &[("alpha.tar.gz", &sha256_hex(&a))],
+    );
     drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a)]);
     scan(&app).await;
     let result = result_of(&dir, "batch").expect("a result");
     assert_eq!(result["state"], "refused", "{result:#}");
     assert!(
-        result["reason"].as_str().unwrap().contains("not a registered user"),
+        result["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a registered user"),
         "{result:#}"
     );
     assert_eq!(uploads(&app).await, 0);
@@ -184,7 +220,11 @@ async fn files_no_manifest_lists_are_left_alone(db: TestDb) {
     let (a, b) = (archive("alpha"), archive("beta"));
     // beta belongs to a manifest not yet written.
     std::fs::write(dir.join("beta.tar.gz"), &b).unwrap();
-    let m = manifest("ada@example.org", false, &[("alpha.tar.gz", &sha256_hex(&a))]);
+    let m = manifest(
+        "ada@example.org",
+        false,
+        &[("alpha.tar.gz", &sha256_hex(&a))],
+    );
     drop_batch(&dir, "first", &m, &[("alpha.tar.gz", &a)]);
     scan(&app).await;
     assert_eq!(result_of(&dir, "first").unwrap()["state"], "queued");
@@ -202,7 +242,11 @@ async fn a_manifest_still_being_written_is_waited_for(db: TestDb) {
     scan(&app).await;
     assert!(result_of(&dir, "batch").is_none());
     assert!(path.is_file() && dir.join("alpha.tar.gz").is_file());
-    let m = manifest("ada@example.org", false, &[("alpha.tar.gz", &sha256_hex(&a))]);
+    let m = manifest(
+        "ada@example.org",
+        false,
+        &[("alpha.tar.gz", &sha256_hex(&a))],
+    );
     std::fs::write(&path, m).unwrap();
     scan(&app).await;
     assert_eq!(result_of(&dir, "batch").unwrap()["state"], "queued");
@@ -216,16 +260,27 @@ async fn archives_not_together_are_queued_each_on_its_own(db: TestDb) {
     let m = manifest(
         "ada@example.org",
         false,
-        &[("alpha.tar.gz", &sha256_hex(&a)), ("junk.tar.gz", &sha256_hex(&bad))],
+        &[
+            ("alpha.tar.gz", &sha256_hex(&a)),
+            ("junk.tar.gz", &sha256_hex(&bad)),
+        ],
     );
-    drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a), ("junk.tar.gz", &bad)]);
+    drop_batch(
+        &dir,
+        "batch",
+        &m,
+        &[("alpha.tar.gz", &a), ("junk.tar.gz", &bad)],
+    );
     scan(&app).await;
     let result = result_of(&dir, "batch").unwrap();
     assert_eq!(result["state"], "partly_refused", "{result:#}");
     assert!(result["group"].is_null());
     let files = result["files"].as_array().unwrap();
     assert_eq!(files[0]["state"], "queued", "{result:#}");
-    assert!(files[1]["error"].as_str().unwrap().contains("gzip"), "{result:#}");
+    assert!(
+        files[1]["error"].as_str().unwrap().contains("gzip"),
+        "{result:#}"
+    );
     let rejected = names_in(&dir.join("rejected"));
     assert_eq!(
         names_in(&dir.join("rejected").join(&rejected[0])),
@@ -238,7 +293,11 @@ async fn the_watcher_takes_in_a_manifest_without_a_scan_being_asked(db: TestDb) 
     app.user("ada@example.org").await;
     app.start_workers().await;
     let a = archive("alpha");
-    let m = manifest("ada@example.org", false, &[("alpha.tar.gz", &sha256_hex(&a))]);
+    let m = manifest(
+        "ada@example.org",
+        false,
+        &[("alpha.tar.gz", &sha256_hex(&a))],
+    );
     drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a)]);
     let result = wait_until(async || result_of(&dir, "batch"), Duration::from_secs(30))
         .await
@@ -263,9 +322,17 @@ async fn a_kill_after_the_move_and_before_submission_uploads_the_batch_once_afte
     let m = manifest(
         "ada@example.org",
         true,
-        &[("alpha.tar.gz", &sha256_hex(&a)), ("beta.tar.gz", &sha256_hex(&b))],
+        &[
+            ("alpha.tar.gz", &sha256_hex(&a)),
+            ("beta.tar.gz", &sha256_hex(&b)),
+        ],
     );
-    drop_batch(&dir, "batch", &m, &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)]);
+    drop_batch(
+        &dir,
+        "batch",
+        &m,
+        &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)],
+    );
 
     let mut server =
         ServerProcess::start_with_config(&data, &url, Some("dropbox-after-move"), Some(&config))

@@ -228,7 +228,11 @@ async fn a_request_without_the_protocol_version_is_refused_with_the_version_spok
             req = req.header("tus-resumable", v);
         }
         let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED, "{version:?}");
+        assert_eq!(
+            resp.status(),
+            StatusCode::PRECONDITION_FAILED,
+            "{version:?}"
+        );
         assert_eq!(resp.headers()["tus-version"], "1.0.0");
         let error: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(error["error"]["code"], "tus_version_unsupported");
@@ -264,7 +268,9 @@ async fn a_chunk_whose_checksum_does_not_match_is_discarded(db: TestDb) {
     use base64::Engine;
     use sha1::Digest;
     let sha1 = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(&rest));
-    let resp = tus.patch(&url, 20, rest, Some(format!("sha1 {sha1}"))).await;
+    let resp = tus
+        .patch(&url, 20, rest, Some(format!("sha1 {sha1}")))
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let id = header_u64(&resp, "holdq-upload-id").expect("queued") as i64;
     assert_eq!(app.upload_view(id).await["sha256"], sha256_hex(&body));
@@ -345,7 +351,12 @@ async fn an_expired_upload_is_gone_and_swept(db: TestDb) {
     let url = tus.create_ok(1000, &[]).await;
     tus.patch(&url, 0, vec![1; 100], None).await;
     let listed = app.get(Some(&token), "/api/v1/tus").await;
-    assert_eq!(listed.body.as_array().unwrap().len(), 1, "{:?}", listed.body);
+    assert_eq!(
+        listed.body.as_array().unwrap().len(),
+        1,
+        "{:?}",
+        listed.body
+    );
     // Its 24 hours pass.
     sqlx::query("UPDATE tus_uploads SET expires_at = $1")
         .bind(holdq::db::now_ms() - 1)
@@ -472,12 +483,7 @@ async fn a_complete_upload_a_crash_left_unqueued_is_queued_by_the_sweep(db: Test
         .fetch_one(app.app.db.pool())
         .await
         .unwrap();
-    let file = app
-        .app
-        .storage
-        .tus_dir()
-        .join(owner.to_string())
-        .join(&id);
+    let file = app.app.storage.tus_dir().join(owner.to_string()).join(&id);
     std::fs::write(&file, &body).unwrap();
     sqlx::query("UPDATE tus_uploads SET received = length")
         .execute(app.app.db.pool())
@@ -508,11 +514,14 @@ async fn a_server_killed_mid_upload_keeps_the_bytes_and_completes_after_restart(
             .bearer_auth(&token)
             .header("tus-resumable", "1.0.0")
     };
-    let created = tus_req(reqwest::Method::POST, &format!("{}/api/v1/tus/", server.base))
-        .header("upload-length", body.len())
-        .send()
-        .await
-        .unwrap();
+    let created = tus_req(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/tus/", server.base),
+    )
+    .header("upload-length", body.len())
+    .send()
+    .await
+    .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let upload_url = location(&created);
     let resp = tus_req(reqwest::Method::PATCH, &upload_url)
@@ -633,9 +642,7 @@ fn archive_of_64_mib(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
 /// requests' headers.
 const ONE_CHUNK_AND_HEADERS: u64 = (8 << 20) + (64 << 10);
 
-async fn holdq_upload_of_a_64_mib_archive_resumes_by_itself_when_the_connection_is_cut(
-    db: TestDb,
-) {
+async fn holdq_upload_of_a_64_mib_archive_resumes_by_itself_when_the_connection_is_cut(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let token = app.user("ada@example.org").await;
     let tmp = tempfile::tempdir().unwrap();
@@ -650,10 +657,16 @@ async fn holdq_upload_of_a_64_mib_archive_resumes_by_itself_when_the_connection_
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the cut happened");
+    assert!(
+        proxy.cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the cut happened"
+    );
     let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(receipt["sha256"], sha256_hex(&body), "{receipt}");
-    assert_eq!(app.upload_view(receipt["id"].as_i64().unwrap()).await["state"], "queued");
+    assert_eq!(
+        app.upload_view(receipt["id"].as_i64().unwrap()).await["state"],
+        "queued"
+    );
     let sent = proxy.sent();
     assert!(
         sent <= body.len() as u64 + ONE_CHUNK_AND_HEADERS,
@@ -663,9 +676,7 @@ async fn holdq_upload_of_a_64_mib_archive_resumes_by_itself_when_the_connection_
     assert_eq!(app.tus_files(), 0);
 }
 
-async fn holdq_upload_run_again_after_being_killed_continues_from_the_servers_offset(
-    db: TestDb,
-) {
+async fn holdq_upload_run_again_after_being_killed_continues_from_the_servers_offset(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let token = app.user("ada@example.org").await;
     let tmp = tempfile::tempdir().unwrap();
@@ -697,7 +708,11 @@ async fn holdq_upload_run_again_after_being_killed_continues_from_the_servers_of
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(receipt["sha256"], sha256_hex(&body));
     let sent = proxy.sent();
@@ -726,16 +741,27 @@ async fn holdq_upload_lists_and_aborts_unfinished_uploads(db: TestDb) {
         .await
         .unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(listed.contains(&id), "{listed}");
-    assert!(listed.contains("wave-2.0.0.tar.gz") && listed.contains("250/1000"), "{listed}");
+    assert!(
+        listed.contains("wave-2.0.0.tar.gz") && listed.contains("250/1000"),
+        "{listed}"
+    );
 
     let out = holdq_cli(&app.base, &token, tmp.path())
         .args(["upload", "--abort", &id])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(tus.head(&url).await.0, StatusCode::NOT_FOUND);
     let out = holdq_cli(&app.base, &token, tmp.path())
         .args(["upload", "--abort", &id])
@@ -761,8 +787,7 @@ mod the_python_tus_client_stops_part_way_then_resumes_and_completes {
         ignore = "needs the Python tus client: python3 -m pip install tuspy"
     )]
     async fn sqlite() {
-        super::the_python_tus_client_stops_part_way_then_resumes_and_completes(TestDb::Sqlite)
-            .await
+        super::the_python_tus_client_stops_part_way_then_resumes_and_completes(TestDb::Sqlite).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,7 +100,12 @@ impl<'a> Tus<'a> {
     /// Creates an upload and returns its URL, asserting 201.
     pub async fn create_ok(&self, length: u64, metadata: &[(&str, &str)]) -> String {
         let resp = self.create(length, metadata).await;
-        assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            resp.text().await
+        );
         location(&resp)
     }
 
