@@ -327,16 +327,16 @@ async fn a_kill_after_the_move_and_before_submission_uploads_the_batch_once_afte
             ("beta.tar.gz", &sha256_hex(&b)),
         ],
     );
+    // Up first (it aborts at the failpoint), then the batch arrives.
+    let mut server =
+        ServerProcess::start_with_config(&data, &url, Some("dropbox-after-move"), Some(&config))
+            .await;
     drop_batch(
         &dir,
         "batch",
         &m,
         &[("alpha.tar.gz", &a), ("beta.tar.gz", &b)],
     );
-
-    let mut server =
-        ServerProcess::start_with_config(&data, &url, Some("dropbox-after-move"), Some(&config))
-            .await;
     assert!(
         server.wait_exit(Duration::from_secs(60)).await,
         "the failpoint aborted the server"
