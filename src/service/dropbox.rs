@@ -124,6 +124,11 @@ pub async fn scan(app: &App) -> anyhow::Result<()> {
         return Ok(());
     };
     let b = DropBox::open(dir)?;
+    // One scanner at a time, also across servers sharing the drop box.
+    let lock = std::fs::File::create(b.work.join(".lock"))?;
+    if lock.try_lock().is_err() {
+        return Ok(());
+    }
     for work in sorted_entries(&b.work)? {
         if work.is_dir() {
             process(app, &b, &work).await?;

@@ -25,6 +25,8 @@ use super::upload::{self, Origin, UploadError, UploadReceipt};
 use super::users::User;
 use crate::db::{self, tus::NewTus, tus::TusRow};
 use crate::domain::tus::{Checksum, ChecksumAlgorithm, HeaderError, Metadata};
+use crate::storage::follow::Follower;
+use crate::storage::receive::{Received, link_into};
 
 /// A partial upload as its owner sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -239,6 +241,9 @@ where
     }
     let room = row.length as u64 - held;
     let path = user_dir(app, user.id).join(id);
+    if held == 0 {
+        follow(app, id, &path);
+    }
     let written = write_chunk(path, held, room, checksum, body).await?;
     let received = held + written.len;
     if written.len > 0
@@ -252,6 +257,9 @@ where
         .await?
     {
         return Err(TusError::Busy);
+    }
+    if let Some(f) = FOLLOWERS.lock().expect("tus followers").get(id) {
+        f.advance(received);
     }
     written.outcome?;
     let row = owned_row(app, user, id).await?;
@@ -322,15 +330,24 @@ pub async fn sweep(app: &App) -> anyhow::Result<()> {
 /// learns the upload id from HEAD.
 async fn finish(app: &App, user: &User, row: &TusRow) -> Result<UploadReceipt, TusError> {
     let path = user_dir(app, row.owner_id).join(&row.id);
-    let result = upload::upload_file(
-        app,
-        user,
-        &path,
-        row.sha256.as_deref(),
-        row.group_id,
-        Origin::Tus(&row.id),
-    )
-    .await;
+    let (expected, origin) = (row.sha256.as_deref(), Origin::Tus(&row.id));
+    let follower = FOLLOWERS.lock().expect("tus followers").remove(&row.id);
+    let followed = match follower {
+        Some(f) => f.finish(row.length as u64).await,
+        None => None,
+    };
+    let result = match followed {
+        Some((sha256, inspection)) => {
+            let received = Received {
+                file: link_into(&path, &app.storage.incoming_dir())?,
+                sha256,
+                size: row.length as u64,
+                inspection,
+            };
+            upload::upload_received(app, user, received, expected, row.group_id, origin).await
+        }
+        None => upload::upload_file(app, user, &path, expected, row.group_id, origin).await,
+    };
     match result {
         Ok(receipt) => {
             remove_bytes(&path)?;
@@ -354,6 +371,9 @@ async fn finish(app: &App, user: &User, row: &TusRow) -> Result<UploadReceipt, T
 
 /// Deletes a partial upload's record and bytes.
 async fn discard(app: &App, row: &TusRow) -> Result<(), TusError> {
+    if let Some(f) = FOLLOWERS.lock().expect("tus followers").remove(&row.id) {
+        f.abandon();
+    }
     let mut conn = app.db.pool().acquire().await?;
     db::tus::delete(&mut conn, &row.id).await?;
     remove_bytes(&user_dir(app, row.owner_id).join(&row.id))?;
@@ -401,6 +421,27 @@ fn new_id() -> String {
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// The inspections following uploads as they grow, in this process.
+static FOLLOWERS: LazyLock<Mutex<HashMap<String, Follower>>> = LazyLock::new(Default::default);
+
+/// Starts inspecting upload `id` as its chunks arrive; without it (it
+/// could not start, or the process restarted since) the finish inspects
+/// the whole file.
+fn follow(app: &App, id: &str, path: &std::path::Path) {
+    match Follower::start(path.to_owned(), app.archive_limits()) {
+        Ok(f) => {
+            let old = FOLLOWERS
+                .lock()
+                .expect("tus followers")
+                .insert(id.to_owned(), f);
+            if let Some(old) = old {
+                old.abandon();
+            }
+        }
+        Err(e) => tracing::warn!(tus.id = %id, error = %e, "upload not inspected as it grows"),
+    }
 }
 
 /// How long a PATCH waits for another request on the same upload (a

@@ -168,11 +168,24 @@ pub async fn upload_file(
         let expected = may_upload(user, expected_sha256)?;
         let received =
             receive::received_file(path, &app.storage.incoming_dir(), app.archive_limits()).await?;
-        if received.size > app.config.limits.upload_bytes.0 {
-            return Err(UploadError::TooLarge {
-                limit: app.config.limits.upload_bytes.0,
-            });
-        }
+        admit(app, user, received, expected, group, origin).await
+    })
+    .await
+}
+
+/// [`upload_file`] for a file whose single pass already ran while it
+/// arrived (a resumable upload followed chunk by chunk,
+/// `storage::follow`): the same checks and transaction on what it found.
+pub async fn upload_received(
+    app: &App,
+    user: &User,
+    received: receive::Received,
+    expected_sha256: Option<&str>,
+    group: Option<i64>,
+    origin: Origin<'_>,
+) -> Result<UploadReceipt, UploadError> {
+    refusing_group(app, user, group, async {
+        let expected = may_upload(user, expected_sha256)?;
         admit(app, user, received, expected, group, origin).await
     })
     .await
@@ -222,6 +235,10 @@ async fn admit(
     group: Option<i64>,
     origin: Origin<'_>,
 ) -> Result<UploadReceipt, UploadError> {
+    let limit = app.config.limits.upload_bytes.0;
+    if received.size > limit {
+        return Err(UploadError::TooLarge { limit });
+    }
     if let Some(expected) = expected
         && expected != received.sha256
     {

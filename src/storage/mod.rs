@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod follow;
 pub mod pack;
 pub mod receive;
 pub mod stable;

@@ -63,14 +63,19 @@ pub async fn received_file(
     dir: &Path,
     limits: ArchiveLimits,
 ) -> Result<Received, ReceiveError> {
-    let src = path.to_owned();
-    let file = tempfile::Builder::new().make_in(dir, |link| {
-        std::fs::hard_link(&src, link)?;
-        std::fs::File::open(link)
-    })?;
+    let file = link_into(path, dir)?;
     let reader = tokio::fs::File::open(file.path()).await?;
     let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
     pass(body, file, Sink::HashOnly, u64::MAX, limits).await
+}
+
+/// A name of its own in `dir` (same filesystem) for the file at `path`:
+/// a hard link, removed when dropped, kept as a blob by rename.
+pub fn link_into(path: &Path, dir: &Path) -> io::Result<NamedTempFile> {
+    tempfile::Builder::new().make_in(dir, |link| {
+        std::fs::hard_link(path, link)?;
+        std::fs::File::open(link)
+    })
 }
 
 /// How much of a file on disk is read at a time.

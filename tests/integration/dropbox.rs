@@ -131,7 +131,7 @@ async fn two_archives_together_become_one_group_and_are_accepted(db: TestDb) {
         names_in(&dir),
         [".holdq-work", "batch.holdq-result.json", "rejected"]
     );
-    assert!(names_in(&dir.join(".holdq-work")).is_empty());
+    assert_eq!(names_in(&dir.join(".holdq-work")), [".lock"]);
     assert!(names_in(&dir.join("rejected")).is_empty());
 }
 
@@ -342,7 +342,11 @@ async fn a_kill_after_the_move_and_before_submission_uploads_the_batch_once_afte
         "the failpoint aborted the server"
     );
     assert_eq!(uploads(&app).await, 0, "killed before submission");
-    assert_eq!(names_in(&dir.join(".holdq-work")).len(), 1);
+    assert_eq!(
+        names_in(&dir.join(".holdq-work")).len(),
+        2,
+        "the batch and the lock"
+    );
 
     let _server = ServerProcess::start_with_config(&data, &url, None, Some(&config)).await;
     let result = wait_until(async || result_of(&dir, "batch"), Duration::from_secs(60))
