@@ -152,3 +152,44 @@ impl Tail {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn limits() -> ArchiveLimits {
+        ArchiveLimits {
+            unpacked_bytes: 1 << 20,
+            entries: 100,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn it_reads_only_what_was_recorded_durable() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"not gzip at all").unwrap();
+        let f = Follower::start(file.path().to_owned(), limits()).unwrap();
+        f.advance(3);
+        // The bytes past 3 are not checked yet (a chunk being written).
+        let (sha, inspection) = f.finish(3).await.expect("followed");
+        assert_eq!(sha, hex::encode(Sha256::digest(b"not")));
+        assert!(matches!(inspection, Err(ArchiveError::NotGzip)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_follower_ends_its_thread_without_a_verdict() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let f = Follower::start(file.path().to_owned(), limits()).unwrap();
+        f.update(|p| p.abandoned = true);
+        let ended = tokio::time::timeout(Duration::from_secs(30), f.task)
+            .await
+            .expect("the thread ends")
+            .unwrap();
+        assert!(
+            ended.is_err(),
+            "no sha256 or inspection from an abandoned upload"
+        );
+    }
+}
