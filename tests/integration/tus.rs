@@ -854,3 +854,42 @@ async fn the_python_tus_client_stops_part_way_then_resumes_and_completes(db: Tes
     assert_eq!(decided["state"], "accepted", "{decided:#}");
     assert_eq!(decided["sha256"], sha256_hex(&big));
 }
+
+on_both_databases!(holdq_upload_together_sends_large_files_over_tus_as_one_group);
+
+async fn holdq_upload_together_sends_large_files_over_tus_as_one_group(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let token = app.user("ada@example.org").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for name in ["alpha", "beta"] {
+        let body = big_package(name, 9 << 20);
+        let path = tmp.path().join(format!("{name}-1.0.0.tar.gz"));
+        std::fs::write(&path, &body).unwrap();
+        paths.push(path);
+    }
+    let out = holdq_cli(&app.base, &token, tmp.path())
+        .args(["upload", "--together"])
+        .args(&paths)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (tus_rows,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM tus_uploads WHERE group_id IS NOT NULL")
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(tus_rows, 2, "both went over tus, into the group");
+    let queue = app.queue().await;
+    assert_eq!(queue.len(), 2, "{queue:?}");
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM upload_groups")
+        .fetch_one(app.app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "submitted");
+}
