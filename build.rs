@@ -6,10 +6,29 @@
 //! browser, a Python client) follow the same pattern with a cfg of their own.
 
 fn main() {
+    tuspy();
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=HOLDQ_TEST_POSTGRES_URL");
     println!("cargo::rustc-check-cfg=cfg(holdq_postgres)");
     if std::env::var("HOLDQ_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
         println!("cargo::rustc-cfg=holdq_postgres");
+    }
+}
+
+/// `cfg(holdq_tuspy)` when the Python tus client (`tuspy`, module
+/// `tusclient`) is importable by `$HOLDQ_TEST_PYTHON` (default `python3`):
+/// the real-client test runs; elsewhere it is reported as ignored.
+fn tuspy() {
+    println!("cargo::rerun-if-env-changed=HOLDQ_TEST_PYTHON");
+    println!("cargo::rustc-check-cfg=cfg(holdq_tuspy)");
+    let python = std::env::var("HOLDQ_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = std::process::Command::new(python)
+        .args(["-c", "import tusclient"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        println!("cargo::rustc-cfg=holdq_tuspy");
     }
 }

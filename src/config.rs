@@ -29,6 +29,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub platforms: Vec<PlatformConfig>,
     pub sandbox: SandboxConfig,
+    pub tus: TusConfig,
+    pub dropbox: DropboxConfig,
     /// The file this configuration was read from, hidden from checks.
     pub config_file: Option<PathBuf>,
 }
@@ -51,6 +53,47 @@ impl Default for SandboxConfig {
         Self {
             allow_own_uid: false,
             uid_base: 2_000_000_000,
+        }
+    }
+}
+
+/// Resumable uploads (tus 1.0, SPEC section 9).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TusConfig {
+    /// What one user's unfinished uploads may hold together.
+    pub quota: ByteSize,
+    /// How long an unfinished upload is kept after its last byte arrived.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+}
+
+impl Default for TusConfig {
+    fn default() -> Self {
+        Self {
+            quota: ByteSize(2 << 30),
+            expire_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The drop box (mmpack, SPEC section 9): a directory watched for manifests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DropboxConfig {
+    /// The directory; absent, there is no drop box.
+    pub dir: Option<PathBuf>,
+    /// How often the directory is scanned when no notification came (a
+    /// filesystem without notifications, e.g. NFS, relies on this).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+}
+
+impl Default for DropboxConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            poll: Duration::from_secs(5),
         }
     }
 }
@@ -344,6 +387,10 @@ struct FileConfig {
     platform: Vec<PlatformConfig>,
     #[serde(default)]
     sandbox: SandboxConfig,
+    #[serde(default)]
+    tus: TusConfig,
+    #[serde(default)]
+    dropbox: DropboxConfig,
 }
 
 impl fmt::Debug for MailConfig {
@@ -454,6 +501,8 @@ impl Config {
             queue: file.queue,
             platforms,
             sandbox: file.sandbox,
+            tus: file.tus,
+            dropbox: file.dropbox,
             config_file: None,
         };
         config.validate()?;
@@ -489,6 +538,12 @@ impl Config {
             || self.limits.entries == 0
         {
             bail!("limits must be greater than zero");
+        }
+        if self.tus.quota.0 == 0 || self.tus.expire_after.is_zero() {
+            bail!("tus.quota and tus.expire_after must be greater than zero");
+        }
+        if self.dropbox.poll.is_zero() {
+            bail!("dropbox.poll must be greater than zero");
         }
         for (i, p) in self.platforms.iter().enumerate() {
             if self.platforms[..i].iter().any(|q| q.name == p.name) {
@@ -530,6 +585,8 @@ impl fmt::Debug for Config {
             .field("queue", &self.queue)
             .field("platforms", &self.platforms)
             .field("sandbox", &self.sandbox)
+            .field("tus", &self.tus)
+            .field("dropbox", &self.dropbox)
             .field("config_file", &self.config_file)
             .finish()
     }

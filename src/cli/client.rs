@@ -23,9 +23,9 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 const PROGRESS_MIN_BYTES: u64 = 1 << 20;
 
 pub struct Client {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) token: Option<String>,
+    pub(super) http: reqwest::Client,
 }
 
 /// `client.toml`: `server = "..."`, `token = "..."`.
@@ -120,7 +120,10 @@ impl Client {
         self.decode(resp).await
     }
 
-    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> anyhow::Result<T> {
+    pub(super) async fn decode<T: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> anyhow::Result<T> {
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -243,7 +246,8 @@ impl Client {
         self.upload_to(file, None).await
     }
 
-    /// [`Client::upload`] into upload group `group`.
+    /// [`Client::upload`] into upload group `group`. Large files go over
+    /// tus and resume by themselves (`cli::resumable`).
     pub async fn upload_to(&self, file: &Path, group: Option<i64>) -> anyhow::Result<Receipt> {
         let (sha256, len) = hash_file(file)?;
         let progress = if len >= PROGRESS_MIN_BYTES {
@@ -260,6 +264,13 @@ impl Client {
         } else {
             ProgressBar::hidden()
         };
+        if len >= super::resumable::THRESHOLD {
+            let result = self
+                .upload_resumable(file, (&sha256, len), group, &progress)
+                .await;
+            progress.finish_and_clear();
+            return result.with_context(|| format!("upload of {} refused", file.display()));
+        }
         let handle = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("cannot open {}", file.display()))?;

@@ -53,9 +53,25 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Pack { dir, out, json } => pack(&dir, out.as_deref(), json),
         Command::Upload {
+            list: true, client, ..
+        } => render::unfinished_uploads(
+            &Client::new(&client)?.unfinished_uploads().await?,
+            client.json,
+        ),
+        Command::Upload {
+            abort: Some(id),
+            client,
+            ..
+        } => {
+            Client::new(&client)?.abort_upload(&id).await?;
+            println!("unfinished upload {id} aborted");
+            Ok(())
+        }
+        Command::Upload {
             files,
             together,
             client,
+            ..
         } => upload(&files, together, &client).await,
         Command::Queue { platform, client } => render::queue(
             &Client::new(&client)?.queue(platform.as_deref()).await?,

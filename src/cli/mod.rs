@@ -5,6 +5,7 @@ mod client;
 mod commands;
 pub mod logging;
 mod render;
+mod resumable;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,8 +68,16 @@ pub enum Command {
     },
     /// Upload archives into the holding queue; prints each upload's id and queue position.
     Upload {
-        #[arg(required = true)]
+        /// Files of 8 MiB or more go over tus: a dropped connection is
+        /// resumed by itself, and running the command again continues.
+        #[arg(required_unless_present_any = ["list", "abort"])]
         files: Vec<PathBuf>,
+        /// List your unfinished (resumable) uploads on the server.
+        #[arg(long, conflicts_with_all = ["files", "abort"])]
+        list: bool,
+        /// End an unfinished upload (an id from --list) and free its space.
+        #[arg(long, value_name = "ID", conflicts_with = "files")]
+        abort: Option<String>,
         /// One upload group: checked against each other, accepted or
         /// rejected as a whole.
         #[arg(long)]

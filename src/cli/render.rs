@@ -26,6 +26,32 @@ pub fn receipt(r: &Receipt, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `holdq upload --list`: the unfinished uploads the server holds.
+pub fn unfinished_uploads(
+    uploads: &[crate::service::tus::TusUpload],
+    json: bool,
+) -> anyhow::Result<()> {
+    json_or(&uploads, json, |uploads| {
+        if uploads.is_empty() {
+            println!("no unfinished uploads");
+        }
+        for u in uploads.iter() {
+            let percent = (u.offset * 100).checked_div(u.length).unwrap_or(100);
+            println!(
+                "{}  {}  {}/{} bytes ({percent}%)  expires {}",
+                u.id,
+                u.filename.as_deref().unwrap_or("(unnamed)"),
+                u.offset,
+                u.length,
+                crate::service::format_time(u.expires_at),
+            );
+        }
+        if !uploads.is_empty() {
+            println!("resume: holdq upload FILE (again); end one: holdq upload --abort ID");
+        }
+    })
+}
+
 /// JSON with `--json`, else what `text` prints.
 pub fn json_or<T: serde::Serialize>(
     value: &T,

@@ -6,6 +6,7 @@
 
 pub mod assumptions;
 pub mod checks;
+pub mod dropbox;
 pub mod events;
 pub mod groups;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod outbox;
 pub mod packages;
 pub mod pins;
 pub mod stable;
+pub mod tus;
 pub mod uploads;
 pub mod users;
 pub mod words;

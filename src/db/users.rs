@@ -40,6 +40,13 @@ pub async fn find_by_email(conn: &mut Conn, email: &str) -> sqlx::Result<Option<
     .await
 }
 
+pub async fn find_by_id(conn: &mut Conn, id: i64) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as("SELECT id, email, is_operator, is_worker, created_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn insert_token(conn: &mut Conn, user_id: i64, token_hash: &str) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)")
         .bind(user_id)

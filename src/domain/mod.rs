@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod delivery;
+pub mod dropbox;
 #[cfg(test)]
 mod fixtures;
 pub mod graph;
@@ -13,6 +14,7 @@ pub mod name;
 pub mod package;
 pub mod passmark;
 pub mod resolve;
+pub mod tus;
 pub mod upload;
 pub mod word;
 

@@ -93,6 +93,7 @@ impl From<UploadError> for ApiError {
             E::NoSuchGroup(_) => (S::NOT_FOUND, "no_such_group"),
             E::GroupNotOpen { .. } => (S::CONFLICT, "group_not_open"),
             E::GroupHasPackage { .. } => (S::CONFLICT, "group_has_package"),
+            E::AlreadyQueued(_) => (S::CONFLICT, "already_queued"),
             E::Internal(_) => {
                 let E::Internal(err) = e else { unreachable!() };
                 return Self::internal(err);

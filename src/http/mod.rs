@@ -6,6 +6,7 @@ mod error;
 mod groups;
 mod operators;
 mod stable;
+mod tus;
 mod uploads;
 
 use axum::Router;
@@ -62,6 +63,7 @@ fn entries() -> Vec<Entry> {
     all.extend(uploads::routes());
     all.extend(groups::routes());
     all.extend(stable::routes());
+    all.extend(tus::routes());
     all.extend(operators::routes());
     all
 }

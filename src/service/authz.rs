@@ -48,11 +48,14 @@ pub enum Action {
     ControlPlatforms,
     /// Make, read and submit one's own upload groups.
     ManageGroups,
+    /// Keep one's own partial uploads (tus): create, append, list, end.
+    /// Which package it is shows only once complete, when `Upload` is asked.
+    ResumeUploads,
 }
 
 impl Action {
     /// Every action, for listing what a token may do.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Monitor,
         Action::ReadStable,
         Action::ReadAccount,
@@ -66,6 +69,7 @@ impl Action {
         Action::ControlQueue,
         Action::ControlPlatforms,
         Action::ManageGroups,
+        Action::ResumeUploads,
     ];
 
     /// What the action is, as the end of "may ...".
@@ -84,6 +88,7 @@ impl Action {
             Action::ControlQueue => "cancel uploads and retry checks",
             Action::ControlPlatforms => "pause and resume platforms",
             Action::ManageGroups => "make and submit upload groups",
+            Action::ResumeUploads => "keep resumable uploads",
         }
     }
 
@@ -160,7 +165,7 @@ pub fn authorize(
         };
     }
     match action {
-        Action::ReadQueue | Action::ManageGroups => Ok(()),
+        Action::ReadQueue | Action::ManageGroups | Action::ResumeUploads => Ok(()),
         a if a.is_for_owners() => match package {
             Some(p) if p.owned => Ok(()),
             p => Err(Denied::NotOwner {

@@ -168,6 +168,7 @@ async fn registry_set_current(app: &App, name: &str, check: Option<i64>) {
 pub async fn reconcile(app: &App) -> anyhow::Result<()> {
     stable::publish_index(app).await?;
     super::groups::expire(app).await?;
+    super::tus::sweep(app).await?;
     let (builds, checking) = {
         let mut conn = app.db.pool().acquire().await?;
         (

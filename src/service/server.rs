@@ -1,6 +1,6 @@
 //! The one assembly of what a server runs beside its HTTP API: the
 //! start-up reconcile, the scheduler, the platform workers, the decide
-//! worker and the mail worker. `holdq serve` and the test harness both start
+//! worker, the mail worker and the drop-box watcher. `holdq serve` and the test harness both start
 //! a server through [`start`], so the two cannot drift apart.
 
 use tokio::task::JoinHandle;
@@ -27,6 +27,7 @@ pub async fn start(app: &App) -> anyhow::Result<Background> {
         scheduler::spawn_email_worker(app, shutdown.clone()),
         scheduler::spawn_decide_worker(app, shutdown.clone()),
     ];
+    tasks.extend(super::dropbox::spawn(app, shutdown.clone()));
     for platform in &app.config.platforms {
         tasks.extend(scheduler::spawn_workers(
             app,

@@ -76,6 +76,8 @@ pub enum UploadError {
     },
     #[error("upload group {id} already holds an upload of {name}; a group holds one per package")]
     GroupHasPackage { id: i64, name: String },
+    #[error("{0} was already queued")]
+    AlreadyQueued(String),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -102,6 +104,19 @@ impl From<ReceiveError> for UploadError {
             }
         }
     }
+}
+
+/// Where an upload came in. Recorded in the transaction that queues it, so
+/// that finishing the same partial upload or drop-box file again (after a
+/// crash) can never queue it twice.
+#[derive(Clone, Copy, Debug)]
+pub enum Origin<'a> {
+    /// `POST /api/v1/uploads`: the request is the whole upload.
+    Post,
+    /// A completed tus upload.
+    Tus(&'a str),
+    /// Archive `file` of the drop-box manifest whose sha256 is `manifest`.
+    DropBox { manifest: &'a str, file: &'a str },
 }
 
 /// Receives an archive from `body` and queues it for `user`.
@@ -131,12 +146,75 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
-    let result = receive_and_queue(app, user, body, expected_sha256, group).await;
+    refusing_group(app, user, group, async {
+        let expected = may_upload(user, expected_sha256)?;
+        let received = receive::receive(
+            body,
+            &app.storage.incoming_dir(),
+            app.config.limits.upload_bytes.0,
+            app.archive_limits(),
+        )
+        .await?;
+        admit(app, user, received, expected, group, Origin::Post).await
+    })
+    .await
+}
+
+/// Inspects and queues a file that arrived by another way (a completed tus
+/// upload, a drop-box archive) exactly as [`upload_to_group`] does a
+/// request body: the same single streaming pass, the same rules, the same
+/// transaction. The file stays where it is; the caller removes it once
+/// this returns.
+pub async fn upload_file(
+    app: &App,
+    user: &User,
+    path: &std::path::Path,
+    expected_sha256: Option<&str>,
+    group: Option<i64>,
+    origin: Origin<'_>,
+) -> Result<UploadReceipt, UploadError> {
+    refusing_group(app, user, group, async {
+        let expected = may_upload(user, expected_sha256)?;
+        let received =
+            receive::received_file(path, &app.storage.incoming_dir(), app.archive_limits()).await?;
+        admit(app, user, received, expected, group, origin).await
+    })
+    .await
+}
+
+/// [`upload_file`] for a file whose single pass already ran while it
+/// arrived (a resumable upload followed chunk by chunk,
+/// `storage::follow`): the same checks and transaction on what it found.
+pub async fn upload_received(
+    app: &App,
+    user: &User,
+    received: receive::Received,
+    expected_sha256: Option<&str>,
+    group: Option<i64>,
+    origin: Origin<'_>,
+) -> Result<UploadReceipt, UploadError> {
+    refusing_group(app, user, group, async {
+        let expected = may_upload(user, expected_sha256)?;
+        admit(app, user, received, expected, group, origin).await
+    })
+    .await
+}
+
+/// Runs `upload`; when it is refused for a reason of its own (not the
+/// group's, not ours), refuses its whole group too.
+async fn refusing_group(
+    app: &App,
+    user: &User,
+    group: Option<i64>,
+    upload: impl Future<Output = Result<UploadReceipt, UploadError>>,
+) -> Result<UploadReceipt, UploadError> {
+    let result = upload.await;
     if let (Some(group), Err(e)) = (group, &result)
         && !matches!(
             e,
             UploadError::NoSuchGroup(_)
                 | UploadError::GroupNotOpen { .. }
+                | UploadError::AlreadyQueued(_)
                 | UploadError::Internal(_)
         )
     {
@@ -145,32 +223,31 @@ where
     result
 }
 
-async fn receive_and_queue<S, E>(
-    app: &App,
-    user: &User,
-    body: S,
-    expected_sha256: Option<&str>,
-    group: Option<i64>,
-) -> Result<UploadReceipt, UploadError>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: fmt::Display,
-{
-    // Before the body is read: whether this token may upload at all (a
-    // new name becomes its uploader's).
+/// Before any byte is read: whether this token may upload at all (a new
+/// name becomes its uploader's), and the checksum it promises.
+fn may_upload(user: &User, expected_sha256: Option<&str>) -> Result<Option<String>, UploadError> {
     let any_new = Some(authz::Package {
         name: "",
         owned: true,
     });
     authz::authorize(Some(user), Action::Upload, any_new)?;
-    let expected = expected_sha256.map(parse_sha256).transpose()?;
-    let received = receive::receive(
-        body,
-        &app.storage.incoming_dir(),
-        app.config.limits.upload_bytes.0,
-        app.archive_limits(),
-    )
-    .await?;
+    expected_sha256.map(parse_sha256).transpose()
+}
+
+/// What every upload goes through once its bytes are on disk: the
+/// checksum, the inspection, the platforms, then the queue.
+async fn admit(
+    app: &App,
+    user: &User,
+    received: receive::Received,
+    expected: Option<String>,
+    group: Option<i64>,
+    origin: Origin<'_>,
+) -> Result<UploadReceipt, UploadError> {
+    let limit = app.config.limits.upload_bytes.0;
+    if received.size > limit {
+        return Err(UploadError::TooLarge { limit });
+    }
     if let Some(expected) = expected
         && expected != received.sha256
     {
@@ -188,7 +265,7 @@ where
         &summary.manifest,
         (&received.sha256, received.size),
         received.file,
-        group,
+        (group, origin),
     )
     .await?;
     tracing::info!(
@@ -197,6 +274,7 @@ where
         package.version = %receipt.version,
         upload.position = receipt.position,
         upload.superseded = ?receipt.superseded,
+        upload.origin = ?origin,
         "upload queued"
     );
     Ok(receipt)
@@ -238,12 +316,12 @@ async fn queue_upload(
     manifest: &Manifest,
     (sha256, size): (&str, u64),
     file: tempfile::NamedTempFile,
-    group: Option<i64>,
+    (group, origin): (Option<i64>, Origin<'_>),
 ) -> Result<UploadReceipt, UploadError> {
     let name = manifest.name.as_str();
     let version = manifest.version.to_string();
     let mut tx = app.db.begin_write().await?;
-    let package_id = admit(app, &mut tx, user, manifest, group).await?;
+    let package_id = admit_package(app, &mut tx, user, manifest, group).await?;
 
     let manifest_json = serde_json::to_string(manifest).map_err(anyhow::Error::new)?;
     let id = db::uploads::insert(
@@ -259,6 +337,7 @@ async fn queue_upload(
         },
     )
     .await?;
+    record_origin(&mut tx, origin, id).await?;
     db::events::record(
         &mut tx,
         NewEvent {
@@ -320,7 +399,7 @@ async fn queue_upload(
 /// Inside the upload's transaction: the package exists (made, and owned by
 /// `user`, on a first upload), is active, `user` may upload to it, the
 /// version is new, and the group (if any) takes it. The package's id.
-async fn admit(
+async fn admit_package(
     app: &App,
     tx: &mut db::Tx,
     user: &User,
@@ -388,6 +467,23 @@ async fn supersede_older(
         .await?;
     }
     Ok(superseded)
+}
+
+/// Inside the upload's transaction: which partial upload or drop-box file
+/// became upload `id`. When one already had, the transaction is abandoned.
+async fn record_origin(tx: &mut db::Tx, origin: Origin<'_>, id: i64) -> Result<(), UploadError> {
+    let first = match origin {
+        Origin::Post => true,
+        Origin::Tus(tus) => db::tus::mark_queued(tx, tus, id).await?,
+        Origin::DropBox { manifest, file } => {
+            db::dropbox::record_upload(tx, manifest, file, id).await?
+        }
+    };
+    if first {
+        Ok(())
+    } else {
+        Err(UploadError::AlreadyQueued(format!("{origin:?}")))
+    }
 }
 
 /// A stable version is never uploaded again, and never undercut.

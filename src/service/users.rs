@@ -118,6 +118,21 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<User>, sqlx::Er
         .map(User::from))
 }
 
+/// The user with this id, for work done on their behalf without a request
+/// (finishing an interrupted resumable upload).
+pub async fn find_by_id(db: &Db, id: i64) -> Result<Option<User>, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    Ok(db::users::find_by_id(&mut conn, id).await?.map(User::from))
+}
+
+/// The user with this email (a drop-box manifest names its uploader so).
+pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<User>, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    Ok(db::users::find_by_email(&mut conn, email)
+        .await?
+        .map(User::from))
+}
+
 fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod follow;
 pub mod pack;
 pub mod receive;
 pub mod stable;
@@ -26,7 +27,11 @@ impl Storage {
         let storage = Self {
             root: data_dir.to_owned(),
         };
-        for dir in [storage.incoming_dir(), storage.blob_dir()] {
+        for dir in [
+            storage.incoming_dir(),
+            storage.blob_dir(),
+            storage.tus_dir(),
+        ] {
             fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         Ok(storage)
@@ -40,6 +45,12 @@ impl Storage {
     /// blobs so that keeping one is a rename.
     pub fn incoming_dir(&self) -> PathBuf {
         self.root.join("incoming")
+    }
+
+    /// The temporary space of unfinished resumable uploads, one directory
+    /// per user (`tus/<user id>/<upload id>`); same filesystem as `incoming/`.
+    pub fn tus_dir(&self) -> PathBuf {
+        self.root.join("tus")
     }
 
     fn blob_dir(&self) -> PathBuf {

@@ -49,6 +49,60 @@ where
     E: fmt::Display,
 {
     let file = NamedTempFile::new_in(dir)?;
+    pass(body, file, Sink::Write, max_bytes, limits).await
+}
+
+/// Hashes and inspects `path`, a complete file already durable (a finished
+/// resumable upload, a drop-box archive), in the same single pass as
+/// [`receive`]. The file is hard-linked into `dir` (same filesystem), so
+/// the result owns a name of its own there: keeping it as a blob leaves
+/// `path` in place until its owner removes it, and dropping it removes
+/// only the link.
+pub async fn received_file(
+    path: &Path,
+    dir: &Path,
+    limits: ArchiveLimits,
+) -> Result<Received, ReceiveError> {
+    let file = link_into(path, dir)?;
+    let reader = tokio::fs::File::open(file.path()).await?;
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
+    pass(body, file, Sink::HashOnly, u64::MAX, limits).await
+}
+
+/// A name of its own in `dir` (same filesystem) for the file at `path`:
+/// a hard link, removed when dropped, kept as a blob by rename.
+pub fn link_into(path: &Path, dir: &Path) -> io::Result<NamedTempFile> {
+    tempfile::Builder::new().make_in(dir, |link| {
+        std::fs::hard_link(path, link)?;
+        std::fs::File::open(link)
+    })
+}
+
+/// How much of a file on disk is read at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+/// What happens to the bytes besides inspection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// Written to the file, which is synced at the end.
+    Write,
+    /// Already in the file: only hashed.
+    HashOnly,
+}
+
+/// The one pass over an upload's bytes: hashed (and written, for `Sink::Write`)
+/// on one thread while another inflates and inspects them.
+async fn pass<S, E>(
+    body: S,
+    file: NamedTempFile,
+    sink: Sink,
+    max_bytes: u64,
+    limits: ArchiveLimits,
+) -> Result<Received, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
     let (to_writer, mut writer_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let (to_inspector, inspector_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
 
@@ -57,9 +111,13 @@ where
         let mut out = file.as_file();
         while let Some(chunk) = writer_rx.blocking_recv() {
             hasher.update(&chunk);
-            out.write_all(&chunk)?;
+            if sink == Sink::Write {
+                out.write_all(&chunk)?;
+            }
         }
-        out.sync_data()?;
+        if sink == Sink::Write {
+            out.sync_data()?;
+        }
         Ok((file, hex::encode(hasher.finalize())))
     });
     let inspector = tokio::task::spawn_blocking(move || {

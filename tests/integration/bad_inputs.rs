@@ -1,5 +1,8 @@
 //! The corpus of bad inputs (SPEC section 2 and 9): each gets the right
-//! status and error code, nothing is stored, and the server keeps serving.
+//! status and error code, nothing is stored, and the server keeps serving,
+//! whichever way the archive came in: each case runs through
+//! `POST /api/v1/uploads` (`bad_inputs::post::`) and through tus
+//! (`bad_inputs::tus::`, in 64 KiB chunks).
 
 use holdq::config::{ByteSize, Config};
 use reqwest::StatusCode;
@@ -7,11 +10,12 @@ use tar::EntryType;
 
 use crate::on_both_databases;
 use crate::support::archives::{Tar, gzip, manifest, package, package_with_manifest};
+use crate::support::tus::Via;
 use crate::support::{TestApp, TestDb};
 
 /// Uploads `body` as a fresh user and checks the refusal.
 async fn refused_with(
-    db: TestDb,
+    (db, via): (TestDb, Via),
     tweak: impl FnOnce(&mut Config),
     body: Vec<u8>,
     status: StatusCode,
@@ -19,7 +23,7 @@ async fn refused_with(
 ) -> String {
     let app = TestApp::spawn_with(db, tweak).await;
     let token = app.user("ada@example.org").await;
-    let a = app.upload(Some(&token), body).await;
+    let a = via.upload(&app, Some(&token), body, None).await;
     assert_eq!(a.status, status, "{:?}", a.body);
     assert_eq!(a.code(), code, "{:?}", a.body);
     assert!(!a.message().is_empty());
@@ -28,8 +32,30 @@ async fn refused_with(
     a.message().to_owned()
 }
 
-async fn refused(db: TestDb, body: Vec<u8>, code: &str) -> String {
-    refused_with(db, |_| {}, body, StatusCode::BAD_REQUEST, code).await
+async fn refused(way: (TestDb, Via), body: Vec<u8>, code: &str) -> String {
+    refused_with(way, |_| {}, body, StatusCode::BAD_REQUEST, code).await
+}
+
+/// The way in of a case: a database, and POST or tus.
+type Way = (TestDb, Via);
+
+/// Runs each corpus case `async fn NAME(way: Way)` through both ways in,
+/// on both databases.
+macro_rules! through_both_ways {
+    ($($name:ident),* $(,)?) => {
+        mod post {
+            $(async fn $name(db: $crate::support::TestDb) {
+                super::$name((db, $crate::support::tus::Via::Post)).await
+            })*
+            $crate::on_both_databases!($($name),*);
+        }
+        mod tus {
+            $(async fn $name(db: $crate::support::TestDb) {
+                super::$name((db, $crate::support::tus::Via::Tus(64 << 10))).await
+            })*
+            $crate::on_both_databases!($($name),*);
+        }
+    };
 }
 
 const TOP: &str = "alpha-1.0.0";
@@ -47,7 +73,7 @@ fn with_manifest(text: &str) -> Vec<u8> {
     package_with_manifest(TOP, text)
 }
 
-on_both_databases!(
+through_both_ways!(
     parent_dir_path_is_refused,
     parent_dir_inside_the_package_path_is_refused,
     absolute_path_is_refused,
@@ -76,19 +102,23 @@ on_both_databases!(
     self_dependency_is_refused,
     unknown_platform_is_refused,
     body_over_the_limit_is_refused,
-    streamed_body_over_the_limit_is_refused,
     checksum_mismatch_is_refused,
     missing_token_is_refused,
+);
+
+// What only a plain POST can send wrong.
+on_both_databases!(
+    streamed_body_over_the_limit_is_refused,
     wrong_token_is_refused,
     fifty_concurrent_uploads_of_one_package_leave_the_last_one,
 );
 
-async fn parent_dir_path_is_refused(db: TestDb) {
+async fn parent_dir_path_is_refused(db: Way) {
     let m = refused(db, valid_plus(|t| t.file("../evil", b"x")), "unsafe_path").await;
     assert!(m.contains("../evil"), "{m}");
 }
 
-async fn parent_dir_inside_the_package_path_is_refused(db: TestDb) {
+async fn parent_dir_inside_the_package_path_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.file(&format!("{TOP}/../../etc/cron.d/x"), b"x")),
@@ -97,7 +127,7 @@ async fn parent_dir_inside_the_package_path_is_refused(db: TestDb) {
     .await;
 }
 
-async fn absolute_path_is_refused(db: TestDb) {
+async fn absolute_path_is_refused(db: Way) {
     let m = refused(
         db,
         valid_plus(|t| t.file("/etc/passwd", b"x")),
@@ -107,7 +137,7 @@ async fn absolute_path_is_refused(db: TestDb) {
     assert!(m.contains("absolute"), "{m}");
 }
 
-async fn entry_outside_the_package_dir_is_refused(db: TestDb) {
+async fn entry_outside_the_package_dir_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.file("other-1.0.0/file", b"x")),
@@ -116,7 +146,7 @@ async fn entry_outside_the_package_dir_is_refused(db: TestDb) {
     .await;
 }
 
-async fn symlink_pointing_outside_is_refused(db: TestDb) {
+async fn symlink_pointing_outside_is_refused(db: Way) {
     let m = refused(
         db,
         valid_plus(|t| t.symlink(&format!("{TOP}/link"), "../../etc/passwd")),
@@ -126,7 +156,7 @@ async fn symlink_pointing_outside_is_refused(db: TestDb) {
     assert!(m.contains("link"), "{m}");
 }
 
-async fn absolute_symlink_is_refused(db: TestDb) {
+async fn absolute_symlink_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.symlink(&format!("{TOP}/link"), "/etc/shadow")),
@@ -135,7 +165,7 @@ async fn absolute_symlink_is_refused(db: TestDb) {
     .await;
 }
 
-async fn hard_link_pointing_outside_is_refused(db: TestDb) {
+async fn hard_link_pointing_outside_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.hardlink(&format!("{TOP}/hard"), "/etc/passwd")),
@@ -144,7 +174,7 @@ async fn hard_link_pointing_outside_is_refused(db: TestDb) {
     .await;
 }
 
-async fn hard_link_to_another_package_dir_is_refused(db: TestDb) {
+async fn hard_link_to_another_package_dir_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.hardlink(&format!("{TOP}/hard"), "elsewhere/file")),
@@ -153,7 +183,7 @@ async fn hard_link_to_another_package_dir_is_refused(db: TestDb) {
     .await;
 }
 
-async fn character_device_is_refused(db: TestDb) {
+async fn character_device_is_refused(db: Way) {
     let m = refused(
         db,
         valid_plus(|t| t.special(&format!("{TOP}/null"), EntryType::Char)),
@@ -163,7 +193,7 @@ async fn character_device_is_refused(db: TestDb) {
     assert!(m.contains("character device"), "{m}");
 }
 
-async fn block_device_is_refused(db: TestDb) {
+async fn block_device_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.special(&format!("{TOP}/sda"), EntryType::Block)),
@@ -172,7 +202,7 @@ async fn block_device_is_refused(db: TestDb) {
     .await;
 }
 
-async fn fifo_is_refused(db: TestDb) {
+async fn fifo_is_refused(db: Way) {
     refused(
         db,
         valid_plus(|t| t.special(&format!("{TOP}/pipe"), EntryType::Fifo)),
@@ -181,7 +211,7 @@ async fn fifo_is_refused(db: TestDb) {
     .await;
 }
 
-async fn gzip_bomb_is_refused(db: TestDb) {
+async fn gzip_bomb_is_refused(db: Way) {
     let tar = Tar::new().dir(TOP).file(
         &format!("{TOP}/package.toml"),
         manifest("alpha", "1.0.0", &[]).as_bytes(),
@@ -200,7 +230,7 @@ async fn gzip_bomb_is_refused(db: TestDb) {
     assert!(m.contains("1048576"), "{m}");
 }
 
-async fn too_many_entries_are_refused(db: TestDb) {
+async fn too_many_entries_are_refused(db: Way) {
     let body = valid_plus(|mut t| {
         for i in 0..20 {
             t = t.file(&format!("{TOP}/f{i}"), b"x");
@@ -217,13 +247,13 @@ async fn too_many_entries_are_refused(db: TestDb) {
     .await;
 }
 
-async fn truncated_archive_is_refused(db: TestDb) {
+async fn truncated_archive_is_refused(db: Way) {
     let mut body = package("alpha", "1.0.0");
     body.truncate(body.len() / 2);
     refused(db, body, "truncated_archive").await;
 }
 
-async fn not_gzip_is_refused(db: TestDb) {
+async fn not_gzip_is_refused(db: Way) {
     refused(
         db,
         b"this is plain text, not an archive".to_vec(),
@@ -232,16 +262,16 @@ async fn not_gzip_is_refused(db: TestDb) {
     .await;
 }
 
-async fn gzip_that_is_not_tar_is_refused(db: TestDb) {
+async fn gzip_that_is_not_tar_is_refused(db: Way) {
     let body = gzip(&b"hello world, this is not a tar stream at all. ".repeat(40));
     refused(db, body, "corrupt_archive").await;
 }
 
-async fn empty_body_is_refused(db: TestDb) {
+async fn empty_body_is_refused(db: Way) {
     refused(db, Vec::new(), "not_gzip").await;
 }
 
-async fn missing_manifest_is_refused(db: TestDb) {
+async fn missing_manifest_is_refused(db: Way) {
     let body = Tar::new()
         .dir(TOP)
         .file(&format!("{TOP}/build.sh"), b"true")
@@ -250,7 +280,7 @@ async fn missing_manifest_is_refused(db: TestDb) {
     assert!(m.contains("alpha-1.0.0/package.toml"), "{m}");
 }
 
-async fn non_utf8_manifest_is_refused(db: TestDb) {
+async fn non_utf8_manifest_is_refused(db: Way) {
     let body = Tar::new()
         .dir(TOP)
         .file(
@@ -262,12 +292,12 @@ async fn non_utf8_manifest_is_refused(db: TestDb) {
     assert!(m.contains("UTF-8"), "{m}");
 }
 
-async fn invalid_toml_manifest_is_refused(db: TestDb) {
+async fn invalid_toml_manifest_is_refused(db: Way) {
     let m = refused(db, with_manifest("[package\nname = "), "invalid_manifest").await;
     assert!(m.contains("TOML"), "{m}");
 }
 
-async fn invalid_name_is_refused(db: TestDb) {
+async fn invalid_name_is_refused(db: Way) {
     let text = manifest("alpha", "1.0.0", &[]).replace("\"alpha\"", "\"Alpha!\"");
     let m = refused(
         db,
@@ -278,7 +308,7 @@ async fn invalid_name_is_refused(db: TestDb) {
     assert!(m.contains("package.name"), "{m}");
 }
 
-async fn invalid_version_is_refused(db: TestDb) {
+async fn invalid_version_is_refused(db: Way) {
     let text = manifest("alpha", "1.0.0", &[]).replace("\"1.0.0\"", "\"one\"");
     let m = refused(
         db,
@@ -289,7 +319,7 @@ async fn invalid_version_is_refused(db: TestDb) {
     assert!(m.contains("package.version"), "{m}");
 }
 
-async fn invalid_requirement_is_refused(db: TestDb) {
+async fn invalid_requirement_is_refused(db: Way) {
     let m = refused(
         db,
         with_manifest(&manifest("alpha", "1.0.0", &[("libwave", "about two")])),
@@ -299,13 +329,13 @@ async fn invalid_requirement_is_refused(db: TestDb) {
     assert!(m.contains("dependencies.libwave"), "{m}");
 }
 
-async fn missing_maintainers_are_refused(db: TestDb) {
+async fn missing_maintainers_are_refused(db: Way) {
     let text = manifest("alpha", "1.0.0", &[]).replace("[\"Ada <ada@example.org>\"]", "[]");
     let m = refused(db, with_manifest(&text), "invalid_manifest").await;
     assert!(m.contains("maintainer"), "{m}");
 }
 
-async fn directory_manifest_mismatch_is_refused(db: TestDb) {
+async fn directory_manifest_mismatch_is_refused(db: Way) {
     let m = refused(
         db,
         package_with_manifest("alpha-2.0.0", &manifest("alpha", "1.0.0", &[])),
@@ -318,7 +348,7 @@ async fn directory_manifest_mismatch_is_refused(db: TestDb) {
     );
 }
 
-async fn self_dependency_is_refused(db: TestDb) {
+async fn self_dependency_is_refused(db: Way) {
     let m = refused(
         db,
         with_manifest(&manifest("alpha", "1.0.0", &[("alpha", "^1")])),
@@ -328,13 +358,13 @@ async fn self_dependency_is_refused(db: TestDb) {
     assert!(m.contains("itself"), "{m}");
 }
 
-async fn unknown_platform_is_refused(db: TestDb) {
+async fn unknown_platform_is_refused(db: Way) {
     let text = manifest("alpha", "1.0.0", &[]) + "platforms = [\"plan9-mips\"]\n";
     let m = refused(db, with_manifest(&text), "unknown_platform").await;
     assert!(m.contains("plan9-mips"), "{m}");
 }
 
-async fn body_over_the_limit_is_refused(db: TestDb) {
+async fn body_over_the_limit_is_refused(db: Way) {
     let big = Tar::new()
         .dir(TOP)
         .file(
@@ -375,29 +405,24 @@ async fn streamed_body_over_the_limit_is_refused(db: TestDb) {
     app.assert_serving().await;
 }
 
-async fn checksum_mismatch_is_refused(db: TestDb) {
+async fn checksum_mismatch_is_refused((db, via): Way) {
     let app = TestApp::spawn(db).await;
     let token = app.user("ada@example.org").await;
-    let resp = app
-        .http
-        .post(app.url("/api/v1/uploads"))
-        .bearer_auth(&token)
-        .header("content-type", "application/gzip")
-        .header("x-checksum-sha256", "0".repeat(64))
-        .body(package("alpha", "1.0.0"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "checksum_mismatch");
+    let wrong = "0".repeat(64);
+    let a = via
+        .upload(&app, Some(&token), package("alpha", "1.0.0"), Some(&wrong))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.body);
+    assert_eq!(a.code(), "checksum_mismatch");
     app.assert_nothing_stored().await;
     app.assert_serving().await;
 }
 
-async fn missing_token_is_refused(db: TestDb) {
+async fn missing_token_is_refused((db, via): Way) {
     let app = TestApp::spawn(db).await;
-    let a = app.upload(None, package("alpha", "1.0.0")).await;
+    let a = via
+        .upload(&app, None, package("alpha", "1.0.0"), None)
+        .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.code(), "unauthorized");
     assert_eq!(

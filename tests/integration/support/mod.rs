@@ -5,6 +5,7 @@ pub mod archives;
 pub mod process;
 pub mod smtp;
 pub mod stable;
+pub mod tus;
 
 use std::time::Duration;
 
@@ -428,6 +429,23 @@ impl TestApp {
             0,
             "nothing left in incoming/"
         );
+        let (partial,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tus_uploads")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(partial, 0, "no resumable upload record");
+        assert_eq!(self.tus_files(), 0, "nothing left in tus/");
+    }
+
+    /// How many files the users' temporary spaces (`tus/*/`) hold.
+    pub fn tus_files(&self) -> usize {
+        let Ok(users) = std::fs::read_dir(self.app.storage.tus_dir()) else {
+            return 0;
+        };
+        users
+            .flatten()
+            .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+            .sum()
     }
 
     /// Asserts the server still answers requests, on a new connection (one
