@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -30,6 +31,11 @@ pub enum ReceiveError {
     TooLarge { limit: u64 },
     #[error("the upload was cut off: {0}")]
     Body(String),
+    /// The disk is full, or the upload would cross the free-space reserve.
+    #[error("the server is out of storage space")]
+    NoSpace,
+    #[error("nothing was received for {}", humantime::format_duration(*.0))]
+    Idle(Duration),
     #[error("cannot store the upload: {0}")]
     Io(#[from] io::Error),
 }
@@ -48,7 +54,38 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
-    let file = NamedTempFile::new_in(dir)?;
+    let budget = Budget {
+        max_bytes,
+        room: u64::MAX,
+        idle: None,
+    };
+    receive_within(body, dir, budget, limits).await
+}
+
+/// What one upload may take: bytes, disk, and time between two chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// The upload size limit ([`ReceiveError::TooLarge`] beyond it).
+    pub max_bytes: u64,
+    /// Free space above the reserve ([`ReceiveError::NoSpace`] beyond it).
+    pub room: u64,
+    /// Longest wait for the next chunk ([`ReceiveError::Idle`] beyond it).
+    pub idle: Option<Duration>,
+}
+
+/// [`receive`] within `budget`: refused once it passes the free space above
+/// the reserve or the disk fills, or when the client goes quiet.
+pub async fn receive_within<S, E>(
+    body: S,
+    dir: &Path,
+    budget: Budget,
+    limits: ArchiveLimits,
+) -> Result<Received, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let file = NamedTempFile::new_in(dir).map_err(out_of_space)?;
     let (to_writer, mut writer_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
     let (to_inspector, inspector_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
 
@@ -69,7 +106,18 @@ where
     let mut size = 0u64;
     let mut refusal = None;
     let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = match budget.idle {
+            Some(idle) => match tokio::time::timeout(idle, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    refusal = Some(ReceiveError::Idle(idle));
+                    break;
+                }
+            },
+            None => body.next().await,
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(e) => {
@@ -78,8 +126,14 @@ where
             }
         };
         size += chunk.len() as u64;
-        if size > max_bytes {
-            refusal = Some(ReceiveError::TooLarge { limit: max_bytes });
+        if size > budget.max_bytes {
+            refusal = Some(ReceiveError::TooLarge {
+                limit: budget.max_bytes,
+            });
+            break;
+        }
+        if size > budget.room {
+            refusal = Some(ReceiveError::NoSpace);
             break;
         }
         if to_writer.send(chunk.clone()).await.is_err() {
@@ -98,13 +152,22 @@ where
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    let (file, sha256) = written?;
+    let (file, sha256) = written.map_err(out_of_space)?;
     Ok(Received {
         file,
         sha256,
         size,
         inspection,
     })
+}
+
+/// A full disk is the uploader's to know about; other I/O errors are not.
+fn out_of_space(e: io::Error) -> ReceiveError {
+    if super::space::is_out_of_space(&e) {
+        ReceiveError::NoSpace
+    } else {
+        ReceiveError::Io(e)
+    }
 }
 
 /// A blocking `Read` over chunks arriving on a channel.
