@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub uploads_per_user: u32,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: u32,
+    /// A connection with no traffic either way for this long is closed:
+    /// an idle keep-alive connection, or one that never finishes its headers.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             // Under the common limit of 1,024 file descriptors, with room
             // for the database, the blobs and the checks.
             max_connections: 512,
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }
@@ -563,11 +568,12 @@ impl Config {
             bail!("limits must be greater than zero");
         }
         if self.server.body_timeout.is_zero()
+            || self.server.idle_timeout.is_zero()
             || self.server.uploads_per_user == 0
             || self.server.max_connections == 0
         {
             bail!(
-                "server.body_timeout, server.uploads_per_user and server.max_connections must be greater than zero"
+                "server.body_timeout, idle_timeout, uploads_per_user and max_connections must be greater than zero"
             );
         }
         for (i, p) in self.platforms.iter().enumerate() {

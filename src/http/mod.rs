@@ -87,12 +87,15 @@ pub fn router(app: App) -> Router {
 }
 
 /// Serves the API on `listener` until the process ends, with at most
-/// `[server] max_connections` connections open at once.
+/// `[server] max_connections` connections open at once, each closed after
+/// `[server] idle_timeout` without traffic.
 pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let max = app.config.server.max_connections as usize;
     tracing::info!(listen = %addr, server.max_connections = max, "serving the API");
-    axum::serve(listener::CappedListener::new(listener, max), router(app)).await?;
+    let idle = app.config.server.idle_timeout;
+    let listener = listener::CappedListener::new(listener, max, idle);
+    axum::serve(listener, router(app)).await?;
     Ok(())
 }
 

@@ -103,45 +103,7 @@ where
         archive::inspect(ChannelReader::new(inspector_rx), limits)
     });
 
-    let mut size = 0u64;
-    let mut refusal = None;
-    let mut body = std::pin::pin!(body);
-    loop {
-        let next = match budget.idle {
-            Some(idle) => match tokio::time::timeout(idle, body.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    refusal = Some(ReceiveError::Idle(idle));
-                    break;
-                }
-            },
-            None => body.next().await,
-        };
-        let Some(chunk) = next else { break };
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                refusal = Some(ReceiveError::Body(e.to_string()));
-                break;
-            }
-        };
-        size += chunk.len() as u64;
-        if size > budget.max_bytes {
-            refusal = Some(ReceiveError::TooLarge {
-                limit: budget.max_bytes,
-            });
-            break;
-        }
-        if size > budget.room {
-            refusal = Some(ReceiveError::NoSpace);
-            break;
-        }
-        if to_writer.send(chunk.clone()).await.is_err() {
-            break; // the writer failed; its error is collected below
-        }
-        // The inspector stops reading once it has refused the archive.
-        let _ = to_inspector.send(chunk).await;
-    }
+    let (size, refusal) = pump(body, budget, &to_writer, &to_inspector).await;
     drop(to_writer);
     drop(to_inspector);
 
@@ -159,6 +121,67 @@ where
         size,
         inspection,
     })
+}
+
+/// Feeds the body's chunks to both threads until it ends, breaks the
+/// budget, or the writer fails: the bytes read, and why it stopped early.
+async fn pump<S, E>(
+    body: S,
+    budget: Budget,
+    to_writer: &mpsc::Sender<Bytes>,
+    to_inspector: &mpsc::Sender<Bytes>,
+) -> (u64, Option<ReceiveError>)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let mut size = 0u64;
+    let mut body = std::pin::pin!(body);
+    loop {
+        let next = tokio::select! {
+            next = next_chunk(&mut body, budget.idle) => next,
+            // The writer failed (a full disk): say so now, not when the
+            // client sends its next chunk. Its error is collected later.
+            () = to_writer.closed() => return (size, None),
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return (size, None),
+            Err(refusal) => return (size, Some(refusal)),
+        };
+        size += chunk.len() as u64;
+        if size > budget.max_bytes {
+            let limit = budget.max_bytes;
+            return (size, Some(ReceiveError::TooLarge { limit }));
+        }
+        if size > budget.room {
+            return (size, Some(ReceiveError::NoSpace));
+        }
+        if to_writer.send(chunk.clone()).await.is_err() {
+            return (size, None);
+        }
+        // The inspector stops reading once it has refused the archive.
+        let _ = to_inspector.send(chunk).await;
+    }
+}
+
+/// The body's next chunk, waiting at most `idle` for it.
+async fn next_chunk<S, E>(
+    body: &mut std::pin::Pin<&mut S>,
+    idle: Option<Duration>,
+) -> Result<Option<Bytes>, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let next = match idle {
+        Some(idle) => tokio::time::timeout(idle, body.next())
+            .await
+            .map_err(|_| ReceiveError::Idle(idle))?,
+        None => body.next().await,
+    };
+    next.transpose()
+        .map_err(|e| ReceiveError::Body(e.to_string()))
 }
 
 /// A full disk is the uploader's to know about; other I/O errors are not.
