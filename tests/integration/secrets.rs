@@ -138,6 +138,9 @@ fn a_database_url_with_a_password_on_the_command_line_warns_without_showing_it()
         dir.path().to_str().unwrap(),
         "--database-url",
         "postgres://holdq:hunter2@127.0.0.1:9/holdq",
+        // Refused at start-up, after the warning: no database is tried.
+        "--listen",
+        "not-an-address",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
