@@ -616,8 +616,8 @@ fn database_url_from_file(
 /// The first line of a file holding a secret (a token, a database URL),
 /// trimmed; an empty file is an error naming it.
 pub fn read_secret(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let secret = text.lines().next().unwrap_or_default().trim();
     if secret.is_empty() {
         bail!("{} is empty", path.display());

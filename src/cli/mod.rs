@@ -52,7 +52,12 @@ pub enum Command {
         /// A file holding the worker token (`holdq user add EMAIL --worker`),
         /// with --server; or `[worker] token_file` in the config, or
         /// `HOLDQ_TOKEN` in the environment.
-        #[arg(long, env = "HOLDQ_TOKEN_FILE", requires = "server", conflicts_with = "token")]
+        #[arg(
+            long,
+            env = "HOLDQ_TOKEN_FILE",
+            requires = "server",
+            conflicts_with = "token"
+        )]
         token_file: Option<PathBuf>,
         /// The worker token itself: visible to every user of the machine in
         /// `ps`, so prefer --token-file or `HOLDQ_TOKEN` (a warning says so).

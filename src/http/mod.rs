@@ -111,9 +111,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 /// job queue does not answer; otherwise 200 with `ok`, or with `degraded:`
 /// and why when the data directory is below its free-space reserve (the
 /// server still serves reads and checks, but refuses uploads).
-async fn health(
-    axum::extract::State(app): axum::extract::State<App>,
-) -> Result<String, ApiError> {
+async fn health(axum::extract::State(app): axum::extract::State<App>) -> Result<String, ApiError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "{what} unreachable");
         ApiError::new(

@@ -129,7 +129,12 @@ async fn the_fifth_upload_of_a_user_is_refused_while_hundreds_of_connections_idl
     assert_eq!(refused.load(Ordering::Relaxed), 200);
 
     let fifth = app.upload(Some(&token), package("alpha", "1.0.0")).await;
-    assert_eq!(fifth.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", fifth.body);
+    assert_eq!(
+        fifth.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        fifth.body
+    );
     assert_eq!(fifth.code(), "too_many_uploads");
     assert!(fifth.message().contains("4 uploads"), "{}", fifth.message());
     assert_eq!(app.app.storage.count_incoming().unwrap(), 4);

@@ -228,7 +228,11 @@ async fn healthz_says_degraded_below_the_reserve_until_space_is_freed(db: TestDb
 
     disk.fill_with(13 << 20);
     let (status, text) = health().await;
-    assert_eq!(status, StatusCode::OK, "reads and checks still work: {text}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "reads and checks still work: {text}"
+    );
     assert!(text.starts_with("degraded:"), "{text}");
     assert!(text.contains(disk.data.to_str().unwrap()), "{text}");
     assert!(text.contains("below the reserve of 4MiB"), "{text}");
@@ -262,7 +266,11 @@ fn storing_into_a_full_stable_directory_leaves_no_half_written_archive() {
             .unwrap_or_default()
     };
     let archives = disk.data.join("stable/archives/alpha");
-    assert_eq!(dir_of(&archives), Vec::<PathBuf>::new(), "no archive, no temp file");
+    assert_eq!(
+        dir_of(&archives),
+        Vec::<PathBuf>::new(),
+        "no archive, no temp file"
+    );
 
     disk.free();
     let stored = stable.store_archive(&blob, "alpha", "1.0.0").unwrap();

@@ -33,7 +33,8 @@ async fn registered_worker(
     dir: &std::path::Path,
     token: impl FnOnce(&mut Command),
 ) -> WorkerProcess {
-    let worker = WorkerProcess::start_remote_with("linux-a", &app.base, dir, &app.database_url, token);
+    let worker =
+        WorkerProcess::start_remote_with("linux-a", &app.base, dir, &app.database_url, token);
     let registered = wait_until(
         async || {
             let (n,): (i64,) =
@@ -89,9 +90,18 @@ async fn a_token_on_the_command_line_works_with_a_warning(db: TestDb) {
     })
     .await;
     let log = worker.log();
-    assert!(log.contains("--token was given on the command line"), "{log}");
-    assert!(log.contains("--token-file"), "the warning says what to use: {log}");
-    assert!(!log.contains(&token), "the warning does not repeat the token: {log}");
+    assert!(
+        log.contains("--token was given on the command line"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--token-file"),
+        "the warning says what to use: {log}"
+    );
+    assert!(
+        !log.contains(&token),
+        "the warning does not repeat the token: {log}"
+    );
 }
 
 fn holdq(args: &[&str]) -> std::process::Output {
@@ -169,5 +179,8 @@ fn a_database_url_file_is_read_without_a_warning() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
-    assert!(dir.path().join("holdq.db").exists(), "the URL in the file was used");
+    assert!(
+        dir.path().join("holdq.db").exists(),
+        "the URL in the file was used"
+    );
 }
