@@ -199,11 +199,13 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
             .map(|ms| format!(" ({:.1}s)", ms as f64 / 1000.0))
             .unwrap_or_default();
         let required = if c.required { ", required" } else { "" };
+        let summary = match &c.infra {
+            Some(infra) => infra.line.as_str(),
+            None => c.summary.as_deref().unwrap_or(""),
+        };
         println!(
-            "    {label:<24} {:<8} weight {:.2}{required}{took}  {}",
-            c.state,
-            c.weight,
-            c.summary.as_deref().unwrap_or("")
+            "    {label:<24} {:<8} weight {:.2}{required}{took}  {summary}",
+            c.state, c.weight,
         );
         if c.state == CheckState::Failed
             && let Some(log) = &c.log

@@ -45,7 +45,6 @@ pub struct Assumed {
     pub id: i64,
     pub name: String,
     pub version: String,
-    #[sqlx(try_from = "String")]
     pub state: crate::domain::UploadState,
 }
 

@@ -12,7 +12,6 @@ pub struct GroupRow {
     pub id: i64,
     pub owner_id: i64,
     pub expected: Option<i64>,
-    #[sqlx(try_from = "String")]
     pub state: GroupState,
     pub reason: Option<String>,
     pub created_at: i64,

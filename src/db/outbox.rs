@@ -17,7 +17,6 @@ pub struct OutboxRow {
     pub text_body: String,
     pub html_body: String,
     pub message_id: String,
-    #[sqlx(try_from = "String")]
     pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: i64,

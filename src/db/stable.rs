@@ -11,7 +11,6 @@ use crate::domain::PackageState;
 pub struct StableRow {
     pub package_id: i64,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub package_state: PackageState,
     pub version: String,
     pub sha256: String,

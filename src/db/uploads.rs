@@ -19,7 +19,6 @@ pub struct UploadRow {
     pub manifest: String,
     pub uploader_id: i64,
     pub uploader_email: String,
-    #[sqlx(try_from = "String")]
     pub state: UploadState,
     pub state_reason: Option<String>,
     pub superseded_by: Option<i64>,

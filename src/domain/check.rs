@@ -74,6 +74,48 @@ impl StateMachine for CheckState {
     }
 }
 
+word_enum! {
+    "infrastructure error",
+    /// Why a check could not run, for a reason that is not its package's:
+    /// it goes back to `pending` and is retried with backoff, and never
+    /// counts against the package's score.
+    pub enum InfraReason {
+        /// No space left on a disk of the worker or the server.
+        DiskFull = "disk_full",
+        /// The archive (or a dependency's) could not be downloaded.
+        Fetch = "fetch",
+        /// The workspace could not be unpacked or prepared.
+        Unpack = "unpack",
+        /// The sandbox could not be set up.
+        Sandbox = "sandbox",
+        /// The database did not answer.
+        Database = "database",
+        /// Anything else that went wrong on our side.
+        Internal = "internal",
+    }
+}
+
+impl InfraReason {
+    /// How the reason reads in a status line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DiskFull => "no space left on device",
+            Self::Fetch => "cannot download an archive",
+            Self::Unpack => "cannot prepare the workspace",
+            Self::Sandbox => "cannot set up the sandbox",
+            Self::Database => "the database does not answer",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
+/// How long a check waits before its `failures`-th retry after an
+/// infrastructure error: 1 s, doubling, at most 5 minutes.
+pub fn retry_delay(failures: u32) -> std::time::Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    std::time::Duration::from_secs(secs.min(300))
+}
+
 /// One check as scoring sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
@@ -209,6 +251,14 @@ mod tests {
         }
         assert!(CheckState::Halted.is_final());
         assert!(!CheckState::Running.is_final());
+    }
+
+    #[test]
+    fn infrastructure_retries_back_off_from_a_second_to_five_minutes() {
+        let secs: Vec<u64> = (1..=11).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX).as_secs(), 300);
+        assert_eq!(InfraReason::parse("disk_full"), Some(InfraReason::DiskFull));
     }
 
     #[test]

@@ -56,7 +56,6 @@ pub trait StateMachine: Word {
 
 /// `word_enum! { "upload state", pub enum UploadState { Queued = "queued", ... } }`
 /// declares the enum with `ALL`, `as_str`, `parse`, `Display`, serde as the
-/// word, and `TryFrom<String>` (for `#[sqlx(try_from = "String")]` rows).
 macro_rules! word_enum {
     (
         $what:literal,

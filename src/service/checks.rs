@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::build::{Source, Workspace};
+use super::faults::Stage;
 use crate::config::PlatformConfig;
 use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
-use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::check::{CheckKind, CheckState, InfraReason};
 use crate::domain::graph::StableRepo;
 use crate::domain::integrity::{Base, Closure};
 use crate::domain::metadata::BuildMetadata;
@@ -298,6 +299,10 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
     let Some(upload_id) = run_platform_checks(app, check_id, worker).await? else {
         return Ok(());
     };
+    {
+        let mut conn = app.db.pool().acquire().await?;
+        db::checks::clear_infra(&mut conn, check_id).await?; // its chain ran
+    }
     if app.remote.is_some() {
         // No stable storage here to promote into: a server decides. This
         // process runs one platform, so the upload's runs here are over.
@@ -474,7 +479,9 @@ async fn run_chain(
         worker,
         halt,
         source: Source {
-            archive: super::archives::upload_archive(app, row).await?,
+            archive: super::archives::upload_archive(app, row)
+                .await
+                .context(Stage(InfraReason::Fetch))?,
             top: manifest.dir_name(),
         },
     };
@@ -624,12 +631,16 @@ impl Chain<'_> {
                 archive: self.source.archive.clone(),
                 top: self.source.top.clone(),
             };
-            let mut ws =
-                Workspace::prepare(self.app, platform, source, &base.closure, None).await?;
+            let mut ws = Workspace::prepare(self.app, platform, source, &base.closure, None)
+                .await
+                .context(Stage(InfraReason::Unpack))?;
             // Tries over the check's life: an operator's retry continues the count.
             ws.try_number = build.attempts + tries;
             let command = &self.manifest.build.command;
-            let outcome = ws.run(self.app, platform, command, self.halt).await?;
+            let outcome = ws
+                .run(self.app, platform, command, self.halt)
+                .await
+                .context(Stage(InfraReason::Sandbox))?;
             if outcome.ending == Ending::Halted {
                 return Ok(None);
             }
@@ -660,7 +671,10 @@ impl Chain<'_> {
             return Ok(false);
         }
         super::integrity::record_base(app, self.row.id, test.id, base).await?;
-        let outcome = ws.run(app, self.platform, command, self.halt).await?;
+        let outcome = ws
+            .run(app, self.platform, command, self.halt)
+            .await
+            .context(Stage(InfraReason::Sandbox))?;
         if outcome.ending == Ending::Halted {
             return Ok(false);
         }

@@ -29,6 +29,19 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
         &db::metrics::builds_by_platform(&mut conn).await?,
     )?;
 
+    family(
+        &mut out,
+        "holdq_checks_infra_waiting",
+        "gauge",
+        "Platforms of uploads being checked that wait to retry after an infrastructure error, by reason.",
+    )?;
+    for (platform, reason, n) in db::metrics::infra_waits(&mut conn).await? {
+        writeln!(
+            out,
+            "holdq_checks_infra_waiting{{platform=\"{platform}\",reason=\"{reason}\"}} {n}"
+        )?;
+    }
+
     let (accepted, rejected) = db::metrics::verdicts(&mut conn).await?;
     family(
         &mut out,

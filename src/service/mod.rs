@@ -5,6 +5,7 @@ pub mod archives;
 pub mod authz;
 pub mod build;
 pub mod checks;
+pub mod faults;
 pub mod groups;
 pub mod integrity;
 pub mod metrics;

@@ -114,11 +114,27 @@ pub async fn retry(
             failed.push((c, of));
         }
     }
-    if failed.is_empty() {
+    // Platforms waiting after an infrastructure error run again at once.
+    let waiting: Vec<&db::checks::CheckRow> = rows
+        .iter()
+        .filter(|c| c.infra().is_some())
+        .filter(|c| label.is_none_or(|l| l.ends_with(&format!("@{}", c.platform))))
+        .collect();
+    if failed.is_empty() && waiting.is_empty() {
         return Err(OperatorError::NoFailedCheck {
             id: upload_id,
             label: label.unwrap_or("(any)").into(),
         });
+    }
+    let mut retried: Vec<String> = Vec::new();
+    if !waiting.is_empty() {
+        db::checks::retry_infra_now(&mut tx, upload_id).await?;
+        for c in &waiting {
+            retried.push(format!(
+                "{} (infrastructure error)",
+                super::queue::row_label(c)
+            ));
+        }
     }
     // A platform's checks run as one chain: reset the chain from its build.
     let mut platforms: Vec<&str> = failed.iter().map(|(c, _)| c.platform.as_str()).collect();
@@ -141,7 +157,16 @@ pub async fn retry(
     for (platform, id, attempts, failures) in &builds {
         checks::enqueue_check(app, platform, *id, *attempts, *failures).await?;
     }
-    Ok(failed.into_iter().map(|(_, label)| label).collect())
+    if !waiting.is_empty() {
+        let mut conn = app.db.pool().acquire().await?;
+        for c in &waiting {
+            if let Some(b) = db::checks::get(&mut conn, c.id).await? {
+                checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
+            }
+        }
+    }
+    retried.extend(failed.into_iter().map(|(_, label)| label));
+    Ok(retried)
 }
 
 /// The checks an operator's retry runs again, by label.

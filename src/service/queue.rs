@@ -75,6 +75,41 @@ pub struct CheckView {
     /// What the check ran (or runs) against.
     #[serde(default)]
     pub base: Option<crate::domain::integrity::Base>,
+    /// Why it waits after an infrastructure error (on its platform's build
+    /// check), and when it runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra: Option<InfraView>,
+}
+
+/// A check waiting after an infrastructure error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InfraView {
+    pub reason: crate::domain::check::InfraReason,
+    /// "waiting: infrastructure error on worker W: no space left on device (retry in 40 s)"
+    pub line: String,
+    pub worker: String,
+    /// The error itself (it may name the worker's paths): for the
+    /// package's owners and operators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Failures in a row, and since when it has waited.
+    pub failures: i64,
+    pub since: String,
+    pub retry_at: String,
+}
+
+impl InfraView {
+    fn of(wait: &db::checks::InfraWait) -> Self {
+        Self {
+            reason: wait.reason,
+            line: super::faults::waiting_line(wait, db::now_ms()),
+            worker: wait.worker.clone(),
+            message: Some(wait.message.clone()),
+            failures: wait.failures,
+            since: format_time(wait.since),
+            retry_at: format_time(wait.retry_at),
+        }
+    }
 }
 
 /// The verdict of an upload.
@@ -163,6 +198,9 @@ impl UploadView {
         self.maintainers.clear();
         for c in &mut self.checks {
             c.log = None;
+            if let Some(infra) = &mut c.infra {
+                infra.message = None;
+            }
         }
         for e in &mut self.emails {
             e.to = None;
@@ -248,6 +286,11 @@ pub async fn list_queue(
             // Its bases may wait for uploads ahead of it (the reason says).
             vec![waits.unwrap_or_else(|| "its verdict".to_owned())]
         } else {
+            // A platform's infrastructure error is on its build check.
+            let infra: std::collections::HashMap<&str, db::checks::InfraWait> = checks
+                .iter()
+                .filter_map(|c| c.infra().map(|w| (c.platform.as_str(), w)))
+                .collect();
             open.iter()
                 .map(|c| {
                     let label = row_label(c);
@@ -257,6 +300,9 @@ pub async fn list_queue(
                         .filter(|s| s.starts_with("waiting for"));
                     Ok(if c.state == CheckState::Running {
                         format!("{label} (running)")
+                    } else if let Some(wait) = infra.get(c.platform.as_str()) {
+                        let line = super::faults::waiting_line(wait, db::now_ms());
+                        format!("{label} ({line})")
                     } else if let Some(why) = waits {
                         format!("{label} ({why})")
                     } else if paused.contains(&c.platform) {
@@ -328,10 +374,17 @@ pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, Q
     tx.commit().await?;
     let package_id = row.package_id;
     let mut view = UploadView::from_row(row, position);
+    let infra: std::collections::HashMap<String, InfraView> = checks
+        .iter()
+        .filter_map(|c| c.infra().map(|w| (c.platform.clone(), InfraView::of(&w))))
+        .collect();
     view.checks = checks
         .into_iter()
         .map(|c| {
             Ok(CheckView {
+                infra: (c.state == CheckState::Pending)
+                    .then(|| infra.get(&c.platform).cloned())
+                    .flatten(),
                 kind: c.kind,
                 platform: c.platform,
                 state: c.state,

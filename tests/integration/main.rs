@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod containment;
 mod crash;
+mod faults;
 mod faults_disk;
 mod groups;
 mod integrity;
