@@ -10,6 +10,17 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=HOLDQ_TEST_POSTGRES_URL");
     println!("cargo::rustc-check-cfg=cfg(holdq_postgres)");
+    // Tests that mount a small filesystem (tests/integration/faults_disk.rs)
+    // need root; elsewhere they are reported as ignored.
+    println!("cargo::rustc-check-cfg=cfg(holdq_root)");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    if euid == Some("0") {
+        println!("cargo::rustc-cfg=holdq_root");
+    }
     if std::env::var("HOLDQ_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
         println!("cargo::rustc-cfg=holdq_postgres");
     }

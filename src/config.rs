@@ -31,6 +31,9 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub tus: TusConfig,
     pub dropbox: DropboxConfig,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub worker: WorkerConfig,
     /// The file this configuration was read from, hidden from checks.
     pub config_file: Option<PathBuf>,
 }
@@ -77,6 +80,37 @@ impl Default for TusConfig {
     }
 }
 
+/// How the HTTP server treats its connections (`[server]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// An upload whose body sends nothing for this long is dropped, its
+    /// partial file removed (`408 body_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Uploads one user may send at once; more get `429 too_many_uploads`.
+    pub uploads_per_user: u32,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: u32,
+    /// A connection with no traffic either way for this long is closed:
+    /// an idle keep-alive connection, or one that never finishes its headers.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_timeout: Duration::from_secs(60),
+            uploads_per_user: 4,
+            // Under the common limit of 1,024 file descriptors, with room
+            // for the database, the blobs and the checks.
+            max_connections: 512,
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
 /// The drop box (mmpack, SPEC section 9): a directory watched for manifests.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +130,33 @@ impl Default for DropboxConfig {
             poll: Duration::from_secs(5),
         }
     }
+}
+
+/// The data directory's disk (`[storage]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Free space kept on the data directory's filesystem: an upload that
+    /// would cross it is refused (`507 insufficient_storage`), and
+    /// `/healthz` says degraded below it.
+    pub reserve: ByteSize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            reserve: ByteSize(1 << 30),
+        }
+    }
+}
+
+/// A remote worker's own settings (`[worker]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// A file holding the worker's token (`holdq worker --token-file`),
+    /// so the token never appears on a command line.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -372,6 +433,8 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    /// A file holding the database URL (its password off the config).
+    database_url_file: Option<PathBuf>,
     public_url: Option<String>,
     #[serde(default)]
     limits: Limits,
@@ -391,6 +454,11 @@ struct FileConfig {
     tus: TusConfig,
     #[serde(default)]
     dropbox: DropboxConfig,
+    server: ServerConfig,
+    #[serde(default)]
+    storage: StorageConfig,
+    #[serde(default)]
+    worker: WorkerConfig,
 }
 
 impl fmt::Debug for MailConfig {
@@ -409,6 +477,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// `--database-url-file`: read the URL from this file.
+    pub database_url_file: Option<PathBuf>,
     pub public_url: Option<String>,
 }
 
@@ -474,8 +544,11 @@ impl Config {
             .or_else(|| env("HOLDQ_DATA_DIR").map(PathBuf::from))
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("holdq-data"));
-        let database_url = pick(&flags.database_url, "HOLDQ_DATABASE_URL", file.database_url)
-            .unwrap_or_else(|| format!("sqlite://{}/holdq.db", data_dir.display()));
+        let database_url = match database_url_from_file(flags, &env, file.database_url_file)? {
+            Some(url) => url,
+            None => pick(&flags.database_url, "HOLDQ_DATABASE_URL", file.database_url)
+                .unwrap_or_else(|| format!("sqlite://{}/holdq.db", data_dir.display())),
+        };
         let public_url = pick(&flags.public_url, "HOLDQ_PUBLIC_URL", file.public_url)
             .unwrap_or_else(|| format!("http://{listen}"));
 
@@ -503,6 +576,9 @@ impl Config {
             sandbox: file.sandbox,
             tus: file.tus,
             dropbox: file.dropbox,
+            server: file.server,
+            storage: file.storage,
+            worker: file.worker,
             config_file: None,
         };
         config.validate()?;
@@ -545,6 +621,15 @@ impl Config {
         if self.dropbox.poll.is_zero() {
             bail!("dropbox.poll must be greater than zero");
         }
+        if self.server.body_timeout.is_zero()
+            || self.server.idle_timeout.is_zero()
+            || self.server.uploads_per_user == 0
+            || self.server.max_connections == 0
+        {
+            bail!(
+                "server.body_timeout, idle_timeout, uploads_per_user and max_connections must be greater than zero"
+            );
+        }
         for (i, p) in self.platforms.iter().enumerate() {
             if self.platforms[..i].iter().any(|q| q.name == p.name) {
                 bail!("platform {:?} is configured twice", p.name.as_str());
@@ -563,6 +648,35 @@ impl Config {
     pub fn platform(&self, name: &str) -> Option<&PlatformConfig> {
         self.platforms.iter().find(|p| p.name.as_str() == name)
     }
+}
+
+/// The database URL named by `--database-url-file`, else
+/// `HOLDQ_DATABASE_URL_FILE`, else the file's `database_url_file`: the
+/// file's first line (a secret kept out of `ps` and of the config).
+fn database_url_from_file(
+    flags: &Overrides,
+    env: &impl Fn(&str) -> Option<String>,
+    from_config: Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    let path = flags
+        .database_url_file
+        .clone()
+        .or_else(|| env("HOLDQ_DATABASE_URL_FILE").map(PathBuf::from))
+        .or(from_config);
+    path.map(|p| read_secret(&p).context("database_url_file"))
+        .transpose()
+}
+
+/// The first line of a file holding a secret (a token, a database URL),
+/// trimmed; an empty file is an error naming it.
+pub fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(secret.to_owned())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -587,6 +701,9 @@ impl fmt::Debug for Config {
             .field("sandbox", &self.sandbox)
             .field("tus", &self.tus)
             .field("dropbox", &self.dropbox)
+            .field("server", &self.server)
+            .field("storage", &self.storage)
+            .field("worker", &self.worker)
             .field("config_file", &self.config_file)
             .finish()
     }
@@ -672,6 +789,40 @@ mod tests {
         assert!(Config::from_toml("[passmark]\nthreshold = 1.5").is_err());
         assert!(Config::from_toml("database_url = \"mysql://x\"").is_err());
         assert!(Config::from_toml("[[platform]]\nname=\"a\"\n[[platform]]\nname=\"a\"").is_err());
+    }
+
+    #[test]
+    fn server_and_storage_keys_parse_with_defaults() {
+        let d = Config::from_toml("").unwrap();
+        assert_eq!(d.server.body_timeout, Duration::from_secs(60));
+        assert_eq!(d.server.uploads_per_user, 4);
+        assert_eq!(d.storage.reserve, ByteSize(1 << 30));
+        let c = Config::from_toml(
+            "[server]\nbody_timeout = \"2s\"\nuploads_per_user = 2\nmax_connections = 10\n[storage]\nreserve = \"64MiB\"\n[worker]\ntoken_file = \"/etc/holdq/token\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.body_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.max_connections, 10);
+        assert_eq!(c.storage.reserve, ByteSize(64 << 20));
+        assert_eq!(c.worker.token_file, Some(PathBuf::from("/etc/holdq/token")));
+        assert!(Config::from_toml("[server]\nuploads_per_user = 0").is_err());
+        assert!(Config::from_toml("[storage]\nreserve = \"lots\"").is_err());
+    }
+
+    #[test]
+    fn database_url_file_wins_and_an_empty_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("url");
+        std::fs::write(&path, "postgres://holdq:hunter2@db/holdq\n").unwrap();
+        let flags = Overrides {
+            database_url_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::from_parts(FileConfig::default(), |_| None, &flags).unwrap();
+        assert_eq!(c.database_url, "postgres://holdq:hunter2@db/holdq");
+        std::fs::write(&path, "\n").unwrap();
+        let e = Config::from_parts(FileConfig::default(), |_| None, &flags).unwrap_err();
+        assert!(format!("{e:#}").contains("is empty"), "{e:#}");
     }
 
     #[test]

@@ -29,15 +29,16 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             platform,
             count,
             server,
+            token_file,
             token,
             args,
         } => {
-            let remote = match (server, token) {
-                (Some(server), Some(token)) => Some((server, token)),
-                (Some(_), None) => anyhow::bail!(
-                    "a worker with --server needs --token (or HOLDQ_TOKEN): a worker token from `holdq user add EMAIL --worker`"
-                ),
-                _ => None,
+            let remote = match server {
+                Some(server) => {
+                    let token = worker_token(&args, token_file, token)?;
+                    Some((server, token))
+                }
+                None => None,
             };
             worker(&args, &platform, count, remote).await
         }
@@ -265,11 +266,59 @@ async fn owner(db: &Db, command: OwnerCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A remote worker's token: `--token-file` (or `HOLDQ_TOKEN_FILE`), else
+/// `--token` (with a warning: the command line is public on the machine),
+/// else `HOLDQ_TOKEN`, else the config's `[worker] token_file`.
+fn worker_token(
+    args: &ServerArgs,
+    token_file: Option<std::path::PathBuf>,
+    token: Option<String>,
+) -> anyhow::Result<String> {
+    if let Some(path) = token_file {
+        return crate::config::read_secret(&path).context("--token-file");
+    }
+    if let Some(token) = token {
+        warn_secret_on_command_line("--token", "--token-file FILE or HOLDQ_TOKEN");
+        return Ok(token);
+    }
+    if let Some(token) = std::env::var("HOLDQ_TOKEN").ok().filter(|t| !t.is_empty()) {
+        return Ok(token);
+    }
+    match load_config(args)?.worker.token_file {
+        Some(path) => crate::config::read_secret(&path).context("[worker] token_file"),
+        None => anyhow::bail!(
+            "a worker with --server needs a token: --token-file FILE (or [worker] token_file, or HOLDQ_TOKEN) holding a worker token from `holdq user add EMAIL --worker`"
+        ),
+    }
+}
+
+/// Warns that a secret was passed as a command-line argument: in the log
+/// for `serve` and `worker`, on stderr for the other commands.
+fn warn_secret_on_command_line(flag: &str, instead: &str) {
+    let warning = format!(
+        "{flag} was given on the command line, where every user of this machine can read it (ps, /proc/PID/cmdline); use {instead} instead"
+    );
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{warning}");
+    } else {
+        eprintln!("warning: {warning}");
+    }
+}
+
 fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
+    if let Some(url) = &args.database_url
+        && crate::config::redact_url(url) != *url
+    {
+        warn_secret_on_command_line(
+            "--database-url with a password",
+            "--database-url-file FILE or HOLDQ_DATABASE_URL",
+        );
+    }
     let flags = Overrides {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
         database_url: args.database_url.clone(),
+        database_url_file: args.database_url_file.clone(),
         public_url: None,
     };
     Config::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)

@@ -50,8 +50,19 @@ pub enum Command {
         /// Without it, the worker reads the server's data directory.
         #[arg(long, env = "HOLDQ_SERVER")]
         server: Option<String>,
-        /// A worker token (`holdq user add EMAIL --worker`), with --server.
-        #[arg(long, env = "HOLDQ_TOKEN", hide_env_values = true, requires = "server")]
+        /// A file holding the worker token (`holdq user add EMAIL --worker`),
+        /// with --server; or `[worker] token_file` in the config, or
+        /// `HOLDQ_TOKEN` in the environment.
+        #[arg(
+            long,
+            env = "HOLDQ_TOKEN_FILE",
+            requires = "server",
+            conflicts_with = "token"
+        )]
+        token_file: Option<PathBuf>,
+        /// The worker token itself: visible to every user of the machine in
+        /// `ps`, so prefer --token-file or `HOLDQ_TOKEN` (a warning says so).
+        #[arg(long, requires = "server")]
         token: Option<String>,
         #[command(flatten)]
         args: ServerArgs,
@@ -282,9 +293,13 @@ pub struct ServerArgs {
     /// Data directory [env: HOLDQ_DATA_DIR].
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Database URL, sqlite:// or postgres:// [env: HOLDQ_DATABASE_URL].
+    /// Database URL, sqlite:// or postgres:// [env: HOLDQ_DATABASE_URL];
+    /// one with a password is visible in `ps`: use --database-url-file.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// A file whose first line is the database URL [env: HOLDQ_DATABASE_URL_FILE].
+    #[arg(long, global = true, conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
 }
 
 /// How a client command reaches the server.

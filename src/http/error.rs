@@ -51,7 +51,13 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::INSUFFICIENT_STORAGE
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+        ) {
             // The rest of the body is not read: the connection cannot be
             // reused, and the client must not try.
             response.headers_mut().insert(
@@ -80,6 +86,8 @@ impl From<UploadError> for ApiError {
         let (status, code) = match &e {
             E::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "upload_too_large"),
             E::Body(_) => (S::BAD_REQUEST, "incomplete_body"),
+            E::NoSpace => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            E::Idle(_) => (S::REQUEST_TIMEOUT, "body_timeout"),
             E::BadChecksumHeader(_) => (S::BAD_REQUEST, "bad_checksum_header"),
             E::ChecksumMismatch { .. } => (S::BAD_REQUEST, "checksum_mismatch"),
             E::Archive(a) if a.is_too_large() => (S::PAYLOAD_TOO_LARGE, a.code()),

@@ -4,7 +4,9 @@
 mod auth;
 mod error;
 mod groups;
+mod listener;
 mod operators;
+mod slots;
 mod stable;
 mod tus;
 mod uploads;
@@ -75,19 +77,26 @@ pub fn routes() -> Vec<Route> {
 
 /// The server's router: every route of [`routes`], and a 404 for the rest.
 pub fn router(app: App) -> Router {
+    let slots = slots::UploadSlots::new(app.config.server.uploads_per_user);
     entries()
         .into_iter()
         .fold(Router::new(), |router, e| {
             router.route(e.route.path, e.handler)
         })
         .fallback(not_found)
+        .layer(axum::Extension(slots))
         .with_state(app)
 }
 
-/// Serves the API on `listener` until the process ends.
+/// Serves the API on `listener` until the process ends, with at most
+/// `[server] max_connections` connections open at once, each closed after
+/// `[server] idle_timeout` without traffic.
 pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, "serving the API");
+    let max = app.config.server.max_connections as usize;
+    tracing::info!(listen = %addr, server.max_connections = max, "serving the API");
+    let idle = app.config.server.idle_timeout;
+    let listener = listener::CappedListener::new(listener, max, idle);
     axum::serve(listener, router(app)).await?;
     Ok(())
 }
@@ -100,11 +109,11 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// `GET /healthz`: 200 when the database and the job queue answer, 503
-/// (with which one failed) otherwise.
-async fn health(
-    axum::extract::State(app): axum::extract::State<App>,
-) -> Result<&'static str, ApiError> {
+/// `GET /healthz`: 503 (with which one failed) when the database or the
+/// job queue does not answer; otherwise 200 with `ok`, or with `degraded:`
+/// and why when the data directory is below its free-space reserve (the
+/// server still serves reads and checks, but refuses uploads).
+async fn health(axum::extract::State(app): axum::extract::State<App>) -> Result<String, ApiError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "{what} unreachable");
         ApiError::new(
@@ -121,7 +130,19 @@ async fn health(
         .ping()
         .await
         .map_err(|e| unavailable("job queue", &e))?;
-    Ok("ok\n")
+    let reserve = app.config.storage.reserve;
+    let space = app
+        .storage
+        .space(reserve.0)
+        .map_err(|e| unavailable("data directory", &e))?;
+    if space.is_low() {
+        return Ok(format!(
+            "degraded: the data directory {} has {} bytes free, below the reserve of {reserve}; uploads are refused until space is freed\n",
+            app.storage.root().display(),
+            space.available,
+        ));
+    }
+    Ok("ok\n".into())
 }
 
 /// `GET /metrics`: Prometheus text exposition.

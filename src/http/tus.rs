@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -151,11 +151,14 @@ async fn show_offset(
 async fn append_chunk(
     State(app): State<App>,
     Authenticated(user): Authenticated,
+    Extension(slots): Extension<super::slots::UploadSlots>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     tus::may_resume(&user)?;
+    // A PATCH sending bytes counts against the user's concurrent uploads.
+    let _slot = slots.take(user.id)?;
     require_version(&headers)?;
     let kind = headers
         .get(header::CONTENT_TYPE)

@@ -3,11 +3,12 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde::Deserialize;
 
 use super::auth::Authenticated;
+use super::slots::UploadSlots;
 use super::{ApiError, Entry, entry};
 use crate::service::App;
 use crate::service::authz::{Account, Action};
@@ -55,10 +56,12 @@ struct UploadTo {
 async fn upload_package(
     State(app): State<App>,
     Authenticated(user): Authenticated,
+    Extension(slots): Extension<UploadSlots>,
     Query(to): Query<UploadTo>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadReceipt>), ApiError> {
+    let _slot = slots.take(user.id)?;
     let limit = app.config.limits.upload_bytes.0;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -86,6 +89,8 @@ async fn upload_package(
             format!("send the archive as application/gzip, not {kind}"),
         ));
     }
+    // Before a byte is written: refused when it would cross the reserve.
+    upload::budget(&app, declared)?;
     let checksum = headers
         .get("x-checksum-sha256")
         .map(|v| v.to_str().unwrap_or("(not text)"));

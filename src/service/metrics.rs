@@ -42,6 +42,22 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
         )?;
     }
 
+    let space = app.storage.space(app.config.storage.reserve.0)?;
+    family(
+        &mut out,
+        "holdq_data_free_bytes",
+        "gauge",
+        "Bytes still free on the data directory's filesystem (uploads that would cross the reserve are refused).",
+    )?;
+    writeln!(out, "holdq_data_free_bytes {}", space.available)?;
+    family(
+        &mut out,
+        "holdq_data_reserve_bytes",
+        "gauge",
+        "The free-space reserve of the data directory ([storage] reserve).",
+    )?;
+    writeln!(out, "holdq_data_reserve_bytes {}", space.reserve)?;
+
     let (accepted, rejected) = db::metrics::verdicts(&mut conn).await?;
     family(
         &mut out,

@@ -244,7 +244,8 @@ where
     if held == 0 {
         follow(app, id, &path);
     }
-    let written = write_chunk(path, held, room, checksum, body).await?;
+    let idle = app.config.server.body_timeout;
+    let written = write_chunk(path, (held, room), checksum, body, idle).await?;
     let received = held + written.len;
     if written.len > 0
         && !db::tus::advance(
@@ -500,13 +501,15 @@ struct Written {
 /// with a checksum counts only if it all arrived and matches: otherwise the
 /// file is cut back again, which discards it as staging it apart would,
 /// without writing every byte twice. What counts is synced before it is
-/// recorded.
+/// recorded. A body that sends nothing for `idle` is cut there, as a
+/// dropped connection is (an upload may pause between requests, not
+/// within one).
 async fn write_chunk<S, E>(
     path: PathBuf,
-    from: u64,
-    room: u64,
+    (from, room): (u64, u64),
     checksum: Option<Checksum>,
     body: S,
+    idle: std::time::Duration,
 ) -> Result<Written, TusError>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -529,11 +532,16 @@ where
     let mut len = 0u64;
     let mut cut = None;
     let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
+    loop {
+        let chunk = match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
                 cut = Some(TusError::Refused(UploadError::Body(e.to_string())));
+                break;
+            }
+            Err(_) => {
+                cut = Some(TusError::Refused(UploadError::Idle(idle)));
                 break;
             }
         };

@@ -39,6 +39,12 @@ pub enum UploadError {
     TooLarge { limit: u64 },
     #[error("the upload was cut off: {0}")]
     Body(String),
+    #[error(
+        "the server is out of storage space: the upload does not fit; try again later, and tell the operator"
+    )]
+    NoSpace,
+    #[error("the upload was dropped: nothing was received for {}", humantime::format_duration(*.0))]
+    Idle(std::time::Duration),
     #[error("X-Checksum-Sha256 must be 64 hexadecimal digits, got {0:?}")]
     BadChecksumHeader(String),
     #[error("sha256 mismatch: the header says {expected}, the body hashes to {actual}")]
@@ -99,6 +105,8 @@ impl From<ReceiveError> for UploadError {
         match e {
             ReceiveError::TooLarge { limit } => Self::TooLarge { limit },
             ReceiveError::Body(m) => Self::Body(m),
+            ReceiveError::NoSpace => Self::NoSpace,
+            ReceiveError::Idle(d) => Self::Idle(d),
             ReceiveError::Io(e) => {
                 Self::Internal(anyhow::Error::new(e).context("storing the upload"))
             }
@@ -148,10 +156,10 @@ where
 {
     refusing_group(app, user, group, async {
         let expected = may_upload(user, expected_sha256)?;
-        let received = receive::receive(
+        let received = receive::receive_within(
             body,
             &app.storage.incoming_dir(),
-            app.config.limits.upload_bytes.0,
+            budget(app, None)?,
             app.archive_limits(),
         )
         .await?;
@@ -215,6 +223,7 @@ async fn refusing_group(
             UploadError::NoSuchGroup(_)
                 | UploadError::GroupNotOpen { .. }
                 | UploadError::AlreadyQueued(_)
+                | UploadError::NoSpace
                 | UploadError::Internal(_)
         )
     {
@@ -278,6 +287,30 @@ async fn admit(
         "upload queued"
     );
     Ok(receipt)
+}
+
+/// What an upload may take, refused before anything is written when
+/// `declared` bytes (its Content-Length) would cross the free-space
+/// reserve of the data directory.
+pub fn budget(app: &App, declared: Option<u64>) -> Result<receive::Budget, UploadError> {
+    let space = app
+        .storage
+        .space(app.config.storage.reserve.0)
+        .map_err(|e| anyhow::Error::new(e).context("measuring the data directory's free space"))?;
+    if declared.is_some_and(|len| len > space.room()) || space.room() == 0 {
+        tracing::warn!(
+            storage.available = space.available,
+            storage.reserve = space.reserve,
+            upload.declared = declared,
+            "upload refused: the data directory is short of space"
+        );
+        return Err(UploadError::NoSpace);
+    }
+    Ok(receive::Budget {
+        max_bytes: app.config.limits.upload_bytes.0,
+        room: space.room(),
+        idle: Some(app.config.server.body_timeout),
+    })
 }
 
 fn parse_sha256(header: &str) -> Result<String, UploadError> {

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod follow;
 pub mod pack;
 pub mod receive;
+pub mod space;
 pub mod stable;
 pub mod unpack;
 
@@ -71,6 +72,11 @@ impl Storage {
             .with_context(|| format!("cannot move the upload into {}", dest.display()))?;
         sync_dir(&self.blob_dir())?;
         Ok(dest)
+    }
+
+    /// Free space of the data directory's filesystem against `reserve`.
+    pub fn space(&self, reserve: u64) -> std::io::Result<space::Space> {
+        space::Space::of(&self.root, reserve)
     }
 
     /// How many blobs are stored (tests: a refusal stores nothing).

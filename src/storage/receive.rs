@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -30,6 +31,11 @@ pub enum ReceiveError {
     TooLarge { limit: u64 },
     #[error("the upload was cut off: {0}")]
     Body(String),
+    /// The disk is full, or the upload would cross the free-space reserve.
+    #[error("the server is out of storage space")]
+    NoSpace,
+    #[error("nothing was received for {}", humantime::format_duration(*.0))]
+    Idle(Duration),
     #[error("cannot store the upload: {0}")]
     Io(#[from] io::Error),
 }
@@ -48,8 +54,39 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: fmt::Display,
 {
-    let file = NamedTempFile::new_in(dir)?;
-    pass(body, file, Sink::Write, max_bytes, limits).await
+    let budget = Budget {
+        max_bytes,
+        room: u64::MAX,
+        idle: None,
+    };
+    receive_within(body, dir, budget, limits).await
+}
+
+/// What one upload may take: bytes, disk, and time between two chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// The upload size limit ([`ReceiveError::TooLarge`] beyond it).
+    pub max_bytes: u64,
+    /// Free space above the reserve ([`ReceiveError::NoSpace`] beyond it).
+    pub room: u64,
+    /// Longest wait for the next chunk ([`ReceiveError::Idle`] beyond it).
+    pub idle: Option<Duration>,
+}
+
+/// [`receive`] within `budget`: refused once it passes the free space above
+/// the reserve or the disk fills, or when the client goes quiet.
+pub async fn receive_within<S, E>(
+    body: S,
+    dir: &Path,
+    budget: Budget,
+    limits: ArchiveLimits,
+) -> Result<Received, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let file = NamedTempFile::new_in(dir).map_err(out_of_space)?;
+    pass(body, file, Sink::Write, budget, limits).await
 }
 
 /// Hashes and inspects `path`, a complete file already durable (a finished
@@ -66,7 +103,12 @@ pub async fn received_file(
     let file = link_into(path, dir)?;
     let reader = tokio::fs::File::open(file.path()).await?;
     let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK);
-    pass(body, file, Sink::HashOnly, u64::MAX, limits).await
+    let budget = Budget {
+        max_bytes: u64::MAX,
+        room: u64::MAX,
+        idle: None,
+    };
+    pass(body, file, Sink::HashOnly, budget, limits).await
 }
 
 /// A name of its own in `dir` (same filesystem) for the file at `path`:
@@ -90,13 +132,13 @@ enum Sink {
     HashOnly,
 }
 
-/// The one pass over an upload's bytes: hashed (and written, for `Sink::Write`)
-/// on one thread while another inflates and inspects them.
+/// The one pass over an upload's bytes: hashed (and written, for
+/// `Sink::Write`) on one thread while another inflates and inspects them.
 async fn pass<S, E>(
     body: S,
     file: NamedTempFile,
     sink: Sink,
-    max_bytes: u64,
+    budget: Budget,
     limits: ArchiveLimits,
 ) -> Result<Received, ReceiveError>
 where
@@ -124,28 +166,7 @@ where
         archive::inspect(ChannelReader::new(inspector_rx), limits)
     });
 
-    let mut size = 0u64;
-    let mut refusal = None;
-    let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                refusal = Some(ReceiveError::Body(e.to_string()));
-                break;
-            }
-        };
-        size += chunk.len() as u64;
-        if size > max_bytes {
-            refusal = Some(ReceiveError::TooLarge { limit: max_bytes });
-            break;
-        }
-        if to_writer.send(chunk.clone()).await.is_err() {
-            break; // the writer failed; its error is collected below
-        }
-        // The inspector stops reading once it has refused the archive.
-        let _ = to_inspector.send(chunk).await;
-    }
+    let (size, refusal) = pump(body, budget, &to_writer, &to_inspector).await;
     drop(to_writer);
     drop(to_inspector);
 
@@ -156,13 +177,83 @@ where
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    let (file, sha256) = written?;
+    let (file, sha256) = written.map_err(out_of_space)?;
     Ok(Received {
         file,
         sha256,
         size,
         inspection,
     })
+}
+
+/// Feeds the body's chunks to both threads until it ends, breaks the
+/// budget, or the writer fails: the bytes read, and why it stopped early.
+async fn pump<S, E>(
+    body: S,
+    budget: Budget,
+    to_writer: &mpsc::Sender<Bytes>,
+    to_inspector: &mpsc::Sender<Bytes>,
+) -> (u64, Option<ReceiveError>)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let mut size = 0u64;
+    let mut body = std::pin::pin!(body);
+    loop {
+        let next = tokio::select! {
+            next = next_chunk(&mut body, budget.idle) => next,
+            // The writer failed (a full disk): say so now, not when the
+            // client sends its next chunk. Its error is collected later.
+            () = to_writer.closed() => return (size, None),
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return (size, None),
+            Err(refusal) => return (size, Some(refusal)),
+        };
+        size += chunk.len() as u64;
+        if size > budget.max_bytes {
+            let limit = budget.max_bytes;
+            return (size, Some(ReceiveError::TooLarge { limit }));
+        }
+        if size > budget.room {
+            return (size, Some(ReceiveError::NoSpace));
+        }
+        if to_writer.send(chunk.clone()).await.is_err() {
+            return (size, None);
+        }
+        // The inspector stops reading once it has refused the archive.
+        let _ = to_inspector.send(chunk).await;
+    }
+}
+
+/// The body's next chunk, waiting at most `idle` for it.
+async fn next_chunk<S, E>(
+    body: &mut std::pin::Pin<&mut S>,
+    idle: Option<Duration>,
+) -> Result<Option<Bytes>, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let next = match idle {
+        Some(idle) => tokio::time::timeout(idle, body.next())
+            .await
+            .map_err(|_| ReceiveError::Idle(idle))?,
+        None => body.next().await,
+    };
+    next.transpose()
+        .map_err(|e| ReceiveError::Body(e.to_string()))
+}
+
+/// A full disk is the uploader's to know about; other I/O errors are not.
+fn out_of_space(e: io::Error) -> ReceiveError {
+    if super::space::is_out_of_space(&e) {
+        ReceiveError::NoSpace
+    } else {
+        ReceiveError::Io(e)
+    }
 }
 
 /// A blocking `Read` over chunks arriving on a channel.

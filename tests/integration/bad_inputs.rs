@@ -449,7 +449,8 @@ async fn wrong_token_is_refused(db: TestDb) {
 }
 
 async fn fifty_concurrent_uploads_of_one_package_leave_the_last_one(db: TestDb) {
-    let app = TestApp::spawn(db).await;
+    // All fifty at once from one user: above the default cap per user.
+    let app = TestApp::spawn_with(db, |c| c.server.uploads_per_user = 50).await;
     let token = app.user("ada@example.org").await;
     let uploads = (0..50).map(|i| {
         let app = &app;

@@ -614,4 +614,12 @@ async fn metrics_parse_and_the_queue_length_matches_the_queue(db: TestDb) {
         value(&format!("holdq_checks_running{{platform=\"{p}\"}}")).is_some(),
         "{text}"
     );
+    let free = holdq::storage::space::Space::of(&app.app.config.data_dir, 0)
+        .unwrap()
+        .available as f64;
+    let exposed = value("holdq_data_free_bytes").expect("the data directory's free space");
+    assert!(
+        (exposed - free).abs() < free * 0.05 + 64e6,
+        "{exposed} exposed, {free} measured"
+    );
 }

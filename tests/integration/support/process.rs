@@ -190,11 +190,27 @@ impl WorkerProcess {
         data_dir: &Path,
         database_url: &str,
     ) -> Self {
+        // The token in the environment, as the README shows, not in `ps`.
+        Self::start_remote_with(platform, server, data_dir, database_url, |cmd| {
+            cmd.env("HOLDQ_TOKEN", token);
+        })
+    }
+
+    /// [`WorkerProcess::start_remote`] with its token given by `token`
+    /// (a flag, a file, the environment).
+    pub fn start_remote_with(
+        platform: &str,
+        server: &str,
+        data_dir: &Path,
+        database_url: &str,
+        token: impl FnOnce(&mut Command),
+    ) -> Self {
         Self::spawn(data_dir, database_url, |cmd| {
             cmd.args(["worker", "--platform", platform, "--server", server])
-                .args(["--token", token])
                 .current_dir(data_dir)
-                .env_remove("HOLDQ_CONFIG");
+                .env_remove("HOLDQ_CONFIG")
+                .env_remove("HOLDQ_TOKEN");
+            token(cmd);
         })
     }
 
