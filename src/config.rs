@@ -29,6 +29,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub platforms: Vec<PlatformConfig>,
     pub sandbox: SandboxConfig,
+    pub web: WebConfig,
     /// The file this configuration was read from, hidden from checks.
     pub config_file: Option<PathBuf>,
 }
@@ -142,6 +143,30 @@ impl Default for RevdepsConfig {
         Self {
             min_fraction: 1.0,
             max_dependents: 100,
+        }
+    }
+}
+
+/// The web pages (SPEC section 8a).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The queue and upload states (not logs, not recipients) are shown to
+    /// everyone, signed in or not.
+    pub public_queue: bool,
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: std::time::Duration,
+    /// Files here override the compiled-in page templates by name.
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            public_queue: false,
+            session_ttl: std::time::Duration::from_secs(14 * 24 * 3600),
+            templates_dir: None,
         }
     }
 }
@@ -344,6 +369,8 @@ struct FileConfig {
     platform: Vec<PlatformConfig>,
     #[serde(default)]
     sandbox: SandboxConfig,
+    #[serde(default)]
+    web: WebConfig,
 }
 
 impl fmt::Debug for MailConfig {
@@ -454,6 +481,7 @@ impl Config {
             queue: file.queue,
             platforms,
             sandbox: file.sandbox,
+            web: file.web,
             config_file: None,
         };
         config.validate()?;
@@ -530,6 +558,7 @@ impl fmt::Debug for Config {
             .field("queue", &self.queue)
             .field("platforms", &self.platforms)
             .field("sandbox", &self.sandbox)
+            .field("web", &self.web)
             .field("config_file", &self.config_file)
             .finish()
     }

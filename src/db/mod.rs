@@ -16,6 +16,7 @@ pub mod pins;
 pub mod stable;
 pub mod uploads;
 pub mod users;
+pub mod web;
 pub mod workers;
 
 use std::str::FromStr;

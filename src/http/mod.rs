@@ -7,6 +7,7 @@ mod groups;
 mod operators;
 mod stable;
 mod uploads;
+mod web;
 
 use axum::Router;
 use axum::handler::Handler;
@@ -63,6 +64,7 @@ fn entries() -> Vec<Entry> {
     all.extend(groups::routes());
     all.extend(stable::routes());
     all.extend(operators::routes());
+    all.extend(web::routes());
     all
 }
 

@@ -21,6 +21,7 @@ pub mod stable;
 pub mod upload;
 pub mod users;
 pub mod verdict;
+pub mod web;
 
 use std::sync::Arc;
 
