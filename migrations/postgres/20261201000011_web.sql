@@ -21,7 +21,9 @@ CREATE TABLE package_search (
     version     TEXT   NOT NULL,
     description TEXT   NOT NULL,
     document    tsvector GENERATED ALWAYS AS (
-        to_tsvector('simple', name || ' ' || translate(name, '-_', '  ') || ' ' || description)
+        -- Angle brackets go: the parser would read `<script>…</script>` as
+        -- markup and drop what is inside; the description is plain text.
+        to_tsvector('simple', name || ' ' || translate(name, '-_', '  ') || ' ' || translate(description, '<>', '  '))
     ) STORED
 );
 CREATE INDEX package_search_document ON package_search USING GIN (document);

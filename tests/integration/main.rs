@@ -20,4 +20,5 @@ mod operators;
 mod queue_rules;
 mod scale_out;
 mod toolchains;
+mod web;
 mod workers;

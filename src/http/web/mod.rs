@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::{ApiError, Entry};
 use crate::service::App;
+use crate::service::authz::Denied;
 
 pub use visitor::Visitor;
 
@@ -172,7 +173,8 @@ impl WebError {
             tracing::debug!(code = self.error.code, message = %self.error.message, "page refused");
         }
         let sign_in = status == StatusCode::UNAUTHORIZED;
-        let message = if sign_in {
+        // The policy's "sign in" speaks of the API's header; a page offers its form.
+        let message = if self.error.message == Denied::SignInRequired.to_string() {
             "Sign in with your API token to see this page.".to_owned()
         } else {
             self.error.message

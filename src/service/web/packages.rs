@@ -69,6 +69,12 @@ pub async fn list_packages(
     page: i64,
 ) -> Result<Listing, sqlx::Error> {
     let words = search_words(query);
+    // Names are made of these; anything else in `after` cannot be one.
+    let after: String = after
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect();
+    let after = after.as_str();
     let page = page.clamp(1, 10_000);
     let backend = app.db.backend();
     let mut conn = app.db.pool().acquire().await?;

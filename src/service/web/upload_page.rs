@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::status::{self, Capacity, Workers};
 use crate::db;
-use crate::domain::UploadState;
 use crate::domain::check::CheckKind;
 use crate::domain::metadata::BuildMetadata;
 use crate::service::authz::{self, Action, AuthzError, Viewer};
@@ -305,6 +304,12 @@ async fn timeline(app: &App, upload: &UploadView) -> Result<Vec<Moment>, sqlx::E
                 None => "rebased: stable moved, its stale checks run again".to_owned(),
             },
             "upload.superseded" => "superseded by a newer upload".to_owned(),
+            "upload.accepted" => match detail["serial"].as_i64() {
+                Some(serial) => format!("promoted into stable (serial {serial})"),
+                None => "promoted into stable".to_owned(),
+            },
+            // The verdict's line below says it, with the score.
+            "upload.rejected" => continue,
             "upload.cancelled" => match detail["why"].as_str() {
                 Some(why) => format!("cancelled by an operator: {why}"),
                 None => "cancelled by an operator".to_owned(),
@@ -325,9 +330,6 @@ async fn timeline(app: &App, upload: &UploadView) -> Result<Vec<Moment>, sqlx::E
             v.decided_at.clone(),
             format!("verdict: {verdict} (score {:.2}, pass mark {:.2})", v.score, v.threshold),
         ));
-        if upload.state == UploadState::Accepted {
-            moments.push((v.decided_at.clone(), "promoted into stable".into()));
-        }
     }
     // RFC 3339 times in UTC sort as text; the sort is stable for ties.
     moments.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,6 +5,7 @@ pub mod archives;
 pub mod process;
 pub mod smtp;
 pub mod stable;
+pub mod web;
 
 use std::time::Duration;
 
