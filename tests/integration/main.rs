@@ -21,4 +21,5 @@ mod queue_rules;
 mod scale_out;
 mod toolchains;
 mod web;
+mod web_browser;
 mod workers;
