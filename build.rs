@@ -22,11 +22,21 @@ fn main() {
     }
     let driver = program("HOLDQ_CHROMEDRIVER", "chromedriver");
     let browser = program("HOLDQ_CHROMIUM", "chromium");
-    if let (Some(driver), Some(browser)) = (driver, browser) {
+    if let (Some(driver), Some(browser)) = (&driver, &browser) {
         println!("cargo::rustc-cfg=holdq_chromium");
         println!("cargo::rustc-env=HOLDQ_TEST_CHROMEDRIVER={}", driver.display());
         println!("cargo::rustc-env=HOLDQ_TEST_CHROMIUM={}", browser.display());
-        println!("cargo::rerun-if-changed={}", driver.display());
+    }
+    // Installing (or removing) them later changes these: look again then.
+    for found in [&driver, &browser].into_iter().flatten() {
+        println!("cargo::rerun-if-changed={}", found.display());
+    }
+    if driver.is_none() || browser.is_none() {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            if dir.is_dir() {
+                println!("cargo::rerun-if-changed={}", dir.display());
+            }
+        }
     }
 }
 

@@ -134,7 +134,15 @@ pub fn status_line(upload: &UploadView, capacity: &Capacity) -> String {
                 v.cancelled.as_deref().unwrap_or_default()
             ),
             Some(v) if !v.failed.is_empty() => {
-                format!("rejected: {} failed", and_list(&v.failed))
+                // Name the checks that failed, not those skipped after them.
+                let failed: Vec<String> = upload
+                    .checks
+                    .iter()
+                    .filter(|c| c.state == "failed")
+                    .map(CheckView::label)
+                    .collect();
+                let named = if failed.is_empty() { &v.failed } else { &failed };
+                format!("rejected: {} failed", and_list(named))
             }
             Some(v) => format!(
                 "rejected: score {:.2} is below the pass mark {:.2}",
@@ -247,22 +255,25 @@ mod tests {
     }
 
     #[test]
-    fn a_rejected_upload_names_its_failed_checks() {
-        let mut u = upload(UploadState::Rejected, five("failed"));
+    fn a_rejected_upload_names_its_failed_checks_not_the_skipped_ones() {
+        let mut checks = five("failed");
+        checks[3].state = "skipped".into();
+        checks[4].state = "skipped".into();
+        let mut u = upload(UploadState::Rejected, checks);
         u.verdict = Some(VerdictView {
             accepted: false,
             score: 0.4,
             threshold: 1.0,
             stable_moved: false,
             ahead: vec![],
-            failed: vec!["build@linux-x86_64".into()],
+            failed: vec!["build@linux-aarch64".into(), "test@linux-aarch64".into()],
             flaky: vec![],
             cancelled: None,
             decided_at: String::new(),
         });
         assert_eq!(
             status_line(&u, &Capacity::default()),
-            "rejected: build@linux-x86_64 failed"
+            "rejected: build@linux-aarch64 failed"
         );
     }
 
