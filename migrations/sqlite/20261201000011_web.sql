@@ -3,9 +3,11 @@
 
 -- A signed-in browser. The cookie carries a random id; only its sha256 is
 -- stored, as for API tokens. Every form of the session carries `csrf`.
+-- Revoking the token a session was signed in with ends the session.
 CREATE TABLE web_sessions (
     id_hash    TEXT    NOT NULL PRIMARY KEY,
     user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    token_id   INTEGER NOT NULL REFERENCES api_tokens (id) ON DELETE CASCADE,
     csrf       TEXT    NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL

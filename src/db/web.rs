@@ -30,19 +30,22 @@ impl SessionRow {
     }
 }
 
+/// A new session of `user_id`, signed in with token `token_id`.
 pub async fn insert_session(
     conn: &mut Conn,
     id_hash: &str,
     user_id: i64,
+    token_id: i64,
     csrf: &str,
     expires_at: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO web_sessions (id_hash, user_id, csrf, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO web_sessions (id_hash, user_id, token_id, csrf, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id_hash)
     .bind(user_id)
+    .bind(token_id)
     .bind(csrf)
     .bind(now_ms())
     .bind(expires_at)
@@ -229,4 +232,53 @@ pub async fn pending_of_uploader(conn: &mut Conn, uploader: i64) -> sqlx::Result
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// The id of the token whose hash is `token_hash`.
+pub async fn token_id(conn: &mut Conn, token_hash: &str) -> sqlx::Result<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM api_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// One of a user's API tokens (never the token itself: only its hash is kept).
+#[derive(Clone, Debug, FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+pub async fn tokens_of(conn: &mut Conn, user_id: i64) -> sqlx::Result<Vec<TokenRow>> {
+    sqlx::query_as(
+        "SELECT id, created_at, last_used_at FROM api_tokens WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes token `id` of `user_id` (its sessions go with it); whether it was theirs.
+pub async fn delete_token(conn: &mut Conn, user_id: i64, id: i64) -> sqlx::Result<bool> {
+    Ok(sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// The names of the packages `user_id` owns.
+pub async fn owned_packages(conn: &mut Conn, user_id: i64) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.name FROM owners o JOIN packages p ON p.id = o.package_id \
+         WHERE o.user_id = $1 ORDER BY p.name",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
 }

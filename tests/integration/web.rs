@@ -17,6 +17,8 @@ on_both_databases!(
     search_finds_a_package_by_a_word_of_its_description_and_the_listing_pages,
     a_package_page_shows_versions_build_metadata_dependents_and_the_obsolete_banner,
     bad_input_answers_404_or_401_and_never_500,
+    the_account_page_makes_a_token_once_and_revoking_a_token_ends_its_sessions,
+    an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_forms,
 );
 
 /// An archive of `name` whose description is `description`.
@@ -321,4 +323,80 @@ async fn bad_input_answers_404_or_401_and_never_500(db: TestDb) {
         .await;
     let got = browser.get(&format!("/uploads/{id}/checks/no-such-check/log")).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.body);
+}
+
+async fn the_account_page_makes_a_token_once_and_revoking_a_token_ends_its_sessions(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    app.upload_ok(&ada, package_building("wave", "1.0.0", &[], "true", None))
+        .await;
+    let mut browser = WebClient::new(&app);
+    browser.sign_in(&ada).await;
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("/packages/wave"), "owned packages: {}", page.body);
+    assert_eq!(page.body.matches("/revoke\"").count(), 1, "{}", page.body);
+
+    let made = browser
+        .post("/account/tokens", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let at = made.body.find("<pre class=\"log\">hq_").expect("the new token, shown once");
+    let token = &made.body[at + "<pre class=\"log\">".len()..];
+    let token = token[..token.find('<').unwrap()].to_owned();
+    assert_eq!(app.get(Some(&token), "/api/v1/me").await.status, StatusCode::OK);
+    let again = browser.get("/account").await;
+    assert!(!again.body.contains(&token), "shown only once");
+    assert_eq!(again.body.matches("/revoke\"").count(), 2);
+
+    // Revoke the token this session signed in with: the session ends.
+    let first = again.body.split("action=\"/account/tokens/").nth(1).unwrap();
+    let first_id = &first[..first.find('/').unwrap()];
+    let done = browser
+        .post(&format!("/account/tokens/{first_id}/revoke"), &[("csrf", &again.csrf())])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(app.get(Some(&ada), "/api/v1/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(browser.get("/account").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get(Some(&token), "/api/v1/me").await.status, StatusCode::OK);
+}
+
+async fn an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_forms(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let mut maintainer = WebClient::new(&app);
+    maintainer.sign_in(&ada).await;
+    let page = maintainer.get("/passmark").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains("id=\"change\""), "no form for a maintainer");
+    let refused = maintainer
+        .post("/passmark", &[("key", "threshold"), ("value", "0.5"), ("why", "x"), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    let mut operator = WebClient::new(&app);
+    operator.sign_in(&app.operator).await;
+    let page = operator.get("/passmark").await;
+    let bad = operator
+        .post("/passmark", &[("key", "threshold"), ("value", "2"), ("why", "x"), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("between 0 and 1"), "{}", bad.body);
+    let done = operator
+        .post("/passmark", &[("key", "threshold"), ("value", "0.75"), ("why", "flaky farm"), ("csrf", &page.csrf())])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = operator.get("/passmark").await;
+    assert!(page.body.contains("flaky farm") && page.body.contains("0.75"), "{}", page.body);
+
+    let platform = app.app.config.platforms[0].name.to_string();
+    let workers = operator.get("/workers").await;
+    let paused = operator
+        .post(&format!("/platforms/{platform}/pause"), &[("csrf", &workers.csrf())])
+        .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
+    let workers = operator.get("/workers").await;
+    assert!(workers.body.contains("Resume"), "{}", workers.body);
+    let seen = maintainer.get("/workers").await;
+    assert!(seen.body.contains("paused") && !seen.body.contains("Resume"), "{}", seen.body);
 }

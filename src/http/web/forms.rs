@@ -34,21 +34,21 @@ pub(super) fn routes() -> Vec<Entry> {
 }
 
 /// A form's fields, or 400 naming what is wrong.
-fn parse_form<T: DeserializeOwned>(body: &Bytes) -> Result<T, WebError> {
+pub(super) fn parse_form<T: DeserializeOwned>(body: &Bytes) -> Result<T, WebError> {
     serde_urlencoded::from_bytes(body)
         .map_err(|e| WebError::bad_request(format!("the form is incomplete: {e}")))
 }
 
 /// A form of a signed-in visitor: its CSRF token first (403 when it is
 /// missing or wrong), then its fields (400).
-fn checked_form<T: DeserializeOwned>(visitor: &Visitor, body: &Bytes) -> Result<T, WebError> {
+pub(super) fn checked_form<T: DeserializeOwned>(visitor: &Visitor, body: &Bytes) -> Result<T, WebError> {
     let sent: CsrfOnly = serde_urlencoded::from_bytes(body).unwrap_or_default();
     visitor.check_csrf(&sent.csrf)?;
     parse_form(body)
 }
 
 /// A redirect to `to` (a path of this server) after a form.
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -104,7 +104,7 @@ async fn sign_in(State(app): State<App>, visitor: Visitor, body: Bytes) -> Respo
 }
 
 #[derive(Default, Deserialize)]
-struct CsrfOnly {
+pub(super) struct CsrfOnly {
     #[serde(default)]
     csrf: String,
 }

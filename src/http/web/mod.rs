@@ -5,7 +5,9 @@
 //! call the same use cases as the API (which ask the same policy), and
 //! render; a refusal is a page with the API's status and message.
 
+mod account;
 mod forms;
+mod ops;
 mod packages;
 mod pages;
 mod visitor;
@@ -29,6 +31,8 @@ pub(super) fn routes() -> Vec<Entry> {
     let mut all = pages::routes();
     all.extend(packages::routes());
     all.extend(forms::routes());
+    all.extend(ops::routes());
+    all.extend(account::routes());
     all
 }
 
@@ -42,6 +46,8 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("workers.html.j2", include_str!("../../../templates/web/workers.html.j2")),
     ("packages.html.j2", include_str!("../../../templates/web/packages.html.j2")),
     ("package.html.j2", include_str!("../../../templates/web/package.html.j2")),
+    ("passmark.html.j2", include_str!("../../../templates/web/passmark.html.j2")),
+    ("account.html.j2", include_str!("../../../templates/web/account.html.j2")),
     ("signin_form.html.j2", include_str!("../../../templates/web/signin_form.html.j2")),
 ];
 

@@ -22,13 +22,14 @@ pub const SESSION_COOKIE: &str = "holdq_session";
 pub const FORM_COOKIE: &str = "holdq_csrf";
 
 /// The visitor of a page.
-#[derive(Clone, Debug)]
+// No `Debug`: it holds the request's token.
+#[derive(Clone)]
 pub struct Visitor {
     pub user: Option<User>,
     /// The session and its cookie's value, when signed in with one.
     pub session: Option<(String, Session)>,
-    /// Signed in with `Authorization: Bearer`.
-    by_token: bool,
+    /// Signed in with `Authorization: Bearer`: the token.
+    bearer: Option<String>,
     /// The anonymous visitor's CSRF value, and whether it came with the
     /// request (else it is new and set on the response).
     form_csrf: String,
@@ -71,7 +72,7 @@ impl FromRequestParts<App> for Visitor {
         let mut visitor = Visitor {
             user: None,
             session: None,
-            by_token: false,
+            bearer: None,
             form_csrf_sent: form_cookie.is_some(),
             form_csrf: form_cookie.unwrap_or_else(random_secret),
         };
@@ -83,7 +84,7 @@ impl FromRequestParts<App> for Visitor {
             .map(|t| t.trim().to_owned());
         if let Some(token) = bearer {
             visitor.user = users::authenticate(&app.db, &token).await.map_err(failed)?;
-            visitor.by_token = visitor.user.is_some();
+            visitor.bearer = visitor.user.is_some().then_some(token);
         } else if let Some(id) = cookie(parts, SESSION_COOKIE) {
             if let Some(session) = sessions::session(app, id).await.map_err(failed)? {
                 visitor.user = Some(session.user.clone());
@@ -124,7 +125,7 @@ impl Visitor {
 
     /// Refuses (403) a form whose CSRF token is not this visitor's.
     pub fn check_csrf(&self, sent: &str) -> Result<(), WebError> {
-        let ok = self.by_token
+        let ok = self.bearer.is_some()
             || match &self.session {
                 Some((_, s)) => csrf_matches(&s.csrf, sent),
                 None => self.form_csrf_sent && csrf_matches(&self.form_csrf, sent),
@@ -139,6 +140,16 @@ impl Visitor {
             )
             .into())
         }
+    }
+
+    /// Whether what signed this request in (its session or its token) is
+    /// still valid, e.g. after the visitor revoked a token.
+    pub async fn still_signed_in(&self, app: &App) -> Result<bool, sqlx::Error> {
+        Ok(match (&self.session, &self.bearer) {
+            (Some((cookie, _)), _) => sessions::session(app, cookie).await?.is_some(),
+            (None, Some(token)) => users::authenticate(&app.db, token).await?.is_some(),
+            (None, None) => false,
+        })
     }
 
     /// Sets the anonymous CSRF cookie when it is new.

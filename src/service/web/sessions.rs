@@ -49,11 +49,15 @@ pub async fn sign_in(app: &App, token: &str) -> Result<SignedIn, SignInError> {
     let csrf = random_secret();
     let ttl = i64::try_from(app.config.web.session_ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let mut tx = app.db.begin_write().await?;
+    let token_id = db::web::token_id(&mut tx, &hash_token(token.trim()))
+        .await?
+        .ok_or(SignInError::BadToken)?;
     db::web::delete_expired_sessions(&mut tx).await?;
     db::web::insert_session(
         &mut tx,
         &hash_token(&cookie),
         user.id,
+        token_id,
         &csrf,
         db::now_ms().saturating_add(ttl),
     )

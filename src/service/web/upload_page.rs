@@ -32,6 +32,8 @@ pub struct UploadPage {
     pub rows: Vec<MatrixRow>,
     pub score: Score,
     pub failing: Vec<LogTail>,
+    /// The failed checks an operator may retry (per platform).
+    pub failing_labels: Vec<String>,
     pub timeline: Vec<Moment>,
 }
 
@@ -107,6 +109,12 @@ pub async fn upload_page(app: &App, viewer: Viewer<'_>, id: i64) -> Result<Uploa
         details,
         score: score(&upload.checks, threshold),
         failing: failing_tails(&upload.checks),
+        failing_labels: upload
+            .checks
+            .iter()
+            .filter(|c| c.state == "failed" && !c.platform.is_empty())
+            .map(CheckView::label)
+            .collect(),
         platforms,
         rows,
         timeline,
