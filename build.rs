@@ -24,7 +24,10 @@ fn main() {
     let browser = program("HOLDQ_CHROMIUM", "chromium");
     if let (Some(driver), Some(browser)) = (&driver, &browser) {
         println!("cargo::rustc-cfg=holdq_chromium");
-        println!("cargo::rustc-env=HOLDQ_TEST_CHROMEDRIVER={}", driver.display());
+        println!(
+            "cargo::rustc-env=HOLDQ_TEST_CHROMEDRIVER={}",
+            driver.display()
+        );
         println!("cargo::rustc-env=HOLDQ_TEST_CHROMIUM={}", browser.display());
     }
     // Installing (or removing) them later changes these: look again then.

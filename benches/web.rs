@@ -20,11 +20,52 @@ use support::{ms, percentile};
 
 /// Words the made-up descriptions are drawn from.
 const VOCABULARY: &[&str] = &[
-    "fast", "async", "parser", "serialization", "http", "client", "server", "crypto", "hash",
-    "image", "audio", "sound", "wave", "graph", "database", "sqlite", "postgres", "terminal",
-    "color", "logging", "macro", "derive", "embedded", "network", "protocol", "compression",
-    "zip", "json", "toml", "yaml", "regex", "unicode", "time", "date", "random", "numeric",
-    "matrix", "vector", "game", "engine", "window", "gpu", "shader", "config", "cli", "test",
+    "fast",
+    "async",
+    "parser",
+    "serialization",
+    "http",
+    "client",
+    "server",
+    "crypto",
+    "hash",
+    "image",
+    "audio",
+    "sound",
+    "wave",
+    "graph",
+    "database",
+    "sqlite",
+    "postgres",
+    "terminal",
+    "color",
+    "logging",
+    "macro",
+    "derive",
+    "embedded",
+    "network",
+    "protocol",
+    "compression",
+    "zip",
+    "json",
+    "toml",
+    "yaml",
+    "regex",
+    "unicode",
+    "time",
+    "date",
+    "random",
+    "numeric",
+    "matrix",
+    "vector",
+    "game",
+    "engine",
+    "window",
+    "gpu",
+    "shader",
+    "config",
+    "cli",
+    "test",
 ];
 
 /// A package of the benchmark: its name and versions (with dependencies).
@@ -34,7 +75,9 @@ struct Package {
 }
 
 fn description(i: usize) -> String {
-    let w = |k: usize| VOCABULARY[(i.wrapping_mul(2654435761).wrapping_add(k * 40503)) % VOCABULARY.len()];
+    let w = |k: usize| {
+        VOCABULARY[(i.wrapping_mul(2654435761).wrapping_add(k * 40503)) % VOCABULARY.len()]
+    };
     format!("A {} {} library for {} and {}", w(1), w(2), w(3), w(4))
 }
 
@@ -88,7 +131,10 @@ fn synthetic(n: usize) -> Vec<Package> {
             name: format!("pkg{i:06}"),
             versions: vec![(
                 "1.0.0".into(),
-                (1..=3).map(|k| format!("pkg{:06}", (i * k) % 97)).filter(|d| *d != format!("pkg{i:06}")).collect(),
+                (1..=3)
+                    .map(|k| format!("pkg{:06}", (i * k) % 97))
+                    .filter(|d| *d != format!("pkg{i:06}"))
+                    .collect(),
             )],
         })
         .collect()
@@ -131,7 +177,12 @@ async fn load(app: &holdq::service::App, packages: &[Package]) -> anyhow::Result
 }
 
 /// p50 and p99 of `n` GETs of `path`.
-async fn time_get(client: &reqwest::Client, base: &str, path: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
+async fn time_get(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    n: usize,
+) -> anyhow::Result<(Duration, Duration)> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -169,7 +220,13 @@ async fn time_scan(app: &holdq::service::App, word: &str, n: usize) -> anyhow::R
 
 /// p50 of the use case behind a listing or search page alone (database
 /// and view, no HTTP, no template).
-async fn time_service(app: &holdq::service::App, q: &str, after: &str, page: i64, n: usize) -> anyhow::Result<Duration> {
+async fn time_service(
+    app: &holdq::service::App,
+    q: &str,
+    after: &str,
+    page: i64,
+    n: usize,
+) -> anyhow::Result<Duration> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -214,10 +271,16 @@ async fn measure(label: &str, packages: &[Package]) -> anyhow::Result<()> {
     .expect("a package");
     let n = 40;
     let (health, _) = time_get(&client, &base, "/healthz", n).await?;
-    println!("web: {label}: GET /healthz (baseline) p50 {:.2} ms", ms(health));
+    println!(
+        "web: {label}: GET /healthz (baseline) p50 {:.2} ms",
+        ms(health)
+    );
     let pages = [
         ("listing, first page", "/packages".to_owned()),
-        ("listing, a page in the middle", format!("/packages?after={middle}")),
+        (
+            "listing, a page in the middle",
+            format!("/packages?after={middle}"),
+        ),
         ("search by a word", "/packages?q=sound".to_owned()),
         ("search by two prefixes", "/packages?q=ser+pars".to_owned()),
         ("search, page 3", "/packages?q=async&page=3".to_owned()),
@@ -236,7 +299,10 @@ async fn measure(label: &str, packages: &[Package]) -> anyhow::Result<()> {
             p50.as_secs_f64() / health.as_secs_f64()
         );
     }
-    println!("web: {label}: the most depended-upon package, {}, has {} dependents", top.0, top.1);
+    println!(
+        "web: {label}: the most depended-upon package, {}, has {} dependents",
+        top.0, top.1
+    );
     for (what, q, after, page) in [
         ("listing, first page", "", "", 1),
         ("listing, a page in the middle", "", middle, 1),
@@ -244,7 +310,10 @@ async fn measure(label: &str, packages: &[Package]) -> anyhow::Result<()> {
         ("search, page 3", "async", "", 3),
     ] {
         let alone = time_service(&app, q, after, page, n).await?;
-        println!("web: {label}: {what}: the use case alone (database and view) p50 {:.2} ms", ms(alone));
+        println!(
+            "web: {label}: {what}: the use case alone (database and view) p50 {:.2} ms",
+            ms(alone)
+        );
     }
     let indexed = time_service(&app, "sound", "", 1, n).await?;
     let scan = time_scan(&app, "sound", 5).await?;
@@ -267,7 +336,10 @@ fn main() -> anyhow::Result<()> {
         let packages = read_crates(&path)?;
         rt.block_on(measure("crates.io 2019", &packages))?;
     } else {
-        println!("web: {} is missing; the crates.io figures are skipped", path.display());
+        println!(
+            "web: {} is missing; the crates.io figures are skipped",
+            path.display()
+        );
     }
     let scale = std::env::var("HOLDQ_BENCH_WEB_PACKAGES")
         .ok()

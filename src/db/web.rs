@@ -77,11 +77,13 @@ pub async fn delete_session(conn: &mut Conn, id_hash: &str) -> sqlx::Result<()> 
 
 /// Forgets the sessions that expired; returns how many.
 pub async fn delete_expired_sessions(conn: &mut Conn) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
-        .bind(now_ms())
-        .execute(conn)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1")
+            .bind(now_ms())
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// A stable package as the package listing shows it.
@@ -101,9 +103,11 @@ pub async fn list_packages(
     limit: i64,
 ) -> sqlx::Result<Vec<ListedRow>> {
     let sql = match backend {
+        // CROSS JOIN keeps SQLite from scanning the whole index first: it
+        // walks the names in order and looks each up by rowid.
         Backend::Sqlite => {
             "SELECT s.name, s.version, s.description, p.state FROM packages p \
-             JOIN package_search s ON s.rowid = p.id \
+             CROSS JOIN package_search s ON s.rowid = p.id \
              WHERE p.name > $1 ORDER BY p.name LIMIT $2"
         }
         Backend::Postgres => {
@@ -120,8 +124,10 @@ pub async fn list_packages(
 }
 
 /// Up to `limit` stable packages matching every word of `words` (each a
-/// prefix of a word of the name or the description), from `offset`: an
-/// exact name first, then by relevance.
+/// prefix of a word of the name or the description), from `offset`: the
+/// exact name first, then the names holding the first word, then by name.
+/// (Not by a relevance score: scoring every match of a common word costs
+/// what a page may not, at ten times crates.io's size.)
 pub async fn search_packages(
     conn: &mut Conn,
     backend: Backend,
@@ -130,6 +136,7 @@ pub async fn search_packages(
     limit: i64,
 ) -> sqlx::Result<Vec<ListedRow>> {
     let exact = words.join("-");
+    let first = words.first().cloned().unwrap_or_default();
     let (sql, query) = match backend {
         // Words are made of letters and digits only (see the service), so
         // quoting them is all the escaping either query language needs.
@@ -137,7 +144,7 @@ pub async fn search_packages(
             "SELECT s.name, s.version, s.description, p.state FROM package_search s \
              JOIN packages p ON p.id = s.rowid \
              WHERE package_search MATCH $1 \
-             ORDER BY (s.name = $2) DESC, rank, s.name LIMIT $3 OFFSET $4",
+             ORDER BY (s.name = $2) DESC, (instr(s.name, $5) = 0), s.name LIMIT $3 OFFSET $4",
             words
                 .iter()
                 .map(|w| format!("\"{w}\"*"))
@@ -148,8 +155,7 @@ pub async fn search_packages(
             "SELECT s.name, s.version, s.description, p.state FROM package_search s \
              JOIN packages p ON p.id = s.package_id \
              WHERE s.document @@ to_tsquery('simple', $1) \
-             ORDER BY (s.name = $2) DESC, ts_rank(s.document, to_tsquery('simple', $1)) DESC, \
-             s.name LIMIT $3 OFFSET $4",
+             ORDER BY (s.name = $2) DESC, (strpos(s.name, $5) = 0), s.name LIMIT $3 OFFSET $4",
             words
                 .iter()
                 .map(|w| format!("{w}:*"))
@@ -162,15 +168,20 @@ pub async fn search_packages(
         .bind(exact)
         .bind(limit)
         .bind(offset)
+        .bind(first)
         .fetch_all(conn)
         .await
 }
 
 /// How many packages are in the search index (stable packages).
-pub async fn count_packages(conn: &mut Conn) -> sqlx::Result<i64> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM package_search")
-        .fetch_one(conn)
-        .await?;
+pub async fn count_packages(conn: &mut Conn, backend: Backend) -> sqlx::Result<i64> {
+    // Counting an FTS5 table reads every document; its content table (a
+    // plain table FTS5 keeps beside it, `<name>_content`) has a row each.
+    let sql = match backend {
+        Backend::Sqlite => "SELECT COUNT(*) FROM package_search_content",
+        Backend::Postgres => "SELECT COUNT(*) FROM package_search",
+    };
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(conn).await?;
     Ok(n)
 }
 
@@ -262,13 +273,15 @@ pub async fn tokens_of(conn: &mut Conn, user_id: i64) -> sqlx::Result<Vec<TokenR
 
 /// Deletes token `id` of `user_id` (its sessions go with it); whether it was theirs.
 pub async fn delete_token(conn: &mut Conn, user_id: i64, id: i64) -> sqlx::Result<bool> {
-    Ok(sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(user_id)
-        .execute(conn)
-        .await?
-        .rows_affected()
-        == 1)
+    Ok(
+        sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
 }
 
 /// The names of the packages `user_id` owns.

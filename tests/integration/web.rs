@@ -36,7 +36,13 @@ async fn a_maintainer_who_is_not_an_owner_sees_the_state_but_not_the_logs_on_the
     let id = app
         .upload_ok(
             &ada,
-            package_building("wave", "1.0.0", &[], "echo the-build-log-line; exit 3", None),
+            package_building(
+                "wave",
+                "1.0.0",
+                &[],
+                "echo the-build-log-line; exit 3",
+                None,
+            ),
         )
         .await;
     app.drain().await;
@@ -49,7 +55,12 @@ async fn a_maintainer_who_is_not_an_owner_sees_the_state_but_not_the_logs_on_the
     assert!(seen.body.contains("rejected: build@"), "{}", seen.body);
     assert!(seen.body.contains("the-build-log-line"), "{}", seen.body);
     assert!(seen.body.contains("ada@example.org"), "{}", seen.body);
-    let log = owner.get(&format!("{page}/checks/build@{}/log", app.app.config.platforms[0].name)).await;
+    let log = owner
+        .get(&format!(
+            "{page}/checks/build@{}/log",
+            app.app.config.platforms[0].name
+        ))
+        .await;
     assert_eq!(log.status, StatusCode::OK, "{}", log.body);
     assert!(log.body.contains("the-build-log-line"));
 
@@ -61,7 +72,12 @@ async fn a_maintainer_who_is_not_an_owner_sees_the_state_but_not_the_logs_on_the
     assert!(!seen.body.contains("the-build-log-line"), "{}", seen.body);
     assert!(!seen.body.contains("ada@example.org"), "{}", seen.body);
     assert!(seen.body.contains("score"), "{}", seen.body);
-    let log = other.get(&format!("{page}/checks/build@{}/log", app.app.config.platforms[0].name)).await;
+    let log = other
+        .get(&format!(
+            "{page}/checks/build@{}/log",
+            app.app.config.platforms[0].name
+        ))
+        .await;
     assert_eq!(log.status, StatusCode::FORBIDDEN, "{}", log.body);
     assert!(!log.body.contains("the-build-log-line"));
 
@@ -101,9 +117,19 @@ async fn signing_in_sets_an_http_only_session_that_signing_out_ends(db: TestDb) 
         .unwrap();
     let resp = no_redirects
         .post(app.url("/signin"))
-        .header("cookie", format!("holdq_csrf={}", browser.cookie("holdq_csrf").unwrap()))
+        .header(
+            "cookie",
+            format!("holdq_csrf={}", browser.cookie("holdq_csrf").unwrap()),
+        )
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", ada.as_str()), ("csrf", &csrf), ("next", "/queue")]).unwrap())
+        .body(
+            serde_urlencoded::to_string([
+                ("token", ada.as_str()),
+                ("csrf", &csrf),
+                ("next", "/queue"),
+            ])
+            .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -115,11 +141,21 @@ async fn signing_in_sets_an_http_only_session_that_signing_out_ends(db: TestDb) 
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    let session = set.iter().find(|c| c.starts_with("holdq_session=")).expect("a session cookie");
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("holdq_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
     assert!(!session.contains("Secure"), "plain http: {session}");
     // Only the id's hash is stored.
-    let value = session.trim_start_matches("holdq_session=").split(';').next().unwrap();
+    let value = session
+        .trim_start_matches("holdq_session=")
+        .split(';')
+        .next()
+        .unwrap();
     let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM web_sessions WHERE id_hash = $1")
         .bind(value)
         .fetch_one(app.app.db.pool())
@@ -147,7 +183,10 @@ async fn signing_in_sets_an_http_only_session_that_signing_out_ends(db: TestDb) 
 async fn a_form_without_a_valid_csrf_token_is_refused_403(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let id = app
-        .upload_ok(&app.operator, package_building("wave", "1.0.0", &[], "true", None))
+        .upload_ok(
+            &app.operator,
+            package_building("wave", "1.0.0", &[], "true", None),
+        )
         .await;
     let mut browser = WebClient::new(&app);
     browser.sign_in(&app.operator).await;
@@ -157,7 +196,12 @@ async fn a_form_without_a_valid_csrf_token_is_refused_403(db: TestDb) {
         vec![("why", "wrong token"), ("csrf", "0123")],
     ] {
         let refused = browser.post(&cancel, &fields).await;
-        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{fields:?}: {}", refused.body);
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{fields:?}: {}",
+            refused.body
+        );
         assert!(refused.body.contains("CSRF"), "{}", refused.body);
     }
     let view = app.upload_view(id).await;
@@ -166,7 +210,10 @@ async fn a_form_without_a_valid_csrf_token_is_refused_403(db: TestDb) {
     // The sign-in form is guarded too (its token is a cookie's value).
     let mut stranger = WebClient::new(&app);
     let refused = stranger
-        .post("/signin", &[("token", app.operator.as_str()), ("csrf", "forged")])
+        .post(
+            "/signin",
+            &[("token", app.operator.as_str()), ("csrf", "forged")],
+        )
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 }
@@ -182,10 +229,16 @@ async fn an_operator_cancels_an_upload_through_the_form(db: TestDb) {
     let mut maintainer = WebClient::new(&app);
     maintainer.sign_in(&ada).await;
     let seen = maintainer.get(&page).await;
-    assert!(!seen.body.contains("id=\"cancel\""), "no cancel form for a maintainer");
+    assert!(
+        !seen.body.contains("id=\"cancel\""),
+        "no cancel form for a maintainer"
+    );
     let csrf = seen.csrf();
     let refused = maintainer
-        .post(&format!("{page}/cancel"), &[("why", "mine"), ("csrf", &csrf)])
+        .post(
+            &format!("{page}/cancel"),
+            &[("why", "mine"), ("csrf", &csrf)],
+        )
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 
@@ -195,13 +248,18 @@ async fn an_operator_cancels_an_upload_through_the_form(db: TestDb) {
     assert!(seen.body.contains("id=\"cancel\""), "{}", seen.body);
     let csrf = seen.csrf();
     let done = operator
-        .post(&format!("{page}/cancel"), &[("why", "broken mirror"), ("csrf", &csrf)])
+        .post(
+            &format!("{page}/cancel"),
+            &[("why", "broken mirror"), ("csrf", &csrf)],
+        )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location.as_deref(), Some(page.as_str()));
     let after = operator.get(&page).await;
     assert!(
-        after.body.contains("cancelled by an operator (broken mirror)"),
+        after
+            .body
+            .contains("cancelled by an operator (broken mirror)"),
         "{}",
         after.body
     );
@@ -210,31 +268,63 @@ async fn an_operator_cancels_an_upload_through_the_form(db: TestDb) {
 
 async fn search_finds_a_package_by_a_word_of_its_description_and_the_listing_pages(db: TestDb) {
     let app = TestApp::spawn(db).await;
-    app.upload_ok(&app.operator, described("sound-goodizer", "1.0.0", "Makes sound good", &[]))
-        .await;
-    app.upload_ok(&app.operator, described("libwave", "2.1.0", "Reads <script>alert(1)</script> WAV files", &[]))
-        .await;
+    app.upload_ok(
+        &app.operator,
+        described("sound-goodizer", "1.0.0", "Makes sound good", &[]),
+    )
+    .await;
+    app.upload_ok(
+        &app.operator,
+        described(
+            "libwave",
+            "2.1.0",
+            "Reads <script>alert(1)</script> WAV files",
+            &[],
+        ),
+    )
+    .await;
     for i in 0..55 {
-        app.upload_ok(&app.operator, described(&format!("filler{i:02}"), "0.1.0", "Nothing to see", &[]))
-            .await;
+        app.upload_ok(
+            &app.operator,
+            described(&format!("filler{i:02}"), "0.1.0", "Nothing to see", &[]),
+        )
+        .await;
     }
     app.drain().await;
     let mut browser = WebClient::new(&app);
 
     let found = browser.get("/packages?q=sound").await;
     assert_eq!(found.status, StatusCode::OK, "{}", found.body);
-    assert!(found.body.contains("/packages/sound-goodizer"), "{}", found.body);
+    assert!(
+        found.body.contains("/packages/sound-goodizer"),
+        "{}",
+        found.body
+    );
     assert!(!found.body.contains("/packages/libwave"), "{}", found.body);
     // By a word of the description, by a prefix, by a part of the name.
     for q in ["wav", "WAV files", "reads", "goodizer"] {
-        let found = browser.get(&format!("/packages?q={}", q.replace(' ', "+"))).await;
-        let wanted = if q == "goodizer" { "sound-goodizer" } else { "libwave" };
-        assert!(found.body.contains(&format!("/packages/{wanted}")), "{q}: {}", found.body);
+        let found = browser
+            .get(&format!("/packages?q={}", q.replace(' ', "+")))
+            .await;
+        let wanted = if q == "goodizer" {
+            "sound-goodizer"
+        } else {
+            "libwave"
+        };
+        assert!(
+            found.body.contains(&format!("/packages/{wanted}")),
+            "{q}: {}",
+            found.body
+        );
     }
     // A description stays text.
     assert!(!found.body.contains("<script>"), "{}", found.body);
     let page = browser.get("/packages?q=alert").await;
-    assert!(page.body.contains("&lt;script&gt;alert(1)"), "{}", page.body);
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)"),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("<script>"), "{}", page.body);
     // Query syntax is not the index's: it finds nothing, and does not fail.
     for q in ["%22%2A%20OR", "NEAR(", "a%26b%7C!", "%27%3B--"] {
@@ -245,11 +335,22 @@ async fn search_finds_a_package_by_a_word_of_its_description_and_the_listing_pag
     // 57 packages: 50 on the first page, the rest after the last one.
     let first = browser.get("/packages").await;
     assert!(first.body.contains("57 stable packages"), "{}", first.body);
-    assert_eq!(first.body.matches("<tr><td><a href=\"/packages/").count(), 50);
-    let next = first.body.split("rel=\"next\" href=\"").nth(1).expect("a next page");
+    assert_eq!(
+        first.body.matches("<tr><td><a href=\"/packages/").count(),
+        50
+    );
+    let next = first
+        .body
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .expect("a next page");
     let next = next[..next.find('"').unwrap()].replace("&amp;", "&");
     let second = browser.get(&next).await;
-    assert_eq!(second.body.matches("<tr><td><a href=\"/packages/").count(), 7, "{next}");
+    assert_eq!(
+        second.body.matches("<tr><td><a href=\"/packages/").count(),
+        7,
+        "{next}"
+    );
     assert!(second.body.contains("/packages/sound-goodizer"));
 }
 
@@ -258,11 +359,17 @@ async fn a_package_page_shows_versions_build_metadata_dependents_and_the_obsolet
 ) {
     let app = TestApp::spawn(db).await;
     let build = "mkdir -p $HOLDQ_DESTDIR/usr/bin && echo x > $HOLDQ_DESTDIR/usr/bin/wavectl";
-    app.upload_ok(&app.operator, package_building("libwave", "2.1.0", &[], build, None))
-        .await;
+    app.upload_ok(
+        &app.operator,
+        package_building("libwave", "2.1.0", &[], build, None),
+    )
+    .await;
     app.drain().await;
-    app.upload_ok(&app.operator, package_building("player", "1.0.0", &[("libwave", "^2.1")], "true", None))
-        .await;
+    app.upload_ok(
+        &app.operator,
+        package_building("player", "1.0.0", &[("libwave", "^2.1")], "true", None),
+    )
+    .await;
     app.drain().await;
     let obsoleted = app
         .http
@@ -272,7 +379,11 @@ async fn a_package_page_shows_versions_build_metadata_dependents_and_the_obsolet
         .send()
         .await
         .unwrap();
-    assert!(obsoleted.status().is_success(), "{:?}", obsoleted.text().await);
+    assert!(
+        obsoleted.status().is_success(),
+        "{:?}",
+        obsoleted.text().await
+    );
 
     let mut browser = WebClient::new(&app);
     let page = browser.get("/packages/libwave").await;
@@ -280,12 +391,28 @@ async fn a_package_page_shows_versions_build_metadata_dependents_and_the_obsolet
     assert!(page.body.contains("id=\"obsolete\""), "{}", page.body);
     assert!(page.body.contains("unmaintained upstream"), "{}", page.body);
     assert!(page.body.contains("2.1.0"));
-    assert!(page.body.contains("usr&#x2f;bin&#x2f;wavectl"), "executables: {}", page.body);
-    assert!(page.body.contains("/packages/player"), "dependents: {}", page.body);
+    assert!(
+        page.body.contains("usr&#x2f;bin&#x2f;wavectl"),
+        "executables: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("/packages/player"),
+        "dependents: {}",
+        page.body
+    );
     let player = browser.get("/packages/player").await;
     assert!(player.body.contains("/packages/libwave"), "{}", player.body);
-    assert!(player.body.contains("→ 2.1.0"), "resolved version: {}", player.body);
-    assert!(player.body.contains("&lt;=2.1.0"), "the pin: {}", player.body);
+    assert!(
+        player.body.contains("→ 2.1.0"),
+        "resolved version: {}",
+        player.body
+    );
+    assert!(
+        player.body.contains("&lt;=2.1.0"),
+        "the pin: {}",
+        player.body
+    );
 }
 
 async fn bad_input_answers_404_or_401_and_never_500(db: TestDb) {
@@ -316,12 +443,18 @@ async fn bad_input_answers_404_or_401_and_never_500(db: TestDb) {
     ] {
         let got = browser.get(path).await;
         assert_eq!(got.status, status, "{path}: {}", got.body);
-        assert!(got.body.contains("<html"), "{path} answers a page: {}", got.body);
+        assert!(
+            got.body.contains("<html"),
+            "{path} answers a page: {}",
+            got.body
+        );
     }
     let id = app
         .upload_ok(&ada, package_building("wave", "1.0.0", &[], "true", None))
         .await;
-    let got = browser.get(&format!("/uploads/{id}/checks/no-such-check/log")).await;
+    let got = browser
+        .get(&format!("/uploads/{id}/checks/no-such-check/log"))
+        .await;
     assert_eq!(got.status, StatusCode::NOT_FOUND, "{}", got.body);
 }
 
@@ -334,31 +467,57 @@ async fn the_account_page_makes_a_token_once_and_revoking_a_token_ends_its_sessi
     browser.sign_in(&ada).await;
     let page = browser.get("/account").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(page.body.contains("/packages/wave"), "owned packages: {}", page.body);
+    assert!(
+        page.body.contains("/packages/wave"),
+        "owned packages: {}",
+        page.body
+    );
     assert_eq!(page.body.matches("/revoke\"").count(), 1, "{}", page.body);
 
     let made = browser
         .post("/account/tokens", &[("csrf", &page.csrf())])
         .await;
     assert_eq!(made.status, StatusCode::OK, "{}", made.body);
-    let at = made.body.find("<pre class=\"log\">hq_").expect("the new token, shown once");
+    let at = made
+        .body
+        .find("<pre class=\"log\">hq_")
+        .expect("the new token, shown once");
     let token = &made.body[at + "<pre class=\"log\">".len()..];
     let token = token[..token.find('<').unwrap()].to_owned();
-    assert_eq!(app.get(Some(&token), "/api/v1/me").await.status, StatusCode::OK);
+    assert_eq!(
+        app.get(Some(&token), "/api/v1/me").await.status,
+        StatusCode::OK
+    );
     let again = browser.get("/account").await;
     assert!(!again.body.contains(&token), "shown only once");
     assert_eq!(again.body.matches("/revoke\"").count(), 2);
 
     // Revoke the token this session signed in with: the session ends.
-    let first = again.body.split("action=\"/account/tokens/").nth(1).unwrap();
+    let first = again
+        .body
+        .split("action=\"/account/tokens/")
+        .nth(1)
+        .unwrap();
     let first_id = &first[..first.find('/').unwrap()];
     let done = browser
-        .post(&format!("/account/tokens/{first_id}/revoke"), &[("csrf", &again.csrf())])
+        .post(
+            &format!("/account/tokens/{first_id}/revoke"),
+            &[("csrf", &again.csrf())],
+        )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert_eq!(app.get(Some(&ada), "/api/v1/me").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(browser.get("/account").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.get(Some(&token), "/api/v1/me").await.status, StatusCode::OK);
+    assert_eq!(
+        app.get(Some(&ada), "/api/v1/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        browser.get("/account").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get(Some(&token), "/api/v1/me").await.status,
+        StatusCode::OK
+    );
 }
 
 async fn an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_forms(db: TestDb) {
@@ -368,9 +527,20 @@ async fn an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_for
     maintainer.sign_in(&ada).await;
     let page = maintainer.get("/passmark").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert!(!page.body.contains("id=\"change\""), "no form for a maintainer");
+    assert!(
+        !page.body.contains("id=\"change\""),
+        "no form for a maintainer"
+    );
     let refused = maintainer
-        .post("/passmark", &[("key", "threshold"), ("value", "0.5"), ("why", "x"), ("csrf", &page.csrf())])
+        .post(
+            "/passmark",
+            &[
+                ("key", "threshold"),
+                ("value", "0.5"),
+                ("why", "x"),
+                ("csrf", &page.csrf()),
+            ],
+        )
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 
@@ -378,25 +548,52 @@ async fn an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_for
     operator.sign_in(&app.operator).await;
     let page = operator.get("/passmark").await;
     let bad = operator
-        .post("/passmark", &[("key", "threshold"), ("value", "2"), ("why", "x"), ("csrf", &page.csrf())])
+        .post(
+            "/passmark",
+            &[
+                ("key", "threshold"),
+                ("value", "2"),
+                ("why", "x"),
+                ("csrf", &page.csrf()),
+            ],
+        )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     assert!(bad.body.contains("between 0 and 1"), "{}", bad.body);
     let done = operator
-        .post("/passmark", &[("key", "threshold"), ("value", "0.75"), ("why", "flaky farm"), ("csrf", &page.csrf())])
+        .post(
+            "/passmark",
+            &[
+                ("key", "threshold"),
+                ("value", "0.75"),
+                ("why", "flaky farm"),
+                ("csrf", &page.csrf()),
+            ],
+        )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     let page = operator.get("/passmark").await;
-    assert!(page.body.contains("flaky farm") && page.body.contains("0.75"), "{}", page.body);
+    assert!(
+        page.body.contains("flaky farm") && page.body.contains("0.75"),
+        "{}",
+        page.body
+    );
 
     let platform = app.app.config.platforms[0].name.to_string();
     let workers = operator.get("/workers").await;
     let paused = operator
-        .post(&format!("/platforms/{platform}/pause"), &[("csrf", &workers.csrf())])
+        .post(
+            &format!("/platforms/{platform}/pause"),
+            &[("csrf", &workers.csrf())],
+        )
         .await;
     assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
     let workers = operator.get("/workers").await;
     assert!(workers.body.contains("Resume"), "{}", workers.body);
     let seen = maintainer.get("/workers").await;
-    assert!(seen.body.contains("paused") && !seen.body.contains("Resume"), "{}", seen.body);
+    assert!(
+        seen.body.contains("paused") && !seen.body.contains("Resume"),
+        "{}",
+        seen.body
+    );
 }

@@ -26,7 +26,10 @@ async fn obsolete(app: &TestApp, name: &str, reason: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(holdq_chromium), ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)")]
+#[cfg_attr(
+    not(holdq_chromium),
+    ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+)]
 async fn a_maintainer_finds_an_upload_in_the_queue_and_sees_it_build_then_turn_accepted() {
     // The build waits for a file in a directory the checks see read-only,
     // so the test decides when it ends.
@@ -43,10 +46,7 @@ async fn a_maintainer_finds_an_upload_in_the_queue_and_sees_it_build_then_turn_a
     app.start_workers().await;
     let ada = app.user("ada@example.org").await;
     let open = gate.path().join("open");
-    let build = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done",
-        open.display()
-    );
+    let build = format!("while [ ! -e {} ]; do sleep 0.05; done", open.display());
     let id = app
         .upload_ok(&ada, package_building("wave", "1.0.0", &[], &build, None))
         .await;
@@ -55,7 +55,9 @@ async fn a_maintainer_finds_an_upload_in_the_queue_and_sees_it_build_then_turn_a
     browser.sign_in(&app.base, &ada).await;
     browser.goto(&format!("{}/", app.base)).await;
     browser.wait_for_text("#queue", "wave 1.0.0", LONG).await;
-    browser.click(&format!("#queue a[href='/uploads/{id}']")).await;
+    browser
+        .click(&format!("#queue a[href='/uploads/{id}']"))
+        .await;
     let building = browser.wait_for_text("#status", "building on", LONG).await;
     assert!(building.contains("checks left"), "{building}");
     browser.screenshot("building").await;
@@ -63,7 +65,10 @@ async fn a_maintainer_finds_an_upload_in_the_queue_and_sees_it_build_then_turn_a
     std::fs::write(&open, "").unwrap();
     // The page refreshes itself: the test never reloads it.
     let accepted = browser.wait_for_text("#status", "accepted", LONG).await;
-    assert!(accepted.contains("promoted into the stable repository"), "{accepted}");
+    assert!(
+        accepted.contains("promoted into the stable repository"),
+        "{accepted}"
+    );
     let url = browser.client.current_url().await.unwrap();
     assert_eq!(url.path(), format!("/uploads/{id}"));
     let timeline = browser.text("#timeline").await.unwrap();
@@ -72,7 +77,10 @@ async fn a_maintainer_finds_an_upload_in_the_queue_and_sees_it_build_then_turn_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(holdq_chromium), ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)")]
+#[cfg_attr(
+    not(holdq_chromium),
+    ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+)]
 async fn a_rejected_upload_shows_its_owner_the_failing_log_tail_and_the_score_against_the_pass_mark_but_not_another_maintainer()
  {
     let app = TestApp::spawn(TestDb::Sqlite).await;
@@ -93,7 +101,10 @@ async fn a_rejected_upload_shows_its_owner_the_failing_log_tail_and_the_score_ag
     assert!(failing.contains("missing semicolon"), "{failing}");
     let score = browser.text("#score").await.unwrap();
     assert!(score.contains("against the pass mark 1.00"), "{score}");
-    assert!(score.contains("Score 0.50"), "2 of 4 checks passed: {score}");
+    assert!(
+        score.contains("Score 0.50"),
+        "2 of 4 checks passed: {score}"
+    );
     browser.close().await;
 
     let browser = Browser::open("rejected-upload-other-maintainer").await;
@@ -110,7 +121,10 @@ async fn a_rejected_upload_shows_its_owner_the_failing_log_tail_and_the_score_ag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(holdq_chromium), ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)")]
+#[cfg_attr(
+    not(holdq_chromium),
+    ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+)]
 async fn an_operator_signs_in_and_cancels_an_upload_through_the_form() {
     let app = TestApp::spawn(TestDb::Sqlite).await;
     let ada = app.user("ada@example.org").await;
@@ -121,7 +135,9 @@ async fn an_operator_signs_in_and_cancels_an_upload_through_the_form() {
     let browser = Browser::open("operator-cancels").await;
     browser.sign_in(&app.base, &app.operator).await;
     browser.goto(&format!("{}/uploads/{id}", app.base)).await;
-    browser.fill("#cancel input[name=why]", "the mirror is broken").await;
+    browser
+        .fill("#cancel input[name=why]", "the mirror is broken")
+        .await;
     browser.click("#cancel button[type=submit]").await;
     let status = browser
         .wait_for_text("#status", "cancelled by an operator", LONG)
@@ -132,7 +148,10 @@ async fn an_operator_signs_in_and_cancels_an_upload_through_the_form() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(holdq_chromium), ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)")]
+#[cfg_attr(
+    not(holdq_chromium),
+    ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+)]
 async fn the_package_website_searches_descriptions_and_shows_versions_metadata_dependents_and_the_obsolete_banner()
  {
     let app = TestApp::spawn(TestDb::Sqlite).await;
@@ -142,8 +161,11 @@ async fn the_package_website_searches_descriptions_and_shows_versions_metadata_d
     app.drain().await;
     let player = manifest("player", "1.0.0", &[("libwave", "^2.1")])
         .replace("A test package", "Plays <b>sound</b> through libwave");
-    app.upload_ok(&app.operator, package_with_manifest("player-1.0.0", &player))
-        .await;
+    app.upload_ok(
+        &app.operator,
+        package_with_manifest("player-1.0.0", &player),
+    )
+    .await;
     app.drain().await;
     obsolete(&app, "libwave", "superseded by libsound").await;
 
@@ -153,17 +175,28 @@ async fn the_package_website_searches_descriptions_and_shows_versions_metadata_d
     browser.click("form.search button").await;
     let results = browser.wait_for_text("#packages", "player", LONG).await;
     assert!(!results.contains("libwave 2.1.0"), "{results}");
-    assert!(results.contains("Plays <b>sound</b>"), "markup stays text: {results}");
+    assert!(
+        results.contains("Plays <b>sound</b>"),
+        "markup stays text: {results}"
+    );
     browser.click("#packages a[href='/packages/player']").await;
     let versions = browser.wait_for_text("#versions", "1.0.0", LONG).await;
     assert!(versions.contains("libwave ^2.1 → 2.1.0"), "{versions}");
     browser.screenshot("player").await;
 
-    browser.goto(&format!("{}/packages/libwave", app.base)).await;
-    let banner = browser.text("#obsolete").await.expect("the obsolete banner");
+    browser
+        .goto(&format!("{}/packages/libwave", app.base))
+        .await;
+    let banner = browser
+        .text("#obsolete")
+        .await
+        .expect("the obsolete banner");
     assert!(banner.contains("superseded by libsound"), "{banner}");
     let versions = browser.text("#versions").await.unwrap();
-    assert!(versions.contains("2.1.0") && versions.contains("usr/bin/wavectl"), "{versions}");
+    assert!(
+        versions.contains("2.1.0") && versions.contains("usr/bin/wavectl"),
+        "{versions}"
+    );
     assert!(versions.contains("installed size"), "{versions}");
     let dependents = browser.text("#dependents").await.unwrap();
     assert!(dependents.contains("player"), "{dependents}");

@@ -16,7 +16,12 @@ use crate::service::web::account;
 pub(super) fn routes() -> Vec<Entry> {
     vec![
         entry(Method::GET, "/account", Action::ReadAccount, show_account),
-        entry(Method::POST, "/account/tokens", Action::ReadAccount, create_token),
+        entry(
+            Method::POST,
+            "/account/tokens",
+            Action::ReadAccount,
+            create_token,
+        ),
         entry(
             Method::POST,
             "/account/tokens/{id}/revoke",
@@ -66,8 +71,16 @@ async fn revoke_token(
         let id: i64 = id
             .parse()
             .map_err(|_| WebError::not_found(format!("no token {id:?}")))?;
-        if !account::revoke_token(&app, user, id).await.map_err(internal)? {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("you have no token {id}")).into());
+        if !account::revoke_token(&app, user, id)
+            .await
+            .map_err(internal)?
+        {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("you have no token {id}"),
+            )
+            .into());
         }
         // Revoking the token this visitor signed in with signs them out.
         let signed_in = visitor.still_signed_in(&app).await.map_err(internal)?;

@@ -41,7 +41,10 @@ pub(super) fn parse_form<T: DeserializeOwned>(body: &Bytes) -> Result<T, WebErro
 
 /// A form of a signed-in visitor: its CSRF token first (403 when it is
 /// missing or wrong), then its fields (400).
-pub(super) fn checked_form<T: DeserializeOwned>(visitor: &Visitor, body: &Bytes) -> Result<T, WebError> {
+pub(super) fn checked_form<T: DeserializeOwned>(
+    visitor: &Visitor,
+    body: &Bytes,
+) -> Result<T, WebError> {
     let sent: CsrfOnly = serde_urlencoded::from_bytes(body).unwrap_or_default();
     visitor.check_csrf(&sent.csrf)?;
     parse_form(body)
@@ -85,10 +88,12 @@ async fn sign_in(State(app): State<App>, visitor: Visitor, body: Bytes) -> Respo
     let result: PageResult = async {
         let form: SignInForm = parse_form(&body)?;
         visitor.check_csrf(&form.csrf)?;
-        let signed_in = sessions::sign_in(&app, &form.token).await.map_err(|e| match e {
-            SignInError::BadToken => WebError::from(ApiError::unauthorized(e.to_string())),
-            SignInError::Db(e) => ApiError::internal(e.into()).into(),
-        })?;
+        let signed_in = sessions::sign_in(&app, &form.token)
+            .await
+            .map_err(|e| match e {
+                SignInError::BadToken => WebError::from(ApiError::unauthorized(e.to_string())),
+                SignInError::Db(e) => ApiError::internal(e.into()).into(),
+            })?;
         let mut response = see_other(local_path(form.next.as_deref()));
         let ttl = app.config.web.session_ttl.as_secs();
         let headers = response.headers_mut();
@@ -96,7 +101,10 @@ async fn sign_in(State(app): State<App>, visitor: Visitor, body: Bytes) -> Respo
             header::SET_COOKIE,
             cookie_header(&app, SESSION_COOKIE, &signed_in.cookie, Some(ttl)),
         );
-        headers.append(header::SET_COOKIE, cookie_header(&app, FORM_COOKIE, "", Some(0)));
+        headers.append(
+            header::SET_COOKIE,
+            cookie_header(&app, FORM_COOKIE, "", Some(0)),
+        );
         Ok(response)
     }
     .await;
@@ -119,9 +127,10 @@ async fn sign_out(State(app): State<App>, visitor: Visitor, body: Bytes) -> Resp
                 .map_err(|e| ApiError::internal(e.into()))?;
         }
         let mut response = see_other("/");
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, cookie_header(&app, SESSION_COOKIE, "", Some(0)));
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            cookie_header(&app, SESSION_COOKIE, "", Some(0)),
+        );
         Ok(response)
     }
     .await;

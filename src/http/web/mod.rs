@@ -38,17 +38,50 @@ pub(super) fn routes() -> Vec<Entry> {
 
 /// The templates compiled in, by name.
 const EMBEDDED: &[(&str, &str)] = &[
-    ("base.html.j2", include_str!("../../../templates/web/base.html.j2")),
-    ("error.html.j2", include_str!("../../../templates/web/error.html.j2")),
-    ("signin.html.j2", include_str!("../../../templates/web/signin.html.j2")),
-    ("queue.html.j2", include_str!("../../../templates/web/queue.html.j2")),
-    ("upload.html.j2", include_str!("../../../templates/web/upload.html.j2")),
-    ("workers.html.j2", include_str!("../../../templates/web/workers.html.j2")),
-    ("packages.html.j2", include_str!("../../../templates/web/packages.html.j2")),
-    ("package.html.j2", include_str!("../../../templates/web/package.html.j2")),
-    ("passmark.html.j2", include_str!("../../../templates/web/passmark.html.j2")),
-    ("account.html.j2", include_str!("../../../templates/web/account.html.j2")),
-    ("signin_form.html.j2", include_str!("../../../templates/web/signin_form.html.j2")),
+    (
+        "base.html.j2",
+        include_str!("../../../templates/web/base.html.j2"),
+    ),
+    (
+        "error.html.j2",
+        include_str!("../../../templates/web/error.html.j2"),
+    ),
+    (
+        "signin.html.j2",
+        include_str!("../../../templates/web/signin.html.j2"),
+    ),
+    (
+        "queue.html.j2",
+        include_str!("../../../templates/web/queue.html.j2"),
+    ),
+    (
+        "upload.html.j2",
+        include_str!("../../../templates/web/upload.html.j2"),
+    ),
+    (
+        "workers.html.j2",
+        include_str!("../../../templates/web/workers.html.j2"),
+    ),
+    (
+        "packages.html.j2",
+        include_str!("../../../templates/web/packages.html.j2"),
+    ),
+    (
+        "package.html.j2",
+        include_str!("../../../templates/web/package.html.j2"),
+    ),
+    (
+        "passmark.html.j2",
+        include_str!("../../../templates/web/passmark.html.j2"),
+    ),
+    (
+        "account.html.j2",
+        include_str!("../../../templates/web/account.html.j2"),
+    ),
+    (
+        "signin_form.html.j2",
+        include_str!("../../../templates/web/signin_form.html.j2"),
+    ),
 ];
 
 /// The stylesheet, served at `/static/holdq.css`.

@@ -18,10 +18,30 @@ use crate::service::{App, operators};
 pub(super) fn routes() -> Vec<Entry> {
     vec![
         entry(Method::GET, "/passmark", Action::ReadQueue, show_passmark),
-        entry(Method::POST, "/passmark", Action::TunePassMark, change_passmark),
-        entry(Method::POST, "/uploads/{id}/retry", Action::ControlQueue, retry_checks),
-        entry(Method::POST, "/platforms/{name}/pause", Action::ControlPlatforms, pause_platform),
-        entry(Method::POST, "/platforms/{name}/resume", Action::ControlPlatforms, resume_platform),
+        entry(
+            Method::POST,
+            "/passmark",
+            Action::TunePassMark,
+            change_passmark,
+        ),
+        entry(
+            Method::POST,
+            "/uploads/{id}/retry",
+            Action::ControlQueue,
+            retry_checks,
+        ),
+        entry(
+            Method::POST,
+            "/platforms/{name}/pause",
+            Action::ControlPlatforms,
+            pause_platform,
+        ),
+        entry(
+            Method::POST,
+            "/platforms/{name}/resume",
+            Action::ControlPlatforms,
+            resume_platform,
+        ),
     ]
 }
 
@@ -90,7 +110,13 @@ async fn retry_checks(
     respond(&app, &visitor, result)
 }
 
-async fn set_paused(app: &App, visitor: &Visitor, name: &str, body: &Bytes, paused: bool) -> PageResult {
+async fn set_paused(
+    app: &App,
+    visitor: &Visitor,
+    name: &str,
+    body: &Bytes,
+    paused: bool,
+) -> PageResult {
     let user = visitor.require_user()?;
     authorize(Some(user), Action::ControlPlatforms, None)?;
     let _: super::forms::CsrfOnly = checked_form(visitor, body)?;

@@ -17,7 +17,12 @@ use crate::service::web::packages;
 pub(super) fn routes() -> Vec<Entry> {
     vec![
         entry(Method::GET, "/packages", Action::ReadStable, list_packages),
-        entry(Method::GET, "/packages/{name}", Action::ReadStable, show_package),
+        entry(
+            Method::GET,
+            "/packages/{name}",
+            Action::ReadStable,
+            show_package,
+        ),
     ]
 }
 

@@ -27,7 +27,12 @@ pub(super) fn routes() -> Vec<Entry> {
             show_check_log,
         ),
         entry(Method::GET, "/workers", Action::ReadQueue, show_workers),
-        entry(Method::GET, "/static/holdq.css", Action::ReadStable, super::stylesheet),
+        entry(
+            Method::GET,
+            "/static/holdq.css",
+            Action::ReadStable,
+            super::stylesheet,
+        ),
     ]
 }
 
@@ -39,14 +44,29 @@ struct QueueFilter {
 }
 
 async fn queue(app: &App, visitor: &Visitor, filter: &QueueFilter) -> PageResult {
-    let mine = filter.mine.as_deref().is_some_and(|m| !m.is_empty() && m != "0");
+    let mine = filter
+        .mine
+        .as_deref()
+        .is_some_and(|m| !m.is_empty() && m != "0");
     let page = queue_page::queue_page(app, visitor.viewer(app), mine).await?;
     Ok(Page::new("queue.html.j2", "Holding queue", page).render(app, visitor))
 }
 
-async fn home(State(app): State<App>, visitor: Visitor, filter: Result<Query<QueueFilter>, QueryRejection>) -> Response {
-    if visitor.viewer(&app).authorize(Action::ReadQueue, None).is_ok() {
-        return respond(&app, &visitor, queue(&app, &visitor, &filter.map(|q| q.0).unwrap_or_default()).await);
+async fn home(
+    State(app): State<App>,
+    visitor: Visitor,
+    filter: Result<Query<QueueFilter>, QueryRejection>,
+) -> Response {
+    if visitor
+        .viewer(&app)
+        .authorize(Action::ReadQueue, None)
+        .is_ok()
+    {
+        return respond(
+            &app,
+            &visitor,
+            queue(&app, &visitor, &filter.map(|q| q.0).unwrap_or_default()).await,
+        );
     }
     #[derive(Serialize)]
     struct Welcome {
@@ -60,7 +80,11 @@ async fn show_queue(
     visitor: Visitor,
     filter: Result<Query<QueueFilter>, QueryRejection>,
 ) -> Response {
-    respond(&app, &visitor, queue(&app, &visitor, &filter.map(|q| q.0).unwrap_or_default()).await)
+    respond(
+        &app,
+        &visitor,
+        queue(&app, &visitor, &filter.map(|q| q.0).unwrap_or_default()).await,
+    )
 }
 
 async fn show_upload(State(app): State<App>, visitor: Visitor, Path(id): Path<String>) -> Response {
@@ -127,7 +151,10 @@ async fn show_workers(State(app): State<App>, visitor: Visitor) -> Response {
                 }
             })
             .collect();
-        Ok(Page::new("workers.html.j2", "Workers", WorkersPage { platforms }).render(&app, &visitor))
+        Ok(
+            Page::new("workers.html.j2", "Workers", WorkersPage { platforms })
+                .render(&app, &visitor),
+        )
     }
     .await;
     respond(&app, &visitor, result)

@@ -65,7 +65,8 @@ impl FromRequestParts<App> for Visitor {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let failed = |e: sqlx::Error| {
-            let err = super::ApiError::internal(anyhow::Error::new(e).context("reading the session"));
+            let err =
+                super::ApiError::internal(anyhow::Error::new(e).context("reading the session"));
             (StatusCode::INTERNAL_SERVER_ERROR, err.message).into_response()
         };
         let form_cookie = cookie(parts, FORM_COOKIE).map(str::to_owned);
@@ -120,7 +121,9 @@ impl Visitor {
 
     /// The signed-in user, or the policy's "sign in" (401).
     pub fn require_user(&self) -> Result<&User, WebError> {
-        self.user.as_ref().ok_or_else(|| Denied::SignInRequired.into())
+        self.user
+            .as_ref()
+            .ok_or_else(|| Denied::SignInRequired.into())
     }
 
     /// Refuses (403) a form whose CSRF token is not this visitor's.
@@ -169,7 +172,9 @@ pub fn cookie_header(app: &App, name: &str, value: &str, max_age: Option<u64>) -
     } else {
         ""
     };
-    let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    let age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}{age}"
     ))

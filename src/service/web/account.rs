@@ -61,7 +61,11 @@ pub async fn revoke_token(app: &App, user: &User, id: i64) -> Result<bool, sqlx:
     let mut conn = app.db.pool().acquire().await?;
     let revoked = db::web::delete_token(&mut conn, user.id, id).await?;
     if revoked {
-        tracing::info!(user.id = user.id, token.id = id, "API token revoked on the web");
+        tracing::info!(
+            user.id = user.id,
+            token.id = id,
+            "API token revoked on the web"
+        );
     }
     Ok(revoked)
 }

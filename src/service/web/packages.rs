@@ -78,7 +78,7 @@ pub async fn list_packages(
     let page = page.clamp(1, 10_000);
     let backend = app.db.backend();
     let mut conn = app.db.pool().acquire().await?;
-    let total = db::web::count_packages(&mut conn).await?;
+    let total = db::web::count_packages(&mut conn, backend).await?;
     let mut rows = if words.is_empty() {
         db::web::list_packages(&mut conn, backend, after, PAGE + 1).await?
     } else {
@@ -89,7 +89,9 @@ pub async fn list_packages(
     let packages = listed(rows);
     Ok(Listing {
         query: query.to_owned(),
-        next_after: (more && words.is_empty()).then(|| packages.last().map(|p| p.name.clone())).flatten(),
+        next_after: (more && words.is_empty())
+            .then(|| packages.last().map(|p| p.name.clone()))
+            .flatten(),
         next_page: (more && !words.is_empty()).then_some(page + 1),
         page,
         total,
@@ -156,7 +158,12 @@ fn build_page(platform: String, metadata: Option<&str>) -> BuildPage {
         duration_ms: m.duration_ms,
         installed_bytes: m.installed_bytes,
         files: m.files.len(),
-        executables: m.files.iter().filter(|f| is_executable(f)).cloned().collect(),
+        executables: m
+            .files
+            .iter()
+            .filter(|f| is_executable(f))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -178,7 +185,10 @@ pub async fn package_page(
         manifest.and_then(|m| serde_json::from_str(&m).ok());
     let mut by_version: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
     for b in builds {
-        by_version.entry(b.version).or_default().push((b.platform, b.metadata));
+        by_version
+            .entry(b.version)
+            .or_default()
+            .push((b.platform, b.metadata));
     }
     let versions = package
         .versions
@@ -220,7 +230,10 @@ pub async fn package_page(
         .cloned()
         .collect();
     Ok(PackagePage {
-        description: manifest.as_ref().map(|m| m.description.clone()).unwrap_or_default(),
+        description: manifest
+            .as_ref()
+            .map(|m| m.description.clone())
+            .unwrap_or_default(),
         license: manifest.map(|m| m.license).unwrap_or_default(),
         versions,
         dependents,

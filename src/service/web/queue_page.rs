@@ -31,7 +31,11 @@ pub struct Recent {
 }
 
 /// The queue as `viewer` may see it; with `mine`, only their uploads.
-pub async fn queue_page(app: &App, viewer: Viewer<'_>, mine: bool) -> Result<QueuePage, QueueError> {
+pub async fn queue_page(
+    app: &App,
+    viewer: Viewer<'_>,
+    mine: bool,
+) -> Result<QueuePage, QueueError> {
     let mut uploads = queue::list_queue(&app.db, viewer, None).await?;
     let me = viewer.user.filter(|_| mine).map(|u| u.id);
     let mut conn = app.db.pool().acquire().await?;

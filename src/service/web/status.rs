@@ -141,7 +141,11 @@ pub fn status_line(upload: &UploadView, capacity: &Capacity) -> String {
                     .filter(|c| c.state == "failed")
                     .map(CheckView::label)
                     .collect();
-                let named = if failed.is_empty() { &v.failed } else { &failed };
+                let named = if failed.is_empty() {
+                    &v.failed
+                } else {
+                    &failed
+                };
                 format!("rejected: {} failed", and_list(named))
             }
             Some(v) => format!(
@@ -238,7 +242,10 @@ mod tests {
                 busy: 2,
             },
         );
-        assert!(status_line(&u, &capacity).starts_with("waiting for a worker of linux-aarch64: all 2 are busy"));
+        assert!(
+            status_line(&u, &capacity)
+                .starts_with("waiting for a worker of linux-aarch64: all 2 are busy")
+        );
         capacity.paused.insert("linux-aarch64".into());
         assert!(status_line(&u, &capacity).contains("linux-aarch64 is paused"));
     }

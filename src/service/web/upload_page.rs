@@ -96,10 +96,12 @@ pub async fn upload_page(app: &App, viewer: Viewer<'_>, id: i64) -> Result<Uploa
     let capacity = capacity(app).await?;
     let threshold = match &upload.verdict {
         Some(v) => v.threshold,
-        None => passmark::current(app)
-            .await
-            .map_err(|e| QueueError::Db(sqlx::Error::Protocol(format!("{e:#}"))))?
-            .threshold,
+        None => {
+            passmark::current(app)
+                .await
+                .map_err(|e| QueueError::Db(sqlx::Error::Protocol(format!("{e:#}"))))?
+                .threshold
+        }
     };
     let timeline = timeline(app, &upload).await?;
     let (platforms, rows) = matrix(&upload);
@@ -131,8 +133,14 @@ pub async fn may_read_details(app: &App, viewer: Viewer<'_>, id: i64) -> Result<
     let row = db::uploads::get(&mut conn, id)
         .await?
         .ok_or(QueueError::NoSuchUpload(id))?;
-    match authz::authorize_on(&mut conn, user, Action::ReadUploadDetails, row.package_id, &row.name)
-        .await
+    match authz::authorize_on(
+        &mut conn,
+        user,
+        Action::ReadUploadDetails,
+        row.package_id,
+        &row.name,
+    )
+    .await
     {
         Ok(()) => Ok(true),
         Err(AuthzError::Denied(_)) => Ok(false),
@@ -270,7 +278,13 @@ fn score(checks: &[CheckView], threshold: f64) -> Score {
         .filter(|c| matches!(c.state.as_str(), "pending" | "running"))
         .map(|c| c.weight)
         .sum();
-    let ratio = |w: f64| if total_weight > 0.0 { w / total_weight } else { 0.0 };
+    let ratio = |w: f64| {
+        if total_weight > 0.0 {
+            w / total_weight
+        } else {
+            0.0
+        }
+    };
     Score {
         score: ratio(passed_weight),
         threshold,
@@ -329,14 +343,22 @@ async fn timeline(app: &App, upload: &UploadView) -> Result<Vec<Moment>, sqlx::E
     if !moments.iter().any(|(_, w)| w == "queued") {
         moments.push((upload.created_at.clone(), "queued".into()));
     }
-    if let Some(first) = upload.checks.iter().filter_map(|c| c.started_at.clone()).min() {
+    if let Some(first) = upload
+        .checks
+        .iter()
+        .filter_map(|c| c.started_at.clone())
+        .min()
+    {
         moments.push((first, "checks started".into()));
     }
     if let Some(v) = &upload.verdict {
         let verdict = if v.accepted { "accepted" } else { "rejected" };
         moments.push((
             v.decided_at.clone(),
-            format!("verdict: {verdict} (score {:.2}, pass mark {:.2})", v.score, v.threshold),
+            format!(
+                "verdict: {verdict} (score {:.2}, pass mark {:.2})",
+                v.score, v.threshold
+            ),
         ));
     }
     // RFC 3339 times in UTC sort as text; the sort is stable for ties.
@@ -349,12 +371,24 @@ async fn timeline(app: &App, upload: &UploadView) -> Result<Vec<Moment>, sqlx::E
 
 /// The whole kept log of the check `label` (`build@linux-x86_64`) of
 /// upload `id`: for the package's owners and operators.
-pub async fn check_log(app: &App, user: &User, id: i64, label: &str) -> Result<Option<String>, QueueError> {
+pub async fn check_log(
+    app: &App,
+    user: &User,
+    id: i64,
+    label: &str,
+) -> Result<Option<String>, QueueError> {
     let mut conn = app.db.pool().acquire().await?;
     let row = db::uploads::get(&mut conn, id)
         .await?
         .ok_or(QueueError::NoSuchUpload(id))?;
-    authz::authorize_on(&mut conn, user, Action::ReadUploadDetails, row.package_id, &row.name).await?;
+    authz::authorize_on(
+        &mut conn,
+        user,
+        Action::ReadUploadDetails,
+        row.package_id,
+        &row.name,
+    )
+    .await?;
     for check in db::checks::of_upload(&mut conn, id).await? {
         if queue::row_label(&check)? == label {
             return Ok(Some(check.log.unwrap_or_default()));

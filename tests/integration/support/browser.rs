@@ -124,12 +124,20 @@ impl Browser {
 
     /// Types into the field `css`.
     pub async fn fill(&self, css: &str, value: &str) {
-        let field = self.client.find(Locator::Css(css)).await.expect("the field");
+        let field = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .expect("the field");
         field.send_keys(value).await.expect("typing");
     }
 
     pub async fn click(&self, css: &str) {
-        let element = self.client.find(Locator::Css(css)).await.expect("the element");
+        let element = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .expect("the element");
         element.click().await.expect("a click");
     }
 
@@ -138,7 +146,8 @@ impl Browser {
         self.goto(&format!("{base}/signin")).await;
         self.fill("#signin input[name=token]", token).await;
         self.click("#signin button[type=submit]").await;
-        self.wait_for_text("nav", "Sign out", Duration::from_secs(20)).await;
+        self.wait_for_text("nav", "Sign out", Duration::from_secs(20))
+            .await;
     }
 
     /// Saves a screenshot as `target/tmp/web-screenshots/NAME[-suffix].png`.
