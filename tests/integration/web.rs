@@ -19,6 +19,8 @@ on_both_databases!(
     bad_input_answers_404_or_401_and_never_500,
     the_account_page_makes_a_token_once_and_revoking_a_token_ends_its_sessions,
     an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_forms,
+    an_owner_obsoletes_a_package_after_a_dry_run_preview,
+    a_public_queue_shows_states_to_anyone_but_never_logs,
 );
 
 /// An archive of `name` whose description is `description`.
@@ -596,4 +598,116 @@ async fn an_operator_changes_the_pass_mark_and_pauses_a_platform_through_the_for
         "{}",
         seen.body
     );
+}
+
+async fn an_owner_obsoletes_a_package_after_a_dry_run_preview(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = app.user("ada@example.org").await;
+    let eve = app.user("eve@example.org").await;
+    app.upload_ok(
+        &ada,
+        package_building("libwave", "2.1.0", &[], "true", None),
+    )
+    .await;
+    app.drain().await;
+    app.upload_ok(
+        &eve,
+        package_building("player", "1.0.0", &[("libwave", "^2.1")], "true", None),
+    )
+    .await;
+    app.drain().await;
+
+    let mut other = WebClient::new(&app);
+    other.sign_in(&eve).await;
+    let page = other.get("/packages/libwave").await;
+    assert!(
+        !page.body.contains("id=\"obsolete-form\""),
+        "eve does not own libwave"
+    );
+    let refused = other
+        .post(
+            "/packages/libwave/obsolete",
+            &[("reason", "mine now"), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    let mut owner = WebClient::new(&app);
+    owner.sign_in(&ada).await;
+    let page = owner.get("/packages/libwave").await;
+    assert!(page.body.contains("id=\"obsolete-form\""), "{}", page.body);
+    let preview = owner
+        .post(
+            "/packages/libwave/obsolete",
+            &[
+                ("reason", "use libsound"),
+                ("replacement", ""),
+                ("csrf", &page.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(
+        preview.body.contains("/packages/player"),
+        "the pin it would place: {}",
+        preview.body
+    );
+    assert!(preview.body.contains("&lt;=2.1.0"), "{}", preview.body);
+    let still = owner.get("/packages/libwave").await;
+    assert!(
+        !still.body.contains("id=\"obsolete\""),
+        "a dry run changes nothing"
+    );
+
+    let done = owner
+        .post(
+            "/packages/libwave/obsolete",
+            &[
+                ("reason", "use libsound"),
+                ("replacement", ""),
+                ("confirm", "yes"),
+                ("csrf", &preview.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let after = owner.get("/packages/libwave").await;
+    assert!(
+        after.body.contains("id=\"obsolete\"") && after.body.contains("use libsound"),
+        "{}",
+        after.body
+    );
+}
+
+async fn a_public_queue_shows_states_to_anyone_but_never_logs(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.web.public_queue = true).await;
+    let ada = app.user("ada@example.org").await;
+    let id = app
+        .upload_ok(
+            &ada,
+            package_building("wave", "1.0.0", &[], "echo secret-log-line; exit 1", None),
+        )
+        .await;
+    app.drain().await;
+    let mut anyone = WebClient::new(&app);
+    let page = anyone.get(&format!("/uploads/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("rejected: build@"), "{}", page.body);
+    assert!(!page.body.contains("secret-log-line") && !page.body.contains("ada@example.org"));
+    let queue = anyone.get("/").await;
+    assert!(
+        queue.body.contains(&format!("/uploads/{id}")),
+        "recent verdicts: {}",
+        queue.body
+    );
+    let label = format!("build@{}", app.app.config.platforms[0].name);
+    let log = anyone
+        .get(&format!("/uploads/{id}/checks/{label}/log"))
+        .await;
+    assert_eq!(log.status, StatusCode::UNAUTHORIZED);
+    // The API answers the same without a token.
+    let api = app.get(None, &format!("/api/v1/uploads/{id}")).await;
+    assert_eq!(api.status, StatusCode::OK, "{:?}", api.body);
+    assert!(!api.body.to_string().contains("secret-log-line"));
+    assert_eq!(app.get(None, "/api/v1/queue").await.status, StatusCode::OK);
 }

@@ -75,6 +75,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../templates/web/passmark.html.j2"),
     ),
     (
+        "obsolete.html.j2",
+        include_str!("../../../templates/web/obsolete.html.j2"),
+    ),
+    (
         "account.html.j2",
         include_str!("../../../templates/web/account.html.j2"),
     ),
@@ -260,4 +264,26 @@ pub fn parse_id(raw: &str) -> Result<i64, WebError> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| WebError::not_found(format!("no upload {raw:?}: an upload id is a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_file_is_compiled_in_and_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/web");
+        let env = new_environment(None);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".j2") {
+                assert!(
+                    EMBEDDED.iter().any(|(n, _)| *n == name),
+                    "{name} is not compiled in"
+                );
+                env.get_template(&name)
+                    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            }
+        }
+    }
 }

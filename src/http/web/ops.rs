@@ -38,6 +38,12 @@ pub(super) fn routes() -> Vec<Entry> {
         ),
         entry(
             Method::POST,
+            "/packages/{name}/obsolete",
+            Action::Obsolete,
+            obsolete_package,
+        ),
+        entry(
+            Method::POST,
             "/platforms/{name}/resume",
             Action::ControlPlatforms,
             resume_platform,
@@ -142,4 +148,78 @@ async fn resume_platform(
 ) -> Response {
     let result = set_paused(&app, &visitor, &name, &body, false).await;
     respond(&app, &visitor, result)
+}
+
+#[derive(Deserialize)]
+struct ObsoleteForm {
+    reason: String,
+    #[serde(default)]
+    replacement: String,
+    /// Absent: a dry run, shown for confirmation; `yes`: do it.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /packages/{name}/obsolete`: first a dry run (the pins it would
+/// place and who would be told) with a confirm button; then the real one.
+async fn obsolete_package(
+    State(app): State<App>,
+    visitor: Visitor,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result: PageResult = async {
+        let user = visitor.require_user()?;
+        if !may_obsolete(&app, user, &name).await? {
+            // The policy's refusal, with its reason.
+            crate::service::authz::authorize(
+                Some(user),
+                Action::Obsolete,
+                Some(crate::service::authz::Package {
+                    name: &name,
+                    owned: false,
+                }),
+            )?;
+        }
+        let form: ObsoleteForm = checked_form(&visitor, &body)?;
+        let replacement = Some(form.replacement.trim()).filter(|r| !r.is_empty());
+        let dry_run = form.confirm != "yes";
+        let outcome = crate::service::obsolete::obsolete(
+            &app,
+            user,
+            &name,
+            &form.reason,
+            replacement,
+            dry_run,
+        )
+        .await?;
+        if !dry_run {
+            return Ok(see_other(&format!("/packages/{name}")));
+        }
+        let title = format!("Obsolete {name}?");
+        Ok(Page::new("obsolete.html.j2", title, outcome).render(&app, &visitor))
+    }
+    .await;
+    respond(&app, &visitor, result)
+}
+
+/// Whether `user` may obsolete the stable package `name` (its owners and
+/// operators may): the policy's answer, `NotFound` for no such package.
+pub(super) async fn may_obsolete(
+    app: &App,
+    user: &crate::service::users::User,
+    name: &str,
+) -> Result<bool, super::WebError> {
+    use crate::service::authz::{AuthzError, authorize_on};
+    let internal = |e: sqlx::Error| crate::http::ApiError::internal(e.into());
+    let mut conn = app.db.pool().acquire().await.map_err(internal)?;
+    let package = crate::db::packages::find_by_name(&mut conn, name)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| super::WebError::not_found(format!("no stable package {name:?}")))?;
+    match authorize_on(&mut conn, user, Action::Obsolete, package.id, name).await {
+        Ok(()) => Ok(true),
+        Err(AuthzError::Denied(_)) => Ok(false),
+        Err(AuthzError::Db(e)) => Err(internal(e).into()),
+    }
 }

@@ -79,7 +79,7 @@ async fn show_package(
     let query = query.map(|q| q.0).unwrap_or_default();
     let result = async {
         let page = page_number(query.dependents.as_deref()).max(1) as usize;
-        let package = packages::package_page(&app, &name, page)
+        let mut package = packages::package_page(&app, &name, page)
             .await
             .map_err(|e| match e {
                 StableError::NoSuchPackage(_) | StableError::NoSuchVersion(..) => {
@@ -87,6 +87,11 @@ async fn show_package(
                 }
                 StableError::Internal(e) => crate::http::ApiError::internal(e).into(),
             })?;
+        if let Some(user) = &visitor.user
+            && package.package.obsolete.is_none()
+        {
+            package.may_obsolete = super::ops::may_obsolete(&app, user, &name).await?;
+        }
         Ok(Page::new("package.html.j2", name.clone(), package).render(&app, &visitor))
     }
     .await;

@@ -140,6 +140,8 @@ pub struct PackagePage {
     pub dependents: Vec<String>,
     pub dependents_page: usize,
     pub dependents_pages: usize,
+    /// The visitor may obsolete it (set by the page, from the policy).
+    pub may_obsolete: bool,
 }
 
 /// Dependents shown per page.
@@ -239,6 +241,7 @@ pub async fn package_page(
         dependents,
         dependents_page: page,
         dependents_pages: pages,
+        may_obsolete: false,
         package,
     })
 }
