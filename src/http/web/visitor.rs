@@ -86,11 +86,11 @@ impl FromRequestParts<App> for Visitor {
         if let Some(token) = bearer {
             visitor.user = users::authenticate(&app.db, &token).await.map_err(failed)?;
             visitor.bearer = visitor.user.is_some().then_some(token);
-        } else if let Some(id) = cookie(parts, SESSION_COOKIE) {
-            if let Some(session) = sessions::session(app, id).await.map_err(failed)? {
-                visitor.user = Some(session.user.clone());
-                visitor.session = Some((id.to_owned(), session));
-            }
+        } else if let Some(id) = cookie(parts, SESSION_COOKIE)
+            && let Some(session) = sessions::session(app, id).await.map_err(failed)?
+        {
+            visitor.user = Some(session.user.clone());
+            visitor.session = Some((id.to_owned(), session));
         }
         Ok(visitor)
     }
