@@ -34,6 +34,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub worker: WorkerConfig,
+    pub web: WebConfig,
     /// The file this configuration was read from, hidden from checks.
     pub config_file: Option<PathBuf>,
 }
@@ -250,6 +251,30 @@ impl Default for RevdepsConfig {
     }
 }
 
+/// The web pages (SPEC section 8a).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The queue and upload states (not logs, not recipients) are shown to
+    /// everyone, signed in or not.
+    pub public_queue: bool,
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: std::time::Duration,
+    /// Files here override the compiled-in page templates by name.
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            public_queue: false,
+            session_ttl: std::time::Duration::from_secs(14 * 24 * 3600),
+            templates_dir: None,
+        }
+    }
+}
+
 /// The holding queue's integrity rules (SPEC section 3, rules 6 and 7).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -454,11 +479,14 @@ struct FileConfig {
     tus: TusConfig,
     #[serde(default)]
     dropbox: DropboxConfig,
+    #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
     storage: StorageConfig,
     #[serde(default)]
     worker: WorkerConfig,
+    #[serde(default)]
+    web: WebConfig,
 }
 
 impl fmt::Debug for MailConfig {
@@ -579,6 +607,7 @@ impl Config {
             server: file.server,
             storage: file.storage,
             worker: file.worker,
+            web: file.web,
             config_file: None,
         };
         config.validate()?;
@@ -704,6 +733,7 @@ impl fmt::Debug for Config {
             .field("server", &self.server)
             .field("storage", &self.storage)
             .field("worker", &self.worker)
+            .field("web", &self.web)
             .field("config_file", &self.config_file)
             .finish()
     }

@@ -37,3 +37,14 @@ pub async fn of_package(
         .fetch_all(conn)
         .await
 }
+
+/// The events of one upload, oldest first: (kind, at, detail JSON).
+pub async fn of_upload(
+    conn: &mut Conn,
+    upload_id: i64,
+) -> sqlx::Result<Vec<(String, i64, String)>> {
+    sqlx::query_as("SELECT kind, at, detail FROM events WHERE upload_id = $1 ORDER BY id")
+        .bind(upload_id)
+        .fetch_all(conn)
+        .await
+}

@@ -18,6 +18,7 @@ pub mod stable;
 pub mod tus;
 pub mod uploads;
 pub mod users;
+pub mod web;
 pub mod words;
 pub mod workers;
 

@@ -7,10 +7,36 @@ use axum::http::request::Parts;
 
 use super::ApiError;
 use crate::service::App;
+use crate::service::authz::Viewer;
 use crate::service::users::{self, User};
 
 /// The user whose token came with the request.
 pub struct Authenticated(pub User);
+
+/// The user whose token came with the request, or `None` when none came
+/// (a token that came and is not valid is still refused): for what the
+/// configuration may make public (`web.public_queue`).
+pub struct MaybeAuthenticated(pub Option<User>);
+
+/// Who asks, as the policy sees it under this server's configuration.
+pub fn viewer<'a>(app: &App, user: Option<&'a User>) -> Viewer<'a> {
+    Viewer {
+        user,
+        public_queue: app.config.web.public_queue,
+    }
+}
+
+impl FromRequestParts<App> for MaybeAuthenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            return Ok(Self(None));
+        }
+        let Authenticated(user) = Authenticated::from_request_parts(parts, app).await?;
+        Ok(Self(Some(user)))
+    }
+}
 
 impl FromRequestParts<App> for Authenticated {
     type Rejection = ApiError;

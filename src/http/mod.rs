@@ -10,6 +10,7 @@ mod slots;
 mod stable;
 mod tus;
 mod uploads;
+mod web;
 
 use axum::Router;
 use axum::handler::Handler;
@@ -67,6 +68,7 @@ fn entries() -> Vec<Entry> {
     all.extend(stable::routes());
     all.extend(tus::routes());
     all.extend(operators::routes());
+    all.extend(web::routes());
     all
 }
 

@@ -7,7 +7,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde::Deserialize;
 
-use super::auth::Authenticated;
+use super::auth::{Authenticated, MaybeAuthenticated};
 use super::slots::UploadSlots;
 use super::{ApiError, Entry, entry};
 use crate::service::App;
@@ -101,11 +101,12 @@ async fn upload_package(
 
 async fn show_upload(
     State(app): State<App>,
-    Authenticated(user): Authenticated,
+    MaybeAuthenticated(user): MaybeAuthenticated,
     Path(id): Path<String>,
 ) -> Result<Json<UploadView>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(queue::get_upload(&app.db, &user, id).await?))
+    let viewer = super::auth::viewer(&app, user.as_ref());
+    Ok(Json(queue::get_upload(&app.db, viewer, id).await?))
 }
 
 /// `GET /me`: whose token this is and what the policy lets it do (a
@@ -169,10 +170,11 @@ struct QueueQuery {
 
 async fn show_queue(
     State(app): State<App>,
-    Authenticated(user): Authenticated,
+    MaybeAuthenticated(user): MaybeAuthenticated,
     Query(q): Query<QueueQuery>,
 ) -> Result<Json<Vec<UploadView>>, ApiError> {
+    let viewer = super::auth::viewer(&app, user.as_ref());
     Ok(Json(
-        queue::list_queue(&app.db, &user, q.platform.as_deref()).await?,
+        queue::list_queue(&app.db, viewer, q.platform.as_deref()).await?,
     ))
 }

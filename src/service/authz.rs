@@ -177,6 +177,35 @@ pub fn authorize(
     }
 }
 
+/// Who asks, with what the server's configuration makes public beyond the
+/// stable repository (`web.public_queue`): the API and the web pages ask
+/// the policy through this when an anonymous reader may be let in.
+#[derive(Clone, Copy, Debug)]
+pub struct Viewer<'a> {
+    pub user: Option<&'a User>,
+    /// The queue and upload states (never logs or recipients) are public.
+    pub public_queue: bool,
+}
+
+impl<'a> Viewer<'a> {
+    /// A signed-in user (what the configuration makes public changes
+    /// nothing for them).
+    pub fn signed_in(user: &'a User) -> Self {
+        Self {
+            user: Some(user),
+            public_queue: false,
+        }
+    }
+
+    /// [`authorize`], letting anyone read the queue when it is public.
+    pub fn authorize(&self, action: Action, package: Option<Package<'_>>) -> Result<(), Denied> {
+        if self.user.is_none() && self.public_queue && action == Action::ReadQueue {
+            return Ok(());
+        }
+        authorize(self.user, action, package)
+    }
+}
+
 /// [`authorize`] for `user` on the existing package `package_id`, looking
 /// up whether they own it (only when the answer depends on it).
 pub async fn authorize_on(
@@ -301,6 +330,27 @@ mod tests {
                 theirs()
             ),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_public_queue_shows_states_to_anyone_but_never_logs() {
+        let public = Viewer {
+            user: None,
+            public_queue: true,
+        };
+        assert_eq!(public.authorize(Action::ReadQueue, None), Ok(()));
+        assert_eq!(
+            public.authorize(Action::ReadUploadDetails, theirs()),
+            Err(Denied::SignInRequired)
+        );
+        let private = Viewer {
+            public_queue: false,
+            ..public
+        };
+        assert_eq!(
+            private.authorize(Action::ReadQueue, None),
+            Err(Denied::SignInRequired)
         );
     }
 

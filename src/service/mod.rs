@@ -25,6 +25,7 @@ pub mod tus;
 pub mod upload;
 pub mod users;
 pub mod verdict;
+pub mod web;
 
 use std::sync::Arc;
 

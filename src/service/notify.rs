@@ -153,9 +153,9 @@ pub fn maintainers(manifest: &Manifest) -> Vec<String> {
     out
 }
 
-/// The URL of an upload in the API.
+/// The URL of an upload's web page (why it is held, its checks and logs).
 pub fn upload_url(app: &App, upload_id: i64) -> String {
-    format!("{}/api/v1/uploads/{upload_id}", app.config.public_url)
+    format!("{}/uploads/{upload_id}", app.config.public_url)
 }
 
 /// Delivers outbox row `id`: the job's body. Idempotent: a row that is no
@@ -296,7 +296,7 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
         } else {
             vec![]
         },
-        upload_url: format!("{server_url}/api/v1/uploads/1"),
+        upload_url: format!("{server_url}/uploads/1"),
         server_url: server_url.into(),
     };
     vec![
@@ -328,7 +328,7 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
                 version: "1.4.0".into(),
                 broken_by: "libwave 3.0.0".into(),
                 log_tail: "error: cannot find wave_open".into(),
-                upload_url: format!("{server_url}/api/v1/uploads/2"),
+                upload_url: format!("{server_url}/uploads/2"),
                 server_url: server_url.into(),
             })
             .expect("serializes"),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::authz::{self, Action, AuthzError, Denied};
+use super::authz::{self, Action, AuthzError, Denied, Viewer};
 use super::format_time;
 use super::users::User;
 use crate::db::{self, Db, uploads::UploadRow};
@@ -68,6 +68,9 @@ pub struct CheckView {
     pub required: bool,
     pub attempts: i64,
     pub duration_ms: Option<i64>,
+    /// When its current run started.
+    #[serde(default)]
+    pub started_at: Option<String>,
     pub summary: Option<String>,
     /// The tail of the output (capped at `limits.check_output`).
     pub log: Option<String>,
@@ -212,12 +215,18 @@ impl UploadView {
 
 /// The views of uploads `(package id, view)` as `viewer` may see them:
 /// whole for the package's owners and operators, without logs and
-/// recipients for anyone else.
+/// recipients for anyone else (and for anyone not signed in).
 async fn as_seen_by(
     db: &Db,
-    viewer: &User,
+    viewer: Viewer<'_>,
     views: Vec<(i64, UploadView)>,
 ) -> Result<Vec<UploadView>, QueueError> {
+    let Some(viewer) = viewer.user else {
+        return Ok(views
+            .into_iter()
+            .map(|(_, v)| v.without_details())
+            .collect());
+    };
     let mut conn = db.pool().acquire().await?;
     let mut allowed = std::collections::HashMap::new();
     let mut seen = Vec::with_capacity(views.len());
@@ -250,10 +259,10 @@ async fn as_seen_by(
 /// waiting for; with `platform`, only the uploads that wait on it.
 pub async fn list_queue(
     db: &Db,
-    viewer: &User,
+    viewer: Viewer<'_>,
     platform: Option<&str>,
 ) -> Result<Vec<UploadView>, QueueError> {
-    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
+    viewer.authorize(Action::ReadQueue, None)?;
     let mut tx = db.begin_read().await?;
     let rows = db::uploads::pending(&mut tx).await?;
     let paused = db::operators::paused_platforms(&mut tx).await?;
@@ -358,8 +367,8 @@ pub async fn upload_archive(
 }
 
 /// One upload, with its position while it is pending.
-pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, QueueError> {
-    authz::authorize(Some(viewer), Action::ReadQueue, None)?;
+pub async fn get_upload(db: &Db, viewer: Viewer<'_>, id: i64) -> Result<UploadView, QueueError> {
+    viewer.authorize(Action::ReadQueue, None)?;
     let mut tx = db.begin_read().await?;
     let row = db::uploads::get(&mut tx, id)
         .await?
@@ -392,6 +401,7 @@ pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, Q
                 required: c.required != 0,
                 attempts: c.attempts,
                 duration_ms: c.duration_ms,
+                started_at: c.started_at.map(format_time),
                 summary: c.summary,
                 log: c.log.filter(|l| !l.is_empty()),
                 metadata: c.metadata.and_then(|m| serde_json::from_str(&m).ok()),
@@ -451,5 +461,5 @@ pub async fn package_uploads(
         views.push((package_id, UploadView::from_row(row, position)));
     }
     tx.commit().await?;
-    as_seen_by(db, viewer, views).await
+    as_seen_by(db, Viewer::signed_in(viewer), views).await
 }

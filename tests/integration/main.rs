@@ -26,4 +26,6 @@ mod scale_out;
 mod secrets;
 mod toolchains;
 mod tus;
+mod web;
+mod web_browser;
 mod workers;

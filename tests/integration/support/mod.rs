@@ -2,10 +2,12 @@
 //! or a new PostgreSQL database) and a fresh data directory.
 
 pub mod archives;
+pub mod browser;
 pub mod process;
 pub mod smtp;
 pub mod stable;
 pub mod tus;
+pub mod web;
 
 use std::time::Duration;
 
