@@ -27,6 +27,7 @@ pub struct Config {
     pub passmark: PassMarkConfig,
     pub revdeps: RevdepsConfig,
     pub queue: QueueConfig,
+    pub index: IndexConfig,
     pub platforms: Vec<PlatformConfig>,
     pub sandbox: SandboxConfig,
     /// The file this configuration was read from, hidden from checks.
@@ -163,6 +164,24 @@ impl Default for QueueConfig {
         Self {
             max_rebases: 3,
             speculate: true,
+        }
+    }
+}
+
+/// The stable index and its changes log (SPEC section 10).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// How long the changes log keeps a change; a follower further behind
+    /// starts again from `GET /api/v1/snapshot`.
+    #[serde(with = "humantime_serde")]
+    pub changes_kept: Duration,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            changes_kept: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -341,6 +360,8 @@ struct FileConfig {
     #[serde(default)]
     queue: QueueConfig,
     #[serde(default)]
+    index: IndexConfig,
+    #[serde(default)]
     platform: Vec<PlatformConfig>,
     #[serde(default)]
     sandbox: SandboxConfig,
@@ -452,6 +473,7 @@ impl Config {
             passmark: file.passmark,
             revdeps: file.revdeps,
             queue: file.queue,
+            index: file.index,
             platforms,
             sandbox: file.sandbox,
             config_file: None,
@@ -528,6 +550,7 @@ impl fmt::Debug for Config {
             .field("passmark", &self.passmark)
             .field("revdeps", &self.revdeps)
             .field("queue", &self.queue)
+            .field("index", &self.index)
             .field("platforms", &self.platforms)
             .field("sandbox", &self.sandbox)
             .field("config_file", &self.config_file)

@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod groups;
+mod index;
 mod operators;
 mod stable;
 mod uploads;
@@ -62,6 +63,7 @@ fn entries() -> Vec<Entry> {
     all.extend(uploads::routes());
     all.extend(groups::routes());
     all.extend(stable::routes());
+    all.extend(index::routes());
     all.extend(operators::routes());
     all
 }
