@@ -2,6 +2,7 @@
 //! or a new PostgreSQL database) and a fresh data directory.
 
 pub mod archives;
+pub mod index;
 pub mod process;
 pub mod smtp;
 pub mod stable;

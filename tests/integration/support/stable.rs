@@ -7,7 +7,7 @@ use holdq::db;
 use super::TestApp;
 
 /// Promotes the queued upload `upload_id` straight into stable: no checks,
-/// no bases, a new serial, the index published.
+/// no bases, a new serial and its change, the index published.
 pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
     let app = &app.app;
     let mut tx = app.db.begin_write().await.unwrap();
@@ -34,7 +34,10 @@ pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
     )
     .await
     .unwrap();
-    db::stable::bump_serial(&mut tx).await.unwrap();
+    let serial = db::stable::bump_serial(&mut tx).await.unwrap();
+    holdq::service::index::record_promotion(&mut tx, serial, [row.name.as_str()])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     holdq::service::stable::publish_index(app).await.unwrap();
 }
