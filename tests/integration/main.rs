@@ -11,6 +11,7 @@ mod cli;
 mod containment;
 mod crash;
 mod groups;
+mod index;
 mod integrity;
 mod logs;
 mod mail;
