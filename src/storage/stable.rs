@@ -15,6 +15,31 @@ use super::sync_dir;
 
 /// Documents written (and files held open) per batch of a write.
 const DOCUMENTS_OPEN_AT_ONCE: usize = 256;
+/// Threads syncing a batch: the filesystem commits their syncs together.
+const SYNC_THREADS: usize = 8;
+
+/// Syncs every staged document, on a few threads when there are many.
+fn sync_all(staged: &[(&String, tempfile::NamedTempFile)]) -> anyhow::Result<()> {
+    let per = staged.len().div_ceil(SYNC_THREADS).max(8);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = staged
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (name, tmp) in part {
+                        tmp.as_file()
+                            .sync_all()
+                            .with_context(|| format!("cannot sync the index document of {name}"))?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .try_for_each(|p| p.join().expect("a sync thread panicked"))
+    })
+}
 
 #[derive(Clone, Debug)]
 pub struct StableStore {
@@ -128,11 +153,7 @@ impl StableStore {
                     staged.push((name, tmp));
                 }
             }
-            for (name, tmp) in &staged {
-                tmp.as_file()
-                    .sync_all()
-                    .with_context(|| format!("cannot sync the index document of {name}"))?;
-            }
+            sync_all(&staged)?;
             for (name, tmp) in staged {
                 tmp.persist(self.document_path(name))
                     .map_err(|e| e.error)
