@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod containment;
 mod crash;
+mod fetch;
 mod groups;
 mod index;
 mod integrity;
