@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use super::client::Client;
 use crate::domain::PackageName;
 use crate::domain::graph::StableRepo;
-use crate::domain::resolve::Release;
 use crate::service::index::IndexDocument;
 
 /// What `resolved.toml` holds, and what `--json` prints.
@@ -160,21 +159,7 @@ async fn read_closure(
 fn repo_of(view: &View) -> anyhow::Result<StableRepo> {
     let mut repo = StableRepo::new();
     for (name, document) in &view.documents {
-        let pname = PackageName::parse(name)?;
-        for v in &document.versions {
-            let dependencies = v
-                .dependencies
-                .iter()
-                .map(|(d, q)| Ok((PackageName::parse(d)?, VersionReq::parse(q)?)))
-                .collect::<anyhow::Result<_>>()
-                .with_context(|| format!("the index entry of {name} {} is unreadable", v.version))?;
-            let version = Version::parse(&v.version)?;
-            repo.add_release(pname.clone(), Release { version, dependencies });
-        }
-        for (dependency, pin) in &document.pins {
-            let max = pin.rsplit("<=").next().unwrap_or_default().trim();
-            repo.pin(pname.clone(), PackageName::parse(dependency)?, Version::parse(max)?);
-        }
+        crate::service::index::apply_document(&mut repo, name, Some(document))?;
     }
     Ok(repo)
 }

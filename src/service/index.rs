@@ -9,17 +9,19 @@
 //! crash between the commit and the files left behind. Readers that need
 //! one consistent view read it from one database snapshot ([`stream`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use semver::Version;
+use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::stable::{IndexVersion, ObsoleteView};
 use super::{App, format_time};
 use crate::db::{self, Conn, stable::StableRow};
-use crate::domain::PackageState;
+use crate::domain::graph::{Obsolescence, StableRepo};
+use crate::domain::resolve::Release;
+use crate::domain::{PackageName, PackageState};
 use crate::storage::stable::StableStore;
 
 /// One package's index document: `GET /api/v1/index/{name}`.
@@ -194,6 +196,63 @@ pub async fn documents(
     Ok(by_name.into_values().collect())
 }
 
+/// Makes `repo` hold what `document` says of package `name` (`None`: the
+/// package is gone): its releases, the pins on its requirements, its
+/// obsolescence. How a process catches its model up from the changes log,
+/// and how `holdq fetch` builds the repository it resolves in.
+pub fn apply_document(
+    repo: &mut StableRepo,
+    name: &str,
+    document: Option<&IndexDocument>,
+) -> anyhow::Result<()> {
+    let pname = PackageName::parse(name)?;
+    let Some(document) = document else {
+        repo.remove_package(&pname);
+        return Ok(());
+    };
+    for v in &document.versions {
+        let version = Version::parse(&v.version)?;
+        if repo.universe().release(&pname, &version).is_some() {
+            continue;
+        }
+        let dependencies = v
+            .dependencies
+            .iter()
+            .map(|(d, q)| Ok((PackageName::parse(d)?, VersionReq::parse(q)?)))
+            .collect::<anyhow::Result<_>>()
+            .with_context(|| format!("the index entry of {name} {} is unreadable", v.version))?;
+        repo.add_release(pname.clone(), Release { version, dependencies });
+    }
+    let mut pins = BTreeMap::new();
+    for (dependency, pin) in &document.pins {
+        let max = pin.rsplit("<=").next().unwrap_or_default().trim();
+        pins.insert(PackageName::parse(dependency)?, Version::parse(max)?);
+    }
+    let required: BTreeSet<PackageName> = repo
+        .universe()
+        .releases(&pname)
+        .iter()
+        .flat_map(|r| r.dependencies.keys().cloned())
+        .collect();
+    for dependency in required.iter().filter(|d| !pins.contains_key(*d)) {
+        repo.unpin(&pname, dependency);
+    }
+    for (dependency, max) in pins {
+        repo.pin(pname.clone(), dependency, max);
+    }
+    match &document.obsolete {
+        Some(o) => {
+            let why = Obsolescence {
+                reason: o.reason.clone(),
+                replacement: o.replacement.as_deref().and_then(|r| PackageName::parse(r).ok()),
+            };
+            repo.set_obsolete(pname, why);
+        }
+        None => repo.clear_obsolete(&pname),
+    }
+    Ok(())
+}
+
 /// The bytes of a document as served and written: its ETag is their sha256.
 pub fn to_bytes(document: &IndexDocument) -> Vec<u8> {
     serde_json::to_vec(document).expect("an index document serialises")
@@ -316,7 +375,11 @@ async fn publish_locked(app: &App, pending: Option<Pending>) -> anyhow::Result<i
 
 /// The packages the changes after `from` through `to` touched, or `None`
 /// when the log does not hold them all (pruned, or older than the log).
-async fn touched_between(conn: &mut Conn, from: i64, to: i64) -> anyhow::Result<Option<Vec<String>>> {
+pub async fn touched_between(
+    conn: &mut Conn,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Option<Vec<String>>> {
     let changes = db::changes::after(conn, from, to - from).await?;
     let contiguous = changes.len() as i64 == to - from
         && changes.first().is_some_and(|c| c.serial == from + 1);

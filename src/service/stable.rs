@@ -114,11 +114,9 @@ async fn model_run<R>(
     exact: bool,
     f: impl FnOnce(i64, &StableRepo) -> R,
 ) -> anyhow::Result<R> {
-    {
+    if model_at(app, serial) || (catch_up(app).await? && model_at(app, serial)) {
         let guard = app.stable_cache.read().expect("stable cache lock");
-        if let Some(model) = guard.as_ref()
-            && model.serial == serial
-        {
+        if let Some(model) = guard.as_ref().filter(|m| m.serial == serial) {
             return Ok(f(serial, &model.repo));
         }
     }
@@ -136,8 +134,51 @@ async fn model_run<R>(
     Ok(result)
 }
 
+fn model_at(app: &App, serial: i64) -> bool {
+    let guard = app.stable_cache.read().expect("stable cache lock");
+    guard.as_ref().is_some_and(|m| m.serial == serial)
+}
+
+/// Brings this process's model up to the database's serial from the
+/// changes log, reading only the packages the changes since its own
+/// serial touched (another process changed stable). False when it cannot:
+/// no model yet, or the log no longer reaches back to it.
+pub async fn catch_up(app: &App) -> anyhow::Result<bool> {
+    let from = {
+        let guard = app.stable_cache.read().expect("stable cache lock");
+        match guard.as_ref() {
+            Some(model) => model.serial,
+            None => return Ok(false),
+        }
+    };
+    let mut tx = app.db.begin_read().await?;
+    let to = db::stable::serial(&mut tx).await?;
+    if to <= from {
+        return Ok(to == from);
+    }
+    let Some(names) = super::index::touched_between(&mut tx, from, to).await? else {
+        return Ok(false);
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let built = super::index::documents(&mut tx, &names, None).await?;
+    tx.commit().await?;
+    let mut guard = app.stable_cache.write().expect("stable cache lock");
+    let Some(model) = guard.as_mut().filter(|m| m.serial == from) else {
+        return Ok(false); // moved meanwhile: the caller reads it whole
+    };
+    for b in &built {
+        if let Err(e) = super::index::apply_document(&mut model.repo, &b.name, b.document.as_ref()) {
+            *guard = None; // half applied: read it whole next time
+            return Err(e);
+        }
+    }
+    model.serial = to;
+    tracing::debug!(stable.from = from, stable.serial = to, packages = built.len(), "stable model caught up from the changes log");
+    Ok(true)
+}
+
 /// Reads the whole stable repository from the database (at start, and when
-/// another process moved the serial).
+/// another process moved the serial further than the changes log reaches).
 async fn load_model(app: &App) -> anyhow::Result<StableModel> {
     let mut tx = app.db.begin_read().await?;
     let serial = db::stable::serial(&mut tx).await?;

@@ -23,6 +23,7 @@ on_both_databases!(
     a_long_poll_returns_when_a_promotion_happens,
     a_pruned_log_answers_gone_and_the_snapshot_is_where_to_start_again,
     a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repairs,
+    another_server_catches_its_model_up_from_the_changes_log,
 );
 
 /// A package whose build passes.
@@ -305,4 +306,39 @@ async fn a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repair
     matches(&app).await;
     assert_eq!(index_is_whole(&data).0["serial"], 4);
     assert_eq!(documents_on_disk(&data)["b"]["pins"]["a"], "^1, <=1.0.0");
+}
+
+/// What a model says of the packages of this test, for comparing two.
+fn summary(repo: &holdq::domain::graph::StableRepo) -> Value {
+    let name = |n: &str| holdq::domain::PackageName::parse(n).unwrap();
+    json!({
+        "a_dependents": repo.dependents(&name("a")).iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "a_latest": repo.latest(&name("a")).map(|r| r.version.to_string()),
+        "a_obsolete": repo.is_obsolete(&name("a")),
+        "b_pin": repo.pin_of(&name("b"), &name("a")).map(|v| v.to_string()),
+        "d": repo.contains(&name("d")),
+    })
+}
+
+async fn another_server_catches_its_model_up_from_the_changes_log(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let op = app.operator.clone();
+    accept(&app, &op, pkg("a", "1.0.0", &[])).await;
+    accept(&app, &op, pkg("b", "1.0.0", &[("a", "^1")])).await;
+    let sandbox = || holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into());
+    let other = holdq::service::App::open_with((*app.app.config).clone(), sandbox()).await.unwrap();
+    holdq::service::stable::with_repo(&other, |_| ()).await.unwrap();
+
+    // The first server changes stable four times behind the other's back.
+    accept(&app, &op, pkg("a", "1.1.0", &[])).await;
+    accept(&app, &op, pkg("d", "1.0.0", &[("a", "^1")])).await;
+    let (status, body) = post(&app, &op, "/api/v1/packages/a/obsolete", json!({ "reason": "old" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    assert!(holdq::service::stable::catch_up(&other).await.unwrap(), "caught up from the log");
+    let caught = holdq::service::stable::with_repo(&other, summary).await.unwrap();
+    let fresh = holdq::service::App::open_with((*app.app.config).clone(), sandbox()).await.unwrap();
+    let loaded = holdq::service::stable::with_repo(&fresh, summary).await.unwrap();
+    assert_eq!(caught, loaded);
+    assert_eq!(caught, json!({ "a_dependents": ["b", "d"], "a_latest": "1.1.0", "a_obsolete": true, "b_pin": "1.1.0", "d": true }));
 }
