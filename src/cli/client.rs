@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::ClientArgs;
-use crate::service::obsolete::{Dependents, ObsoleteOutcome};
 use crate::service::index::IndexDocument;
+use crate::service::obsolete::{Dependents, ObsoleteOutcome};
 use crate::service::queue::UploadView;
 use crate::service::stable::PackageView;
 
@@ -173,17 +173,26 @@ impl Client {
     }
 
     /// Streams a stable archive into `to`; returns its sha256.
-    pub async fn download_archive(&self, name: &str, version: &str, to: &Path) -> anyhow::Result<String> {
+    pub async fn download_archive(
+        &self,
+        name: &str,
+        version: &str,
+        to: &Path,
+    ) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt;
         let resp = self
-            .request(reqwest::Method::GET, &format!("/packages/{name}/{version}/archive"))
+            .request(
+                reqwest::Method::GET,
+                &format!("/packages/{name}/{version}/archive"),
+            )
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
         if !resp.status().is_success() {
-            return self.decode::<serde_json::Value>(resp).await.and_then(|_| {
-                bail!("the server sent no archive of {name} {version}")
-            });
+            return self
+                .decode::<serde_json::Value>(resp)
+                .await
+                .and_then(|_| bail!("the server sent no archive of {name} {version}"));
         }
         let mut file = tokio::fs::File::create(to)
             .await
@@ -191,7 +200,8 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
+            let chunk =
+                chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }

@@ -228,7 +228,11 @@ async fn stream_into(
             piece.push(b':');
             piece.extend(index::to_bytes(&document));
         }
-        if out.send(Ok(std::mem::take(&mut piece).into())).await.is_err() {
+        if out
+            .send(Ok(std::mem::take(&mut piece).into()))
+            .await
+            .is_err()
+        {
             return Ok(()); // the reader went away
         }
     }
