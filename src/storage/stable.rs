@@ -165,8 +165,9 @@ impl StableStore {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("cannot remove the index document of {name}"));
+                        return Err(e).with_context(|| {
+                            format!("cannot remove the index document of {name}")
+                        });
                     }
                 }
             }
