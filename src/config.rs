@@ -27,6 +27,7 @@ pub struct Config {
     pub passmark: PassMarkConfig,
     pub revdeps: RevdepsConfig,
     pub queue: QueueConfig,
+    pub index: IndexConfig,
     pub platforms: Vec<PlatformConfig>,
     pub sandbox: SandboxConfig,
     pub tus: TusConfig,
@@ -296,6 +297,24 @@ impl Default for QueueConfig {
     }
 }
 
+/// The stable index and its changes log (SPEC section 10).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// How long the changes log keeps a change; a follower further behind
+    /// starts again from `GET /api/v1/snapshot`.
+    #[serde(with = "humantime_serde")]
+    pub changes_kept: Duration,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            changes_kept: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 /// One platform that checks run on.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -472,6 +491,8 @@ struct FileConfig {
     #[serde(default)]
     queue: QueueConfig,
     #[serde(default)]
+    index: IndexConfig,
+    #[serde(default)]
     platform: Vec<PlatformConfig>,
     #[serde(default)]
     sandbox: SandboxConfig,
@@ -600,6 +621,7 @@ impl Config {
             passmark: file.passmark,
             revdeps: file.revdeps,
             queue: file.queue,
+            index: file.index,
             platforms,
             sandbox: file.sandbox,
             tus: file.tus,
@@ -726,6 +748,7 @@ impl fmt::Debug for Config {
             .field("passmark", &self.passmark)
             .field("revdeps", &self.revdeps)
             .field("queue", &self.queue)
+            .field("index", &self.index)
             .field("platforms", &self.platforms)
             .field("sandbox", &self.sandbox)
             .field("tus", &self.tus)

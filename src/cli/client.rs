@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::ClientArgs;
+use crate::service::index::IndexDocument;
 use crate::service::obsolete::{Dependents, ObsoleteOutcome};
 use crate::service::queue::UploadView;
 use crate::service::stable::PackageView;
@@ -153,6 +154,62 @@ impl Client {
             return Ok(None);
         }
         self.decode(resp).await.map(Some)
+    }
+
+    /// A package's index document and the serial the server's index was at
+    /// when it was read (`X-Holdq-Serial`); `None` when there is none.
+    pub async fn document(&self, name: &str) -> anyhow::Result<Option<(IndexDocument, i64)>> {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/index/{name}"))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let serial = resp
+            .headers()
+            .get("x-holdq-serial")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .context("the server sent no X-Holdq-Serial with the index document")?;
+        Ok(Some((self.decode(resp).await?, serial)))
+    }
+
+    /// Streams a stable archive into `to`; returns its sha256.
+    pub async fn download_archive(
+        &self,
+        name: &str,
+        version: &str,
+        to: &Path,
+    ) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let resp = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/packages/{name}/{version}/archive"),
+            )
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if !resp.status().is_success() {
+            return self
+                .decode::<serde_json::Value>(resp)
+                .await
+                .and_then(|_| bail!("the server sent no archive of {name} {version}"));
+        }
+        let mut file = tokio::fs::File::create(to)
+            .await
+            .with_context(|| format!("cannot write {}", to.display()))?;
+        let mut hasher = Sha256::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(hex::encode(hasher.finalize()))
     }
 
     pub async fn dependents(&self, name: &str, transitive: bool) -> anyhow::Result<Dependents> {

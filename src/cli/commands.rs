@@ -74,6 +74,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             client,
             ..
         } => upload(&files, together, &client).await,
+        Command::Fetch {
+            packages,
+            out,
+            locked,
+            client,
+        } => fetch(&packages, &out, locked.as_deref(), &client).await,
         Command::Queue { platform, client } => render::queue(
             &Client::new(&client)?.queue(platform.as_deref()).await?,
             client.json,
@@ -169,6 +175,20 @@ async fn upload(
         );
     }
     Ok(())
+}
+
+async fn fetch(
+    packages: &[String],
+    out: &Path,
+    locked: Option<&Path>,
+    client: &ClientArgs,
+) -> anyhow::Result<()> {
+    let requests = packages
+        .iter()
+        .map(|p| p.parse())
+        .collect::<anyhow::Result<Vec<super::fetch::Request>>>()?;
+    let resolved = super::fetch::fetch(&Client::new(client)?, &requests, locked, out).await?;
+    render::fetched(&resolved, out, client.json)
 }
 
 async fn cancel(upload: i64, why: &str, client: &ClientArgs) -> anyhow::Result<()> {

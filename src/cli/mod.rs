@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod fetch;
 pub mod logging;
 mod render;
 mod resumable;
@@ -93,6 +94,20 @@ pub enum Command {
         /// rejected as a whole.
         #[arg(long)]
         together: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Download packages with their dependencies from stable, resolved as the server resolves (pins honoured): each unpacked into DIR/<name>/, and DIR/resolved.toml.
+    Fetch {
+        /// NAME or NAME@REQ (a semver requirement, e.g. "lib@^1.2").
+        #[arg(required_unless_present = "locked", conflicts_with = "locked")]
+        packages: Vec<String>,
+        /// The directory to fetch into.
+        #[arg(short, long, default_value = ".")]
+        out: PathBuf,
+        /// Fetch exactly the versions a previous run's resolved.toml names.
+        #[arg(long)]
+        locked: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },

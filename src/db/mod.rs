@@ -5,6 +5,7 @@
 //! backends accept.
 
 pub mod assumptions;
+pub mod changes;
 pub mod checks;
 pub mod dropbox;
 pub mod events;
@@ -36,6 +37,9 @@ pub use sqlx::AnyConnection as Conn;
 /// The PostgreSQL notification channel on which a halted upload's id is
 /// announced to the workers of every process.
 pub const HALT_CHANNEL: &str = "holdq_halt";
+/// The PostgreSQL notification channel on which each new stable serial is
+/// announced (long-polls of the changes log wake on it).
+pub const STABLE_CHANNEL: &str = "holdq_stable";
 
 /// A transaction owned by one use case.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;

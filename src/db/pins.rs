@@ -205,3 +205,37 @@ pub async fn manifests_of(
     }
     Ok(out)
 }
+
+/// The pins on the named dependents' requirements.
+pub async fn of_dependents(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<PinRow>> {
+    let mut out = Vec::new();
+    for chunk in names.chunks(500) {
+        let sql = format!(
+            "SELECT a.name AS dependent, b.name AS dependency, p.max_version, p.requirement \
+             FROM pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \
+             WHERE a.name IN ({}) ORDER BY a.name, b.name",
+            super::stable::marks(chunk.len())
+        );
+        let mut query = sqlx::query_as::<_, PinRow>(sqlx::AssertSqlSafe(sql));
+        for name in chunk {
+            query = query.bind(*name);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// The names of the packages pinned on `dependency_id`.
+pub async fn dependents_pinned_on(
+    conn: &mut Conn,
+    dependency_id: i64,
+) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT a.name FROM pins p JOIN packages a ON a.id = p.dependent_id \
+         WHERE p.dependency_id = $1 ORDER BY a.name",
+    )
+    .bind(dependency_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}

@@ -125,3 +125,120 @@ pub async fn lock_serial(conn: &mut Conn, for_update: &str) -> sqlx::Result<i64>
     .await?;
     Ok(serial)
 }
+
+/// `$1, $2, ... $n`: the placeholders of an `IN (...)` list.
+pub fn marks(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many names one `IN (...)` query binds.
+const CHUNK: usize = 500;
+
+/// The stable versions (with manifests) of the named packages, by package
+/// name then insertion; a few hundred names per query.
+pub async fn versions_of_many(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<StableRow>> {
+    let mut out = Vec::new();
+    for chunk in names.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT v.package_id, p.name, p.state AS package_state, v.version, v.sha256, v.size_bytes, \
+             v.manifest, v.promoted_at FROM versions v JOIN packages p ON p.id = v.package_id \
+             WHERE p.name IN ({}) ORDER BY p.name, v.id",
+            marks(chunk.len())
+        );
+        let mut query = sqlx::query_as::<_, StableRow>(sqlx::AssertSqlSafe(sql));
+        for name in chunk {
+            query = query.bind(*name);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// What a package's index document says besides its versions: its state,
+/// why it is obsolete, and the serial its document last changed at (none
+/// when it has no document: no stable version, or removed).
+#[derive(Clone, Debug, FromRow)]
+pub struct DocumentHead {
+    pub package_id: i64,
+    pub name: String,
+    pub state: PackageState,
+    pub obsolete_reason: Option<String>,
+    pub replacement: Option<String>,
+    pub serial: Option<i64>,
+}
+
+/// The document heads of the named packages (those that exist).
+pub async fn document_heads(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<DocumentHead>> {
+    let mut out = Vec::new();
+    for chunk in names.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT p.id AS package_id, p.name, p.state, p.obsolete_reason, p.replacement, d.serial \
+             FROM packages p LEFT JOIN index_documents d ON d.package_id = p.id \
+             WHERE p.name IN ({}) ORDER BY p.name",
+            marks(chunk.len())
+        );
+        let mut query = sqlx::query_as::<_, DocumentHead>(sqlx::AssertSqlSafe(sql));
+        for name in chunk {
+            query = query.bind(*name);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// The names of up to `limit` packages with a document, in name order,
+/// after `after`: how the whole index is read page by page in one snapshot.
+pub async fn documented_after(
+    conn: &mut Conn,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.name FROM index_documents d JOIN packages p ON p.id = d.package_id \
+         WHERE p.name > $1 ORDER BY p.name LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+/// Records that the documents of `package_ids` changed at `serial`.
+pub async fn set_documents(conn: &mut Conn, serial: i64, package_ids: &[i64]) -> sqlx::Result<()> {
+    for chunk in package_ids.chunks(CHUNK) {
+        let values: Vec<String> = (1..=chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i - 1, 2 * i))
+            .collect();
+        let sql = format!(
+            "INSERT INTO index_documents (package_id, serial) VALUES {} \
+             ON CONFLICT (package_id) DO UPDATE SET serial = excluded.serial",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id).bind(serial);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Forgets the documents of `package_ids` (removed packages).
+pub async fn drop_documents(conn: &mut Conn, package_ids: &[i64]) -> sqlx::Result<()> {
+    for chunk in package_ids.chunks(CHUNK) {
+        let sql = format!(
+            "DELETE FROM index_documents WHERE package_id IN ({})",
+            marks(chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}

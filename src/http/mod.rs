@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod groups;
+mod index;
 mod listener;
 mod operators;
 mod slots;
@@ -67,6 +68,7 @@ fn entries() -> Vec<Entry> {
     all.extend(groups::routes());
     all.extend(stable::routes());
     all.extend(tus::routes());
+    all.extend(index::routes());
     all.extend(operators::routes());
     all.extend(web::routes());
     all

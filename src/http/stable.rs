@@ -1,10 +1,10 @@
-//! The stable repository, readable without a token: `GET /index`,
-//! `GET /packages/{name}`, `GET /packages/{name}/{version}/archive`.
+//! The stable repository, readable without a token (the index is
+//! `http::index`): `GET /packages/{name}`, `GET /packages/{name}/{version}/archive`.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 
 use super::auth::Authenticated;
 use super::{ApiError, Entry, entry};
@@ -15,7 +15,6 @@ use crate::service::stable::{self, PackageView, StableError};
 
 pub(super) fn routes() -> Vec<Entry> {
     vec![
-        entry(Method::GET, "/api/v1/index", Action::ReadStable, show_index),
         entry(
             Method::GET,
             "/api/v1/packages/{name}",
@@ -56,22 +55,6 @@ impl From<StableError> for ApiError {
             e => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
         }
     }
-}
-
-/// The published index file, exactly as on disk (what mirrors copy).
-async fn show_index(State(app): State<App>) -> Result<Response, ApiError> {
-    let bytes = match tokio::fs::read(app.stable.index_path()).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            br#"{"serial":0,"packages":{}}"#.to_vec()
-        }
-        Err(e) => {
-            return Err(ApiError::internal(
-                anyhow::Error::new(e).context("reading the index"),
-            ));
-        }
-    };
-    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 async fn show_package(

@@ -81,6 +81,8 @@ pub struct Queues {
     wake: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Uploads whose checks must stop.
     halts: tokio::sync::broadcast::Sender<i64>,
+    /// New stable serials.
+    stable: tokio::sync::broadcast::Sender<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -159,14 +161,26 @@ impl Queues {
         };
         let (wake, _) = tokio::sync::broadcast::channel(256);
         let (halts, _) = tokio::sync::broadcast::channel(256);
+        let (stable, _) = tokio::sync::broadcast::channel(64);
         if let QueueBackend::Postgres(pool) = &backend {
-            spawn_listener(pool.clone(), wake.clone(), halts.clone());
+            let senders = Senders {
+                wake: wake.clone(),
+                halts: halts.clone(),
+                stable: stable.clone(),
+            };
+            spawn_listener(pool.clone(), senders);
         }
         Ok(Self {
             backend,
             wake,
             halts,
+            stable,
         })
+    }
+
+    /// The stable serials other processes announce (PostgreSQL only).
+    pub fn stable_serials(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.stable.subscribe()
     }
 
     /// The ids of uploads halted by any process (PostgreSQL only; on
@@ -372,11 +386,19 @@ impl Queues {
 /// uploads, for as long as the process lives; reconnects when the
 /// connection drops, and then wakes every queue, since notifications sent
 /// meanwhile are lost.
-fn spawn_listener(
-    pool: PgPool,
+/// Where the listener passes what it hears.
+struct Senders {
     wake: tokio::sync::broadcast::Sender<Arc<str>>,
     halts: tokio::sync::broadcast::Sender<i64>,
-) {
+    stable: tokio::sync::broadcast::Sender<i64>,
+}
+
+fn spawn_listener(pool: PgPool, senders: Senders) {
+    let Senders {
+        wake,
+        halts,
+        stable,
+    } = senders;
     #[derive(Deserialize)]
     struct Inserted {
         job_type: String,
@@ -387,7 +409,11 @@ fn spawn_listener(
             let connected = async {
                 let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
                 listener
-                    .listen_all([INSERT_CHANNEL, crate::db::HALT_CHANNEL])
+                    .listen_all([
+                        INSERT_CHANNEL,
+                        crate::db::HALT_CHANNEL,
+                        crate::db::STABLE_CHANNEL,
+                    ])
                     .await?;
                 Ok::<_, sqlx::Error>(listener)
             }
@@ -413,6 +439,11 @@ fn spawn_listener(
                     Ok(Some(n)) if n.channel() == INSERT_CHANNEL => {
                         if let Ok(ev) = serde_json::from_str::<Inserted>(n.payload()) {
                             let _ = wake.send(ev.job_type.into());
+                        }
+                    }
+                    Ok(Some(n)) if n.channel() == crate::db::STABLE_CHANNEL => {
+                        if let Ok(serial) = n.payload().parse::<i64>() {
+                            let _ = stable.send(serial);
                         }
                     }
                     Ok(Some(n)) => {

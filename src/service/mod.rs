@@ -4,10 +4,12 @@
 pub mod archives;
 pub mod authz;
 pub mod build;
+pub mod changes;
 pub mod checks;
 pub mod dropbox;
 pub mod faults;
 pub mod groups;
+pub mod index;
 pub mod integrity;
 pub mod metrics;
 pub mod notify;
@@ -62,6 +64,9 @@ pub struct App {
     pub stable_cache: stable::StableCache,
     /// One index writer at a time in this process.
     pub index_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The serial the stable index was last published at, by this process
+    /// or (announced) another: what long-polls of the changes log wait on.
+    pub stable_serial: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl App {
@@ -83,7 +88,7 @@ impl App {
         let mailer = Transport::from_config(&config.mail, &config.data_dir)?;
         let halts = checks::Halts::default();
         halts.follow(&queues);
-        Ok(Self {
+        let app = Self {
             config: Arc::new(config),
             db,
             queues,
@@ -97,7 +102,10 @@ impl App {
             wake: Arc::new(tokio::sync::Notify::new()),
             index_lock: Arc::new(tokio::sync::Mutex::new(())),
             stable_cache: Arc::default(),
-        })
+            stable_serial: Arc::new(tokio::sync::watch::Sender::new(0)),
+        };
+        changes::follow(&app);
+        Ok(app)
     }
 
     /// [`App::open_with`] the running executable as the sandbox.

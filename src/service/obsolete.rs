@@ -7,6 +7,7 @@ use super::authz::{self, Action, AuthzError, Denied};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::index::{self, ChangeKind};
 use super::notify::{self, DependencyObsoletedEmail};
 use super::stable::{self, with_repo};
 use super::users::User;
@@ -130,6 +131,11 @@ pub async fn obsolete(
         return Ok(outcome);
     }
     let email_ids = record(app, &mut tx, package.id, user, serial, &outcome).await?;
+    let touched: Vec<&str> = std::iter::once(name)
+        .chain(plan.iter().map(|p| p.dependent.as_str()))
+        .collect();
+    let documents =
+        index::record_change(&mut tx, serial, ChangeKind::Obsolescence, &touched).await?;
     verdict::failpoint("obsolete-before-commit");
     tx.commit().await?;
     outcome.emails = email_ids.len();
@@ -152,8 +158,8 @@ pub async fn obsolete(
         }
     });
     notify::push_new(app, &email_ids).await;
+    index::publish(app, Some(documents)).await?;
     outcome.removed = remove_unneeded(app).await?;
-    stable::publish_index(app).await?;
     Ok(outcome)
 }
 
@@ -286,6 +292,8 @@ pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteErro
         PackageState::Active => return Err(ObsoleteError::NotObsolete(name.into())),
     }
     let serial = db::stable::bump_serial(&mut tx).await?;
+    let mut touched = db::pins::dependents_pinned_on(&mut tx, package.id).await?;
+    touched.push(name.to_owned());
     db::pins::clear_obsolete(&mut tx, package.id).await?;
     let lifted = db::pins::delete_on(&mut tx, package.id).await?;
     db::events::record(
@@ -299,6 +307,8 @@ pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteErro
         },
     )
     .await?;
+    let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+    let documents = index::record_change(&mut tx, serial, ChangeKind::Undo, &touched).await?;
     tx.commit().await?;
     stable::apply(app, serial, |repo| {
         repo.clear_obsolete(&pname);
@@ -307,7 +317,7 @@ pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteErro
             repo.unpin(&d, &pname);
         }
     });
-    stable::publish_index(app).await?;
+    index::publish(app, Some(documents)).await?;
     tracing::info!(
         package.name = name,
         pins_lifted = lifted,
@@ -318,8 +328,8 @@ pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteErro
 
 /// Removes every obsolete package nothing depends on, until none is left
 /// (removal cascades). Each removal is its own transaction; the index
-/// without the package is published before its archives are deleted, so
-/// the index never names a missing archive.
+/// without the package's document is published before its archives are
+/// deleted, so the index never names a missing archive.
 pub async fn remove_unneeded(app: &App) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
     loop {
@@ -343,6 +353,8 @@ pub async fn remove_unneeded(app: &App) -> anyhow::Result<Vec<String>> {
                 .into_iter()
                 .map(|v| v.version)
                 .collect();
+            let mut touched = db::pins::dependents_pinned_on(&mut tx, package.id).await?;
+            touched.push(name.to_string());
             db::pins::set_removed(&mut tx, package.id).await?;
             db::pins::delete_involving(&mut tx, package.id).await?;
             db::events::record(
@@ -356,9 +368,12 @@ pub async fn remove_unneeded(app: &App) -> anyhow::Result<Vec<String>> {
                 },
             )
             .await?;
+            let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+            let documents =
+                index::record_change(&mut tx, serial, ChangeKind::Removal, &touched).await?;
             tx.commit().await?;
             stable::apply(app, serial, |repo| repo.remove_package(&name));
-            stable::publish_index(app).await?;
+            index::publish(app, Some(documents)).await?;
             let store = app.stable.clone();
             let n = name.to_string();
             tokio::task::spawn_blocking(move || store.remove_package_archives(&n)).await??;

@@ -167,6 +167,7 @@ async fn registry_set_current(app: &App, name: &str, check: Option<i64>) {
 /// whose checks are all final, and publishes the index if it lags.
 pub async fn reconcile(app: &App) -> anyhow::Result<()> {
     stable::publish_index(app).await?;
+    super::changes::prune(app).await?;
     super::groups::expire(app).await?;
     super::tus::sweep(app).await?;
     let (builds, checking) = {

@@ -1,11 +1,10 @@
-//! The stable repository as consumers see it: the universe resolution
-//! works over, the published index (regenerated from the database and
-//! swapped in atomically), and package views.
+//! The stable repository as this process sees it: the universe resolution
+//! works over (kept current from the changes log), and package views. The
+//! published index is `service::index`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +15,6 @@ use crate::db::{self, stable::StableRow};
 use crate::domain::graph::{Obsolescence, StableRepo};
 use crate::domain::resolve::Release;
 use crate::domain::{Manifest, PackageName, PackageState};
-use crate::storage::stable::StableStore;
 
 /// The in-memory stable repository of this process, at a serial.
 #[derive(Debug)]
@@ -116,11 +114,9 @@ async fn model_run<R>(
     exact: bool,
     f: impl FnOnce(i64, &StableRepo) -> R,
 ) -> anyhow::Result<R> {
-    {
+    if model_at(app, serial) || (catch_up(app).await? && model_at(app, serial)) {
         let guard = app.stable_cache.read().expect("stable cache lock");
-        if let Some(model) = guard.as_ref()
-            && model.serial == serial
-        {
+        if let Some(model) = guard.as_ref().filter(|m| m.serial == serial) {
             return Ok(f(serial, &model.repo));
         }
     }
@@ -138,8 +134,57 @@ async fn model_run<R>(
     Ok(result)
 }
 
+fn model_at(app: &App, serial: i64) -> bool {
+    let guard = app.stable_cache.read().expect("stable cache lock");
+    guard.as_ref().is_some_and(|m| m.serial == serial)
+}
+
+/// Brings this process's model up to the database's serial from the
+/// changes log, reading only the packages the changes since its own
+/// serial touched (another process changed stable). False when it cannot:
+/// no model yet, or the log no longer reaches back to it.
+pub async fn catch_up(app: &App) -> anyhow::Result<bool> {
+    let from = {
+        let guard = app.stable_cache.read().expect("stable cache lock");
+        match guard.as_ref() {
+            Some(model) => model.serial,
+            None => return Ok(false),
+        }
+    };
+    let mut tx = app.db.begin_read().await?;
+    let to = db::stable::serial(&mut tx).await?;
+    if to <= from {
+        return Ok(to == from);
+    }
+    let Some(names) = super::index::touched_between(&mut tx, from, to).await? else {
+        return Ok(false);
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let built = super::index::documents(&mut tx, &names, None).await?;
+    tx.commit().await?;
+    let mut guard = app.stable_cache.write().expect("stable cache lock");
+    let Some(model) = guard.as_mut().filter(|m| m.serial == from) else {
+        return Ok(false); // moved meanwhile: the caller reads it whole
+    };
+    for b in &built {
+        if let Err(e) = super::index::apply_document(&mut model.repo, &b.name, b.document.as_ref())
+        {
+            *guard = None; // half applied: read it whole next time
+            return Err(e);
+        }
+    }
+    model.serial = to;
+    tracing::debug!(
+        stable.from = from,
+        stable.serial = to,
+        packages = built.len(),
+        "stable model caught up from the changes log"
+    );
+    Ok(true)
+}
+
 /// Reads the whole stable repository from the database (at start, and when
-/// another process moved the serial).
+/// another process moved the serial further than the changes log reaches).
 async fn load_model(app: &App) -> anyhow::Result<StableModel> {
     let mut tx = app.db.begin_read().await?;
     let serial = db::stable::serial(&mut tx).await?;
@@ -167,7 +212,7 @@ pub fn apply(app: &App, serial: i64, change: impl FnOnce(&mut StableRepo)) {
 }
 
 /// One version in the index.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexVersion {
     pub version: String,
     pub sha256: String,
@@ -177,175 +222,18 @@ pub struct IndexVersion {
     pub promoted_at: String,
 }
 
-/// One package in the index.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IndexPackage {
-    pub state: PackageState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub obsolete: Option<ObsoleteView>,
-    /// Max-version pins on this package's requirements: dependency -> `<= M`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub pins: BTreeMap<String, String>,
-    pub versions: Vec<IndexVersion>,
-}
-
 /// Why a package is obsolete, as shown wherever it is shown.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObsoleteView {
     pub reason: String,
     pub replacement: Option<String>,
 }
 
-/// `stable/index.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Index {
-    pub serial: i64,
-    pub packages: BTreeMap<String, IndexPackage>,
-}
-
-/// The dependencies of a version from its stored manifest.
-fn manifest_dependencies(row: &StableRow) -> BTreeMap<String, String> {
-    serde_json::from_str::<Manifest>(&row.manifest)
-        .map(|m| {
-            m.dependencies
-                .iter()
-                .map(|(n, r)| (n.to_string(), r.to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn build_index(
-    serial: i64,
-    rows: &[StableRow],
-    pins: &[db::pins::PinRow],
-    obsolete: &[db::pins::ObsoleteRow],
-    dependencies_of: impl Fn(&StableRow) -> BTreeMap<String, String>,
-) -> Index {
-    let mut packages: BTreeMap<String, IndexPackage> = BTreeMap::new();
-    for row in rows {
-        let dependencies = dependencies_of(row);
-        packages
-            .entry(row.name.clone())
-            .or_insert_with(|| IndexPackage {
-                state: row.package_state,
-                obsolete: None,
-                pins: BTreeMap::new(),
-                versions: Vec::new(),
-            })
-            .versions
-            .push(IndexVersion {
-                version: row.version.clone(),
-                sha256: row.sha256.clone(),
-                size_bytes: row.size_bytes,
-                dependencies,
-                archive: StableStore::archive_rel(&row.name, &row.version),
-                promoted_at: format_time(row.promoted_at),
-            });
-    }
-    for pin in pins {
-        if let Some(p) = packages.get_mut(&pin.dependent) {
-            p.pins.insert(
-                pin.dependency.clone(),
-                format!("{}, <={}", pin.requirement, pin.max_version),
-            );
-        }
-    }
-    for o in obsolete {
-        if let Some(p) = packages.get_mut(&o.name) {
-            p.obsolete = Some(ObsoleteView {
-                reason: o.obsolete_reason.clone().unwrap_or_default(),
-                replacement: o.replacement.clone(),
-            });
-        }
-    }
-    for package in packages.values_mut() {
-        package.versions.sort_by(|a, b| {
-            match (Version::parse(&a.version), Version::parse(&b.version)) {
-                (Ok(a), Ok(b)) => a.cmp(&b),
-                _ => a.version.cmp(&b.version),
-            }
-        });
-    }
-    Index { serial, packages }
-}
-
-/// Makes `stable/index.json` match the database when it is behind: after
-/// each promotion, and at start-up to finish one a crash interrupted.
-/// Returns the serial on disk afterwards.
+/// Makes the index documents on disk match the database when they are
+/// behind (at start-up, to finish what a crash interrupted); returns the
+/// serial on disk afterwards.
 pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
-    let _one_writer = app.index_lock.lock().await;
-    let mut tx = app.db.begin_read().await?;
-    let serial = db::stable::serial(&mut tx).await?;
-    // Up to date (the common case for the periodic sweep): read nothing more.
-    let store = app.stable.clone();
-    let on_disk = tokio::task::spawn_blocking(move || store.index_serial()).await??;
-    if on_disk >= serial && app.stable.index_path().is_file() {
-        return Ok(on_disk);
-    }
-    let rows = db::stable::all_version_heads(&mut tx).await?;
-    let pins = db::pins::all(&mut tx).await?;
-    let obsolete = db::pins::obsolete_packages(&mut tx).await?;
-    tx.commit().await?;
-    // The model holds every version's parsed requirements: make sure it is
-    // current, then read them from it instead of re-parsing manifests.
-    with_repo(app, |_| ()).await?;
-    // Several servers may share one database and one stable directory: on
-    // PostgreSQL one index writer at a time across all of them (the lock
-    // is released with this transaction, after the rename).
-    let cross_server = match app.db.backend() {
-        db::Backend::Postgres => {
-            let mut lock = app.db.pool().begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(7263001)")
-                .execute(&mut *lock)
-                .await?;
-            Some(lock)
-        }
-        db::Backend::Sqlite => None,
-    };
-    let cache = app.stable_cache.clone();
-    let store = app.stable.clone();
-    let published = tokio::task::spawn_blocking(move || {
-        let on_disk = store.index_serial()?;
-        if on_disk >= serial && store.index_path().is_file() {
-            return Ok(on_disk);
-        }
-        // Every archive the new index names must already be durable.
-        for row in &rows {
-            let path = store.archive_path(&row.name, &row.version);
-            anyhow::ensure!(
-                path.is_file(),
-                "stable archive {} is missing; index not published",
-                path.display()
-            );
-        }
-        let guard = cache.read().expect("stable cache lock");
-        let repo = guard.as_ref().map(|m| &m.repo);
-        let index = build_index(serial, &rows, &pins, &obsolete, |row| {
-            let release = PackageName::parse(&row.name)
-                .ok()
-                .zip(Version::parse(&row.version).ok())
-                .and_then(|(n, v)| repo?.universe().release(&n, &v).cloned());
-            release
-                .map(|r| {
-                    r.dependencies
-                        .iter()
-                        .map(|(n, q)| (n.to_string(), q.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        });
-        drop(guard);
-        store.replace_index(&serde_json::to_vec(&index)?)?;
-        tracing::info!(stable.serial = serial, "stable index published");
-        Ok(serial)
-    })
-    .await
-    .context("publishing the index");
-    if let Some(lock) = cross_server {
-        lock.commit().await?;
-    }
-    published?
+    super::index::publish(app, None).await
 }
 
 /// A package as `GET /api/v1/packages/{name}` shows it.
@@ -395,23 +283,17 @@ pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> 
     let Some(info) = db::pins::obsolescence(&mut tx, name).await? else {
         return Err(StableError::NoSuchPackage(name.into()));
     };
-    let rows = db::stable::versions_of(&mut tx, name).await?;
-    if rows.is_empty() && info.state != PackageState::Removed {
+    if db::stable::versions_of(&mut tx, name).await?.is_empty()
+        && info.state != PackageState::Removed
+    {
         return Err(StableError::NoSuchPackage(name.into()));
     }
-    let pins: Vec<db::pins::PinRow> = db::pins::all(&mut tx)
-        .await?
-        .into_iter()
-        .filter(|p| p.dependent == name)
-        .collect();
     let history = db::events::of_package(&mut tx, info.id).await?;
+    let entry = super::index::documents(&mut tx, &[name], None)
+        .await?
+        .pop()
+        .and_then(|b| b.document);
     tx.commit().await?;
-    let obsolete: Vec<db::pins::ObsoleteRow> = (info.state == PackageState::Obsolete)
-        .then(|| info.clone())
-        .into_iter()
-        .collect();
-    let index = build_index(0, &rows, &pins, &obsolete, manifest_dependencies);
-    let entry = index.packages.into_values().next();
     let dependents: Vec<String> = with_repo(app, |repo| repo.dependents(&pname))
         .await?
         .into_iter()

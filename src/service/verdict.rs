@@ -6,8 +6,9 @@
 //! Promotion order, so that a crash at any instant leaves the old or the new
 //! stable repository: (1) the archive is made durable in stable storage;
 //! (2) one transaction records the version, the verdict, the new state and
-//! a new serial; (3) the index is regenerated beside the old one and renamed
-//! over it. A crash after (2) is repaired at start-up by (3).
+//! a new serial, the promoted packages' index documents and the changes
+//! log's row; (3) those documents are written beside the old ones and
+//! renamed over them. A crash after (2) is repaired at start-up by (3).
 
 use std::collections::BTreeMap;
 
@@ -280,6 +281,8 @@ async fn promote(
         .await?;
     }
     let serial = db::stable::bump_serial(&mut tx).await?;
+    let names = members.iter().map(|m| m.upload.name.as_str());
+    let documents = super::index::record_promotion(&mut tx, serial, names).await?;
     let mut emails = Vec::new();
     for (m, o) in members.iter().zip(outcomes) {
         emails.extend(queue_verdict_email(app, &mut tx, m, o).await?);
@@ -312,7 +315,7 @@ async fn promote(
         }
     });
     notify::push_new(app, &emails).await;
-    super::stable::publish_index(app).await?;
+    super::index::publish(app, Some(documents)).await?;
     // A new version may have dropped a dependency on an obsolete package.
     super::obsolete::remove_unneeded(app).await?;
     Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
+use crate::support::index::{assert_documents_match, assert_log_matches_serial};
 use crate::support::process::{ServerProcess, index_is_whole, upload_to};
 use crate::support::{TestApp, TestDb, wait_until};
 
@@ -89,6 +90,7 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
         "the index never showed alpha: {}",
         index_is_whole(&data).0
     );
+    assert_documents_match(app.app.db.pool(), &data).await;
     assert_eq!(
         count(
             &app,
@@ -134,8 +136,10 @@ async fn a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart
         server.wait_exit(Duration::from_secs(60)).await,
         "the failpoint aborted the server"
     );
-    // Committed, but the index on disk is still the old one, and whole.
+    // Committed with its change, but the index on disk is still the old
+    // one, and whole.
     assert_eq!(state_of(&app, id).await, "accepted");
+    assert_log_matches_serial(app.app.db.pool()).await;
     let (index, whole) = index_is_whole(&data);
     assert!(whole);
     assert!(index["packages"]["beta"].is_null(), "{index}");
@@ -149,6 +153,7 @@ async fn a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart
         "{index}"
     );
     assert_eq!(index["serial"], 1);
+    assert_documents_match(app.app.db.pool(), &data).await;
     assert_eq!(
         count(
             &app,

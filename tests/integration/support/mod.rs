@@ -3,6 +3,7 @@
 
 pub mod archives;
 pub mod browser;
+pub mod index;
 pub mod process;
 pub mod smtp;
 pub mod stable;

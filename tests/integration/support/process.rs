@@ -132,17 +132,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The stable index on disk and whether every version it names has its
-/// archive, with the recorded sha256.
+/// The stable index on disk (every package's document, each of which must
+/// be whole JSON, under the serial of `stable/index-serial`) and whether
+/// every version it names has its archive, with the recorded sha256.
 pub fn index_is_whole(data_dir: &Path) -> (serde_json::Value, bool) {
     use sha2::Digest;
     let stable: PathBuf = data_dir.join("stable");
-    let index: serde_json::Value = match std::fs::read(stable.join("index.json")) {
-        Ok(bytes) => serde_json::from_slice(&bytes).expect("the index is whole JSON"),
-        Err(_) => return (serde_json::json!({"serial": 0, "packages": {}}), true),
-    };
+    let serial: i64 = std::fs::read_to_string(stable.join("index-serial"))
+        .map(|s| s.trim().parse().expect("index-serial is a number"))
+        .unwrap_or(0);
+    let mut packages = serde_json::Map::new();
+    for (name, document) in super::index::documents_on_disk(data_dir) {
+        packages.insert(name, document);
+    }
     let mut whole = true;
-    for package in index["packages"].as_object().unwrap().values() {
+    for package in packages.values() {
         for version in package["versions"].as_array().unwrap() {
             let path = stable.join(version["archive"].as_str().unwrap());
             match std::fs::read(&path) {
@@ -154,6 +158,7 @@ pub fn index_is_whole(data_dir: &Path) -> (serde_json::Value, bool) {
             }
         }
     }
+    let index = serde_json::json!({ "serial": serial, "packages": packages });
     (index, whole)
 }
 

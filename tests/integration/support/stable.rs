@@ -8,7 +8,7 @@ use holdq::domain::UploadState;
 use super::TestApp;
 
 /// Promotes the queued upload `upload_id` straight into stable: no checks,
-/// no bases, a new serial, the index published.
+/// no bases, a new serial and its change, the index published.
 pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
     let app = &app.app;
     let mut tx = app.db.begin_write().await.unwrap();
@@ -41,7 +41,10 @@ pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
     )
     .await
     .unwrap();
-    db::stable::bump_serial(&mut tx).await.unwrap();
+    let serial = db::stable::bump_serial(&mut tx).await.unwrap();
+    holdq::service::index::record_promotion(&mut tx, serial, [row.name.as_str()])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     holdq::service::stable::publish_index(app).await.unwrap();
 }
@@ -61,4 +64,34 @@ pub async fn run_checks_undecided(app: &TestApp, upload_id: i64) {
     holdq::service::checks::run_platform_checks(&app.app, build, "test")
         .await
         .unwrap();
+}
+
+/// Lowers the pin of `dependent` on `dependency` to `max` behind the
+/// service's back, recorded as a stable change (a new serial, its row of
+/// the changes log, the document published).
+pub async fn lower_pin(app: &TestApp, dependent: &str, dependency: &str, max: &str) {
+    let app = &app.app;
+    let mut tx = app.db.begin_write().await.unwrap();
+    let changed = sqlx::query(
+        "UPDATE pins SET max_version = $1 WHERE dependent_id = (SELECT id FROM packages WHERE name = $2) \
+         AND dependency_id = (SELECT id FROM packages WHERE name = $3)",
+    )
+    .bind(max)
+    .bind(dependent)
+    .bind(dependency)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        changed.rows_affected(),
+        1,
+        "{dependent} is pinned on {dependency}"
+    );
+    let serial = db::stable::bump_serial(&mut tx).await.unwrap();
+    let kind = holdq::service::index::ChangeKind::Obsolescence;
+    holdq::service::index::record_change(&mut tx, serial, kind, &[dependent])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    holdq::service::stable::publish_index(app).await.unwrap();
 }
