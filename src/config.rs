@@ -28,6 +28,8 @@ pub struct Config {
     pub revdeps: RevdepsConfig,
     pub queue: QueueConfig,
     pub index: IndexConfig,
+    pub testing: TestingConfig,
+    pub mirror: MirrorConfig,
     pub platforms: Vec<PlatformConfig>,
     pub sandbox: SandboxConfig,
     /// The file this configuration was read from, hidden from checks.
@@ -176,6 +178,54 @@ pub struct IndexConfig {
     /// starts again from `GET /api/v1/snapshot`.
     #[serde(with = "humantime_serde")]
     pub changes_kept: Duration,
+}
+
+/// The testing channel (SPEC section 10, "Check states").
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Publish uploads still being checked, once `validate` and `resolve`
+    /// passed, in the testing channel (`GET /api/v1/testing/index`).
+    pub publish: bool,
+}
+
+/// Mirrors (SPEC section 10): what a follower follows, and which followers
+/// a server tells of each change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// The primary this server follows (`mirror_of`, `--mirror-of`): set,
+    /// the server is a read-only follower.
+    #[serde(skip)]
+    pub of: Option<String>,
+    /// How often a follower asks its primary when no push comes: up to 60s
+    /// it holds a long-poll of the changes feed open that long; longer, it
+    /// asks once and then waits that long for a push.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// The longest pause between attempts when the primary does not answer.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Followers told at once of every new serial.
+    pub peer: Vec<MirrorPeer>,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            of: None,
+            poll: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+            peer: Vec::new(),
+        }
+    }
+}
+
+/// A follower a primary pushes new serials to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorPeer {
+    pub url: String,
 }
 
 impl Default for IndexConfig {
@@ -349,6 +399,11 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     public_url: Option<String>,
+    mirror_of: Option<String>,
+    #[serde(default)]
+    testing: TestingConfig,
+    #[serde(default)]
+    mirror: MirrorConfig,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -384,6 +439,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub public_url: Option<String>,
+    pub mirror_of: Option<String>,
 }
 
 /// The default file looked for when no `--config` is given.
@@ -453,6 +509,9 @@ impl Config {
         let public_url = pick(&flags.public_url, "HOLDQ_PUBLIC_URL", file.public_url)
             .unwrap_or_else(|| format!("http://{listen}"));
 
+        let mut mirror = file.mirror;
+        mirror.of = pick(&flags.mirror_of, "HOLDQ_MIRROR_OF", file.mirror_of)
+            .map(|url| url.trim_end_matches('/').to_owned());
         let mut mail = file.mail;
         if let Some(url) = env("HOLDQ_SMTP_URL") {
             mail.smtp_url = Some(url);
@@ -474,6 +533,8 @@ impl Config {
             revdeps: file.revdeps,
             queue: file.queue,
             index: file.index,
+            testing: file.testing,
+            mirror,
             platforms,
             sandbox: file.sandbox,
             config_file: None,
@@ -511,6 +572,14 @@ impl Config {
             || self.limits.entries == 0
         {
             bail!("limits must be greater than zero");
+        }
+        for url in self.mirror.of.iter().chain(self.mirror.peer.iter().map(|p| &p.url)) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("mirror: {url:?} is not an http:// or https:// URL");
+            }
+        }
+        if self.mirror.poll < Duration::from_secs(1) || self.mirror.max_backoff.is_zero() {
+            bail!("mirror.poll must be at least 1s and mirror.max_backoff more than 0");
         }
         for (i, p) in self.platforms.iter().enumerate() {
             if self.platforms[..i].iter().any(|q| q.name == p.name) {
@@ -551,6 +620,8 @@ impl fmt::Debug for Config {
             .field("revdeps", &self.revdeps)
             .field("queue", &self.queue)
             .field("index", &self.index)
+            .field("testing", &self.testing)
+            .field("mirror", &self.mirror)
             .field("platforms", &self.platforms)
             .field("sandbox", &self.sandbox)
             .field("config_file", &self.config_file)

@@ -172,17 +172,18 @@ impl Client {
         Ok(Some((self.decode(resp).await?, serial)))
     }
 
-    /// Streams a stable archive into `to`; returns its sha256.
-    pub async fn download_archive(&self, name: &str, version: &str, to: &Path) -> anyhow::Result<String> {
+    /// Streams the archive at `path` (of package `what`) into `to`; returns
+    /// its sha256.
+    pub async fn download_archive(&self, path: &str, what: &str, to: &Path) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt;
         let resp = self
-            .request(reqwest::Method::GET, &format!("/packages/{name}/{version}/archive"))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
         if !resp.status().is_success() {
             return self.decode::<serde_json::Value>(resp).await.and_then(|_| {
-                bail!("the server sent no archive of {name} {version}")
+                bail!("the server sent no archive of {what}")
             });
         }
         let mut file = tokio::fs::File::create(to)
@@ -191,7 +192,7 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
+            let chunk = chunk.with_context(|| format!("the archive of {what} was cut off"))?;
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }

@@ -31,6 +31,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// The server's mirror status (`GET /api/v1/mirror/status`).
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: HTTP API and holding queue.
     Serve {
@@ -88,6 +94,9 @@ pub enum Command {
         /// Fetch exactly the versions a previous run's resolved.toml names.
         #[arg(long)]
         locked: Option<PathBuf>,
+        /// Where versions may come from: stable, or stable plus the testing channel (needs a token).
+        #[arg(long, value_enum, default_value_t)]
+        channel: fetch::Channel,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -118,6 +127,13 @@ pub enum Command {
     Retry {
         upload: i64,
         check: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Where a mirror stands: its primary, serial, lag, last contact, peers (`holdq mirror status`).
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -291,6 +307,9 @@ pub struct ServerArgs {
     /// Database URL, sqlite:// or postgres:// [env: HOLDQ_DATABASE_URL].
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// Run as a read-only mirror following this primary server [env: HOLDQ_MIRROR_OF].
+    #[arg(long, global = true, value_name = "URL")]
+    pub mirror_of: Option<String>,
 }
 
 /// How a client command reaches the server.

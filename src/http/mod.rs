@@ -5,8 +5,10 @@ mod auth;
 mod error;
 mod groups;
 mod index;
+mod mirror;
 mod operators;
 mod stable;
+mod testing;
 mod uploads;
 
 use axum::Router;
@@ -64,6 +66,8 @@ fn entries() -> Vec<Entry> {
     all.extend(groups::routes());
     all.extend(stable::routes());
     all.extend(index::routes());
+    all.extend(testing::routes());
+    all.extend(mirror::routes());
     all.extend(operators::routes());
     all
 }
@@ -81,6 +85,10 @@ pub fn router(app: App) -> Router {
             router.route(e.route.path, e.handler)
         })
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            mirror::refuse_writes,
+        ))
         .with_state(app)
 }
 
