@@ -15,6 +15,7 @@ use crate::support::{TestApp, TestDb};
 on_both_databases!(
     an_upload_still_building_is_in_the_testing_channel_with_the_warning_until_rejected,
     the_testing_channel_is_off_unless_the_operator_turns_it_on,
+    fetch_from_the_testing_channel_warns_of_each_unchecked_package,
 );
 
 async fn still_building(app: &TestApp, body: Vec<u8>) -> i64 {
@@ -66,7 +67,7 @@ async fn an_upload_still_building_is_in_the_testing_channel_with_the_warning_unt
         .send()
         .await
         .unwrap();
-    assert_eq!(cancelled.status(), StatusCode::OK, "{:?}", cancelled.text().await);
+    assert!(cancelled.status().is_success(), "{:?}", cancelled.text().await);
     assert_eq!(app.upload_view(id).await["state"], "rejected");
     let channel = app.get(Some(&maintainer), "/api/v1/testing/index").await;
     assert_eq!(channel.body["packages"], json!([]), "gone after the reject");
@@ -82,4 +83,42 @@ async fn the_testing_channel_is_off_unless_the_operator_turns_it_on(db: TestDb) 
     assert!(channel.message().contains("[testing] publish = true"), "{}", channel.message());
     let archive = app.get(Some(&app.operator), "/api/v1/testing/wave/1.0.0/archive").await;
     assert_eq!(archive.status, StatusCode::NOT_FOUND);
+}
+
+async fn fetch(app: &TestApp, token: &str, args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_holdq"))
+        .arg("fetch")
+        .args(args)
+        .current_dir(cwd)
+        .env("HOLDQ_SERVER", &app.base)
+        .env("HOLDQ_TOKEN", token)
+        .env("HOLDQ_CLIENT_CONFIG", cwd.join("no-client.toml"))
+        .output()
+        .await
+        .expect("holdq runs")
+}
+
+async fn fetch_from_the_testing_channel_warns_of_each_unchecked_package(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.testing.publish = true).await;
+    let lib = app.upload_ok(&app.operator, package_building("lib", "1.0.0", &[], "true", None)).await;
+    app.drain().await;
+    assert_eq!(app.upload_view(lib).await["state"], "accepted");
+    let id = still_building(&app, package_building("app", "1.0.0", &[("lib", "^1")], "true", None)).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let stable_only = fetch(&app, &app.operator, &["app", "-o", "out"], dir.path()).await;
+    assert!(!stable_only.status.success(), "app is not in stable");
+
+    let out = fetch(&app, &app.operator, &["app", "--channel", "testing", "-o", "out"], dir.path()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: app 1.0.0 is unchecked (upload {id} in the testing channel)")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("lib 1.0.0 is unchecked"), "{stderr}");
+    let resolved = std::fs::read_to_string(dir.path().join("out/resolved.toml")).unwrap();
+    assert!(resolved.contains("unchecked_upload"), "{resolved}");
+    assert!(dir.path().join("out/app/package.toml").is_file());
+    assert!(dir.path().join("out/lib/package.toml").is_file());
 }
