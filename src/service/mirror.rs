@@ -405,7 +405,7 @@ pub fn push(app: &App, serial: i64) {
 pub struct MirrorStatus {
     /// The primary followed; `None`: this server is no follower.
     pub primary: Option<String>,
-    /// This server's stable serial.
+    /// The stable serial this server serves (its documents on disk).
     pub serial: i64,
     /// The primary's serial when it last answered, and when that was.
     pub primary_serial: Option<i64>,
@@ -421,8 +421,11 @@ pub struct MirrorStatus {
 
 /// This server's mirror status.
 pub async fn status(app: &App) -> anyhow::Result<MirrorStatus> {
+    let store = app.stable.clone();
+    let published = blocking(move || store.published_serial()).await?;
     let mut conn = app.db.pool().acquire().await?;
-    let serial = db::stable::serial(&mut conn).await?;
+    // What is served: the documents on disk follow the commit.
+    let serial = db::stable::serial(&mut conn).await?.min(published);
     let state = db::mirror::state(&mut conn).await?;
     let now = db::now_ms();
     Ok(MirrorStatus {
