@@ -27,14 +27,22 @@ use holdq::domain::integrity::{FutureStable, PendingRelease};
 use holdq::domain::resolve::Release;
 use holdq::service::{App, index, stable};
 use semver::Version;
-use support::index_data::{Row, deps_of, doubled, index_path, manifest_json, read_crates, seed, synthetic};
+use support::index_data::{
+    Row, deps_of, doubled, index_path, manifest_json, read_crates, seed, synthetic,
+};
 use support::{ms, percentile};
 
 fn main() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let path = index_path();
     let (crates, skipped) = read_crates(&path)?;
-    println!("index: {}: {} versions ({skipped} skipped)", path.display(), crates.len());
+    println!(
+        "index: {}: {} versions ({skipped} skipped)",
+        path.display(),
+        crates.len()
+    );
     let trials: usize = std::env::var("HOLDQ_BENCH_PROMOTIONS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -58,7 +66,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     rt.block_on(obsolete_top(&crates, None))?;
-    if let Some(server) = std::env::var("HOLDQ_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) {
+    if let Some(server) = std::env::var("HOLDQ_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         rt.block_on(obsolete_top(&crates, Some(&server)))?;
     } else {
         println!("index: HOLDQ_TEST_POSTGRES_URL unset; the PostgreSQL obsolescence is skipped");
@@ -75,18 +86,38 @@ async fn open(dir: &Path, server: Option<&str>) -> anyhow::Result<App> {
         Some(server) => {
             use sqlx::{Connection, Executor};
             sqlx::any::install_default_drivers();
-            let name = format!("holdq_bench_{}_{}", std::process::id(), dir.file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+            let name = format!(
+                "holdq_bench_{}_{}",
+                std::process::id(),
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            );
             let mut conn = sqlx::AnyConnection::connect(server).await?;
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
-            let (base, _) = server.rsplit_once('/').expect("a database URL ends in /DBNAME");
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await?;
+            let (base, _) = server
+                .rsplit_once('/')
+                .expect("a database URL ends in /DBNAME");
             format!("{base}/{name}")
         }
     };
-    App::open_with(config, holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into())).await
+    App::open_with(
+        config,
+        holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into()),
+    )
+    .await
 }
 
 /// Seeds `rows` and loads the model, as a server at start-up; says how long.
-async fn seeded(label: &str, dir: &Path, rows: &[Row], server: Option<&str>) -> anyhow::Result<(App, HashMap<String, i64>)> {
+async fn seeded(
+    label: &str,
+    dir: &Path,
+    rows: &[Row],
+    server: Option<&str>,
+) -> anyhow::Result<(App, HashMap<String, i64>)> {
     let app = open(dir, server).await?;
     let t = Instant::now();
     let ids = seed(&app, rows).await?;
@@ -105,7 +136,11 @@ async fn seeded(label: &str, dir: &Path, rows: &[Row], server: Option<&str>) -> 
 
 /// `trials` promotions of a new patch version of packages picked across
 /// the repository, each with its latest version's requirements.
-async fn promotions(label: &str, rows: &[Row], trials: usize) -> anyhow::Result<(Duration, Duration)> {
+async fn promotions(
+    label: &str,
+    rows: &[Row],
+    trials: usize,
+) -> anyhow::Result<(Duration, Duration)> {
     let dir = tempfile::tempdir()?;
     let (app, ids) = seeded(label, dir.path(), rows, None).await?;
     // The documents of the seeded packages are not written (only those a
@@ -115,7 +150,9 @@ async fn promotions(label: &str, rows: &[Row], trials: usize) -> anyhow::Result<
     std::fs::write(&blob, vec![7u8; 4096])?;
     let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
     for row in rows.iter().filter(|r| ids.contains_key(&r.name)) {
-        let newer = latest.get(row.name.as_str()).is_none_or(|l| l.version < row.version);
+        let newer = latest
+            .get(row.name.as_str())
+            .is_none_or(|l| l.version < row.version);
         if newer {
             latest.insert(&row.name, row);
         }
@@ -139,19 +176,39 @@ async fn promotions(label: &str, rows: &[Row], trials: usize) -> anyhow::Result<
 /// durable, the bases validated against stable at the locked serial, the
 /// version and its change recorded in one transaction, the model updated,
 /// the package's document written.
-async fn promote(app: &App, name: &str, version: &Version, deps: &BTreeMap<String, String>, blob: &Path) -> anyhow::Result<()> {
+async fn promote(
+    app: &App,
+    name: &str,
+    version: &Version,
+    deps: &BTreeMap<String, String>,
+    blob: &Path,
+) -> anyhow::Result<()> {
     let pname = PackageName::parse(name)?;
     let dependencies = deps
         .iter()
         .filter_map(|(d, q)| Some((PackageName::parse(d).ok()?, q.parse().ok()?)))
         .collect();
-    let release = Release { version: version.clone(), dependencies };
-    let (store, blob_path, n, v) = (app.stable.clone(), blob.to_owned(), name.to_owned(), version.to_string());
+    let release = Release {
+        version: version.clone(),
+        dependencies,
+    };
+    let (store, blob_path, n, v) = (
+        app.stable.clone(),
+        blob.to_owned(),
+        name.to_owned(),
+        version.to_string(),
+    );
     tokio::task::spawn_blocking(move || store.store_archive(&blob_path, &n, &v)).await??;
     let mut tx = app.db.begin_write().await?;
-    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update()).await?.expect("seeded");
+    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
+        .await?
+        .expect("seeded");
     let serial = db::stable::lock_serial(&mut tx, app.db.for_update()).await?;
-    let me = PendingRelease { upload_id: 0, name: pname.clone(), release: release.clone() };
+    let me = PendingRelease {
+        upload_id: 0,
+        name: pname.clone(),
+        release: release.clone(),
+    };
     stable::with_repo_at(app, serial, |repo| {
         let now = FutureStable::new(repo, serial, []);
         let closure = now.resolve_upload(&me).is_ok();
@@ -176,13 +233,25 @@ async fn promote(app: &App, name: &str, version: &Version, deps: &BTreeMap<Strin
 
 /// The most depended-upon package of `rows` obsoleted through the service.
 async fn obsolete_top(rows: &[Row], server: Option<&str>) -> anyhow::Result<()> {
-    let backend = if server.is_some() { "PostgreSQL" } else { "SQLite" };
+    let backend = if server.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let dir = tempfile::tempdir()?;
     let (app, _) = seeded(&format!("crates.io on {backend}"), dir.path(), rows, server).await?;
     let t = Instant::now();
     stable::publish_index(&app).await?;
-    println!("index: {backend}: the whole index written (first start) in {:.1} s", t.elapsed().as_secs_f64());
-    let (operator, _) = holdq::service::users::add_user(&app.db, "bench@example.org", holdq::service::users::Role::Operator).await?;
+    println!(
+        "index: {backend}: the whole index written (first start) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (operator, _) = holdq::service::users::add_user(
+        &app.db,
+        "bench@example.org",
+        holdq::service::users::Role::Operator,
+    )
+    .await?;
     let user = holdq::service::users::User {
         id: operator.id,
         email: operator.email.clone(),
@@ -190,11 +259,16 @@ async fn obsolete_top(rows: &[Row], server: Option<&str>) -> anyhow::Result<()> 
         is_worker: false,
     };
     let top = stable::with_repo(&app, |repo| {
-        repo.package_names().max_by_key(|n| repo.dependents_count(n)).expect("a package").clone()
+        repo.package_names()
+            .max_by_key(|n| repo.dependents_count(n))
+            .expect("a package")
+            .clone()
     })
     .await?;
     let t = Instant::now();
-    let outcome = holdq::service::obsolete::obsolete(&app, &user, top.as_str(), "benchmark", None, false).await?;
+    let outcome =
+        holdq::service::obsolete::obsolete(&app, &user, top.as_str(), "benchmark", None, false)
+            .await?;
     println!(
         "index: {backend}: obsolete {top}: {} pins, {} emails queued, {} index documents written, in {:.2} s (goal < 2 s)",
         outcome.pins.len(),

@@ -573,7 +573,12 @@ impl Config {
         {
             bail!("limits must be greater than zero");
         }
-        for url in self.mirror.of.iter().chain(self.mirror.peer.iter().map(|p| &p.url)) {
+        for url in self
+            .mirror
+            .of
+            .iter()
+            .chain(self.mirror.peer.iter().map(|p| &p.url))
+        {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("mirror: {url:?} is not an http:// or https:// URL");
             }

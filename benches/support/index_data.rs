@@ -127,14 +127,16 @@ pub fn doubled(rows: &[Row]) -> Vec<Row> {
             deps: r.deps.clone(),
         })
         .collect();
-    out.extend(rows.iter().map(|r| Row {
-        name: format!("{}-b", r.name),
-        version: r.version.clone(),
-        deps: r
-            .deps
-            .iter()
-            .map(|(d, q)| (format!("{d}-b"), q.clone()))
-            .collect(),
+    out.extend(rows.iter().map(|r| {
+        Row {
+            name: format!("{}-b", r.name),
+            version: r.version.clone(),
+            deps: r
+                .deps
+                .iter()
+                .map(|(d, q)| (format!("{d}-b"), q.clone()))
+                .collect(),
+        }
     }));
     out
 }
@@ -177,7 +179,10 @@ pub async fn seed(app: &holdq::service::App, rows: &[Row]) -> anyhow::Result<Has
     for chunk in names.chunks(400) {
         let sql = format!(
             "INSERT INTO packages (name, created_at) VALUES {}",
-            (1..=chunk.len()).map(|i| format!("(${i}, 0)")).collect::<Vec<_>>().join(", ")
+            (1..=chunk.len())
+                .map(|i| format!("(${i}, 0)"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for n in chunk {

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::ClientArgs;
-use crate::service::obsolete::{Dependents, ObsoleteOutcome};
 use crate::service::index::IndexDocument;
+use crate::service::obsolete::{Dependents, ObsoleteOutcome};
 use crate::service::queue::UploadView;
 use crate::service::stable::PackageView;
 
@@ -174,7 +174,12 @@ impl Client {
 
     /// Streams the archive at `path` (of package `what`) into `to`; returns
     /// its sha256.
-    pub async fn download_archive(&self, path: &str, what: &str, to: &Path) -> anyhow::Result<String> {
+    pub async fn download_archive(
+        &self,
+        path: &str,
+        what: &str,
+        to: &Path,
+    ) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt;
         let resp = self
             .request(reqwest::Method::GET, path)
@@ -182,9 +187,10 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
         if !resp.status().is_success() {
-            return self.decode::<serde_json::Value>(resp).await.and_then(|_| {
-                bail!("the server sent no archive of {what}")
-            });
+            return self
+                .decode::<serde_json::Value>(resp)
+                .await
+                .and_then(|_| bail!("the server sent no archive of {what}"));
         }
         let mut file = tokio::fs::File::create(to)
             .await

@@ -180,7 +180,8 @@ async fn fetch(
         .iter()
         .map(|p| p.parse())
         .collect::<anyhow::Result<Vec<super::fetch::Request>>>()?;
-    let resolved = super::fetch::fetch(&Client::new(client)?, &requests, locked, channel, out).await?;
+    let resolved =
+        super::fetch::fetch(&Client::new(client)?, &requests, locked, channel, out).await?;
     render::fetched(&resolved, out, client.json)
 }
 

@@ -253,9 +253,9 @@ fn resolve(view: &View, requests: &[Request]) -> anyhow::Result<Resolved> {
     let mut chosen: BTreeMap<PackageName, Version> = BTreeMap::new();
     let mut pick = |name: &PackageName, version: &Version, why: &str| -> anyhow::Result<()> {
         match chosen.get(name) {
-            Some(other) if other != version => bail!(
-                "{name} is needed at {other} and at {version} ({why}); fetch them separately"
-            ),
+            Some(other) if other != version => {
+                bail!("{name} is needed at {other} and at {version} ({why}); fetch them separately")
+            }
             _ => {
                 chosen.insert(name.clone(), version.clone());
                 Ok(())
@@ -271,7 +271,9 @@ fn resolve(view: &View, requests: &[Request]) -> anyhow::Result<Resolved> {
             .map(|rel| &rel.version)
             .find(|v| r.requirement.matches(v))
             .cloned()
-            .with_context(|| format!("no stable version of {} matches {}", r.name, r.requirement))?;
+            .with_context(|| {
+                format!("no stable version of {} matches {}", r.name, r.requirement)
+            })?;
         let closure = repo
             .resolve(&r.name, &version)
             .map_err(|e| anyhow::anyhow!("cannot resolve {} {version}: {e}", r.name))?;
@@ -329,8 +331,8 @@ async fn locked_view(
 ) -> anyhow::Result<Resolved> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let lock: Resolved =
-        toml::from_str(&text).with_context(|| format!("{} is not a resolved.toml", file.display()))?;
+    let lock: Resolved = toml::from_str(&text)
+        .with_context(|| format!("{} is not a resolved.toml", file.display()))?;
     for _ in 0..ATTEMPTS {
         let names = lock.packages.iter().map(|p| p.name.clone());
         let Some(view) = read_closure(client, names, false, testing).await? else {
@@ -361,7 +363,11 @@ async fn locked_view(
 
 /// Downloads a package's archive into `out`, verified: a file whose sha256
 /// is not the index's is deleted and refused.
-async fn download(client: &Client, package: &Fetched, out: &Path) -> anyhow::Result<tempfile::TempPath> {
+async fn download(
+    client: &Client,
+    package: &Fetched,
+    out: &Path,
+) -> anyhow::Result<tempfile::TempPath> {
     let partial = tempfile::Builder::new()
         .prefix(".holdq-fetch-")
         .tempfile_in(out)?
@@ -387,7 +393,9 @@ async fn download(client: &Client, package: &Fetched, out: &Path) -> anyhow::Res
 /// Unpacks a verified archive into `out/<name>/`, replacing what a
 /// previous fetch put there.
 fn unpack_into(archive: &Path, package: &Fetched, out: &Path) -> anyhow::Result<()> {
-    let staging = tempfile::Builder::new().prefix(".holdq-unpack-").tempdir_in(out)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".holdq-unpack-")
+        .tempdir_in(out)?;
     let top = format!("{}-{}", package.name, package.version);
     let unpacked: PathBuf = crate::storage::unpack::unpack(archive, staging.path(), &top)?;
     let dest = out.join(&package.name);
@@ -405,20 +413,30 @@ mod tests {
     use super::*;
     use crate::service::stable::IndexVersion;
 
-    fn doc(name: &str, versions: &[(&str, &[(&str, &str)])], pins: &[(&str, &str)]) -> IndexDocument {
+    fn doc(
+        name: &str,
+        versions: &[(&str, &[(&str, &str)])],
+        pins: &[(&str, &str)],
+    ) -> IndexDocument {
         IndexDocument {
             name: name.into(),
             serial: 1,
             state: crate::domain::PackageState::Active,
             obsolete: None,
-            pins: pins.iter().map(|(d, p)| (d.to_string(), p.to_string())).collect(),
+            pins: pins
+                .iter()
+                .map(|(d, p)| (d.to_string(), p.to_string()))
+                .collect(),
             versions: versions
                 .iter()
                 .map(|(v, deps)| IndexVersion {
                     version: v.to_string(),
                     sha256: format!("{name}-{v}"),
                     size_bytes: 0,
-                    dependencies: deps.iter().map(|(d, q)| (d.to_string(), q.to_string())).collect(),
+                    dependencies: deps
+                        .iter()
+                        .map(|(d, q)| (d.to_string(), q.to_string()))
+                        .collect(),
                     archive: String::new(),
                     promoted_at: String::new(),
                 })
@@ -430,18 +448,30 @@ mod tests {
         View {
             serial: 1,
             documents: docs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            testing: None,
         }
     }
 
     fn picked(r: &Resolved) -> Vec<(&str, &str)> {
-        r.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect()
+        r.packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect()
     }
 
     #[test]
     fn a_request_takes_the_highest_matching_version_and_its_closure_honours_pins() {
         let v = view(vec![
-            doc("app", &[("1.0.0", &[("lib", "^1")]), ("2.0.0", &[("lib", "^1")])], &[("lib", "^1, <=1.1.0")]),
-            doc("lib", &[("1.0.0", &[]), ("1.1.0", &[]), ("1.2.0", &[])], &[]),
+            doc(
+                "app",
+                &[("1.0.0", &[("lib", "^1")]), ("2.0.0", &[("lib", "^1")])],
+                &[("lib", "^1, <=1.1.0")],
+            ),
+            doc(
+                "lib",
+                &[("1.0.0", &[]), ("1.1.0", &[]), ("1.2.0", &[])],
+                &[],
+            ),
         ]);
         let all = resolve(&v, &["app".parse().unwrap()]).unwrap();
         assert_eq!(picked(&all), [("app", "2.0.0"), ("lib", "1.1.0")]);
@@ -461,7 +491,10 @@ mod tests {
     #[test]
     fn a_bad_request_names_the_problem() {
         let err = "lib@not-a-req".parse::<Request>().unwrap_err();
-        assert!(err.to_string().contains("not a version requirement"), "{err}");
+        assert!(
+            err.to_string().contains("not a version requirement"),
+            "{err}"
+        );
         let err = "Bad Name".parse::<Request>().unwrap_err();
         assert!(err.to_string().contains("not a package name"), "{err}");
     }

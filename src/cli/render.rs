@@ -317,10 +317,19 @@ pub fn package(
 }
 
 /// What `holdq fetch` fetched: one line per package and where it went.
-pub fn fetched(resolved: &super::fetch::Resolved, out: &std::path::Path, json: bool) -> anyhow::Result<()> {
+pub fn fetched(
+    resolved: &super::fetch::Resolved,
+    out: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
     json_or(resolved, json, |r| {
         for p in &r.packages {
-            println!("{} {} -> {}", p.name, p.version, out.join(&p.name).display());
+            println!(
+                "{} {} -> {}",
+                p.name,
+                p.version,
+                out.join(&p.name).display()
+            );
         }
         println!(
             "{} packages at stable serial {}; {} written",

@@ -75,7 +75,9 @@ pub async fn clear(conn: &mut Conn) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM mirror_documents")
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM stable_changes").execute(conn).await?;
+    sqlx::query("DELETE FROM stable_changes")
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -227,7 +227,10 @@ pub async fn of_dependents(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<
 }
 
 /// The names of the packages pinned on `dependency_id`.
-pub async fn dependents_pinned_on(conn: &mut Conn, dependency_id: i64) -> sqlx::Result<Vec<String>> {
+pub async fn dependents_pinned_on(
+    conn: &mut Conn,
+    dependency_id: i64,
+) -> sqlx::Result<Vec<String>> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT a.name FROM pins p JOIN packages a ON a.id = p.dependent_id \
          WHERE p.dependency_id = $1 ORDER BY a.name",

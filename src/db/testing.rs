@@ -27,9 +27,11 @@ const SELECT: &str = "SELECT u.id AS upload_id, p.name, u.version, u.sha256, u.s
 
 /// Every upload in the testing channel, by package name.
 pub async fn all(conn: &mut Conn) -> sqlx::Result<Vec<TestingRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY p.name, u.id")))
-        .fetch_all(conn)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} ORDER BY p.name, u.id"
+    )))
+    .fetch_all(conn)
+    .await
 }
 
 /// Version `version` of `name` when it is in the testing channel.

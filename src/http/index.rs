@@ -19,7 +19,12 @@ use crate::service::changes::{self, ChangesError, ChangesPage};
 
 pub(super) fn routes() -> Vec<Entry> {
     vec![
-        entry(Method::GET, "/api/v1/index", Action::ReadStable, stream_index),
+        entry(
+            Method::GET,
+            "/api/v1/index",
+            Action::ReadStable,
+            stream_index,
+        ),
         entry(
             Method::GET,
             "/api/v1/index/{name}",

@@ -15,12 +15,7 @@ use crate::service::mirror::{self, MirrorStatus};
 
 pub(super) fn routes() -> Vec<Entry> {
     vec![
-        entry(
-            Method::POST,
-            NOTIFY_PATH,
-            Action::Monitor,
-            notify_mirror,
-        ),
+        entry(Method::POST, NOTIFY_PATH, Action::Monitor, notify_mirror),
         entry(
             Method::GET,
             "/api/v1/mirror/status",
@@ -40,12 +35,21 @@ async fn notify_mirror(State(app): State<App>) -> StatusCode {
 }
 
 async fn show_mirror_status(State(app): State<App>) -> Result<Json<MirrorStatus>, ApiError> {
-    Ok(Json(mirror::status(&app).await.map_err(ApiError::internal)?))
+    Ok(Json(
+        mirror::status(&app).await.map_err(ApiError::internal)?,
+    ))
 }
 
 /// On a follower, refuses every request that would change something.
-pub(super) async fn refuse_writes(State(app): State<App>, request: Request, next: Next) -> Response {
-    let read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+pub(super) async fn refuse_writes(
+    State(app): State<App>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let read = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     match mirror::primary_of(&app) {
         Some(primary) if !read && request.uri().path() != NOTIFY_PATH => ApiError::new(
             StatusCode::FORBIDDEN,

@@ -226,7 +226,11 @@ async fn stream_into(
                 piece.push(b':');
                 piece.extend(d.body.as_bytes());
             }
-            if out.send(Ok(std::mem::take(&mut piece).into())).await.is_err() {
+            if out
+                .send(Ok(std::mem::take(&mut piece).into()))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
             continue;
@@ -247,7 +251,11 @@ async fn stream_into(
             piece.push(b':');
             piece.extend(index::to_bytes(&document));
         }
-        if out.send(Ok(std::mem::take(&mut piece).into())).await.is_err() {
+        if out
+            .send(Ok(std::mem::take(&mut piece).into()))
+            .await
+            .is_err()
+        {
             return Ok(()); // the reader went away
         }
     }

@@ -174,14 +174,14 @@ pub async fn documents(
         .collect();
     for head in &heads {
         let mut list = versions.remove(head.name.as_str()).unwrap_or_default();
-        list.sort_by(|a, b| {
-            match (Version::parse(&a.version), Version::parse(&b.version)) {
+        list.sort_by(
+            |a, b| match (Version::parse(&a.version), Version::parse(&b.version)) {
                 (Ok(a), Ok(b)) => a.cmp(&b),
                 _ => a.version.cmp(&b.version),
-            }
-        });
-        let document = (!list.is_empty() && head.state != PackageState::Removed).then(|| {
-            IndexDocument {
+            },
+        );
+        let document =
+            (!list.is_empty() && head.state != PackageState::Removed).then(|| IndexDocument {
                 name: head.name.clone(),
                 serial: at.or(head.serial).unwrap_or_default(),
                 state: head.state,
@@ -191,8 +191,7 @@ pub async fn documents(
                 }),
                 pins: pinned.remove(head.name.as_str()).unwrap_or_default(),
                 versions: list,
-            }
-        });
+            });
         if let Some(built) = by_name.get_mut(head.name.as_str()) {
             built.package_id = Some(head.package_id);
             built.document = document;
@@ -226,7 +225,13 @@ pub fn apply_document(
             .map(|(d, q)| Ok((PackageName::parse(d)?, VersionReq::parse(q)?)))
             .collect::<anyhow::Result<_>>()
             .with_context(|| format!("the index entry of {name} {} is unreadable", v.version))?;
-        repo.add_release(pname.clone(), Release { version, dependencies });
+        repo.add_release(
+            pname.clone(),
+            Release {
+                version,
+                dependencies,
+            },
+        );
     }
     let mut pins = BTreeMap::new();
     for (dependency, pin) in &document.pins {
@@ -249,7 +254,10 @@ pub fn apply_document(
         Some(o) => {
             let why = Obsolescence {
                 reason: o.reason.clone(),
-                replacement: o.replacement.as_deref().and_then(|r| PackageName::parse(r).ok()),
+                replacement: o
+                    .replacement
+                    .as_deref()
+                    .and_then(|r| PackageName::parse(r).ok()),
             };
             repo.set_obsolete(pname, why);
         }
@@ -280,8 +288,7 @@ pub async fn record_change(
     names.sort_unstable();
     names.dedup();
     let built = documents(tx, &names, Some(serial)).await?;
-    let (kept, gone): (Vec<&Built>, Vec<&Built>) =
-        built.iter().partition(|b| b.document.is_some());
+    let (kept, gone): (Vec<&Built>, Vec<&Built>) = built.iter().partition(|b| b.document.is_some());
     let ids = |list: &[&Built]| -> Vec<i64> { list.iter().filter_map(|b| b.package_id).collect() };
     db::stable::set_documents(tx, serial, &ids(&kept)).await?;
     db::stable::drop_documents(tx, &ids(&gone)).await?;
@@ -375,7 +382,12 @@ async fn publish_locked(app: &App, pending: Option<Pending>) -> anyhow::Result<i
     tx.commit().await?;
     let store = app.stable.clone();
     blocking(move || store.set_published_serial(serial)).await?;
-    tracing::info!(stable.serial = serial, stable.from = on_disk, documents = names.len(), "stable index repaired");
+    tracing::info!(
+        stable.serial = serial,
+        stable.from = on_disk,
+        documents = names.len(),
+        "stable index repaired"
+    );
     Ok(serial)
 }
 
@@ -387,8 +399,8 @@ pub async fn touched_between(
     to: i64,
 ) -> anyhow::Result<Option<Vec<String>>> {
     let changes = db::changes::after(conn, from, to - from).await?;
-    let contiguous = changes.len() as i64 == to - from
-        && changes.first().is_some_and(|c| c.serial == from + 1);
+    let contiguous =
+        changes.len() as i64 == to - from && changes.first().is_some_and(|c| c.serial == from + 1);
     if !contiguous {
         return Ok(None);
     }
@@ -445,7 +457,11 @@ async fn write(app: &App, serial: i64, files: Vec<DocumentFile>, last: bool) -> 
         })?;
         if last {
             store.set_published_serial(serial)?;
-            tracing::info!(stable.serial = serial, documents = docs.len(), "stable index published");
+            tracing::info!(
+                stable.serial = serial,
+                documents = docs.len(),
+                "stable index published"
+            );
         }
         Ok(())
     })
@@ -455,5 +471,7 @@ async fn write(app: &App, serial: i64, files: Vec<DocumentFile>, last: bool) -> 
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<R> + Send + 'static,
 ) -> anyhow::Result<R> {
-    tokio::task::spawn_blocking(f).await.context("index writer panicked")?
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("index writer panicked")?
 }

@@ -99,7 +99,11 @@ fn mirror(out: &mut String, status: &super::mirror::MirrorStatus) -> std::fmt::R
         "gauge",
         "Serials behind the primary as last heard.",
     )?;
-    writeln!(out, "holdq_mirror_lag_serials {}", status.behind.unwrap_or(0))?;
+    writeln!(
+        out,
+        "holdq_mirror_lag_serials {}",
+        status.behind.unwrap_or(0)
+    )?;
     family(
         out,
         "holdq_mirror_seconds_since_contact",

@@ -105,7 +105,11 @@ impl Follower {
     async fn step(&self) -> anyhow::Result<()> {
         let poll = self.app.config.mirror.poll;
         let since = self.serial().await?;
-        let wait = if poll <= LONGEST_POLL { poll.as_secs() } else { 0 };
+        let wait = if poll <= LONGEST_POLL {
+            poll.as_secs()
+        } else {
+            0
+        };
         let url = format!(
             "{}/api/v1/changes?since={since}&wait={wait}&limit=200",
             self.primary
@@ -118,8 +122,11 @@ impl Follower {
             .await
             .with_context(|| format!("the primary {} does not answer", self.primary))?;
         if resp.status() == reqwest::StatusCode::GONE {
-            tracing::info!(mirror.since = since, "the primary no longer keeps the changes after this serial; starting again from its snapshot");
-            return self.from_snapshot().await;
+            tracing::info!(
+                mirror.since = since,
+                "the primary no longer keeps the changes after this serial; starting again from its snapshot"
+            );
+            return self.restart_from_snapshot().await;
         }
         let page: ChangesPage = ok(resp).await?.json().await?;
         if page.changes.is_empty() {
@@ -169,12 +176,16 @@ impl Follower {
         db::mirror::record_contact(&mut tx, &self.primary, page.serial, false).await?;
         tx.commit().await?;
         self.write_files(fetched, head, false).await?;
-        tracing::info!(stable.serial = head, mirror.primary_serial = page.serial, "mirror caught up to serial");
+        tracing::info!(
+            stable.serial = head,
+            mirror.primary_serial = page.serial,
+            "mirror caught up to serial"
+        );
         Ok(())
     }
 
     /// Starts again from the primary's whole index.
-    async fn from_snapshot(&self) -> anyhow::Result<()> {
+    async fn restart_from_snapshot(&self) -> anyhow::Result<()> {
         #[derive(serde::Deserialize)]
         struct Snapshot {
             serial: i64,
@@ -182,7 +193,11 @@ impl Follower {
         }
         let url = format!("{}/api/v1/snapshot", self.primary);
         let resp = self.http.get(&url).send().await?;
-        let snapshot: Snapshot = ok(resp).await?.json().await.context("reading the snapshot")?;
+        let snapshot: Snapshot = ok(resp)
+            .await?
+            .json()
+            .await
+            .context("reading the snapshot")?;
         let fetched: Vec<Fetched> = snapshot
             .packages
             .into_iter()
@@ -201,7 +216,10 @@ impl Follower {
         db::mirror::record_contact(&mut tx, &self.primary, snapshot.serial, true).await?;
         tx.commit().await?;
         self.write_files(fetched, snapshot.serial, true).await?;
-        tracing::info!(stable.serial = snapshot.serial, "mirror started again from the primary's snapshot");
+        tracing::info!(
+            stable.serial = snapshot.serial,
+            "mirror started again from the primary's snapshot"
+        );
         Ok(())
     }
 
@@ -252,10 +270,7 @@ impl Follower {
     /// Downloads one archive, verifies its sha256, and puts it in place;
     /// one altered in transit is deleted and refused.
     async fn fetch_archive(&self, name: &str, version: &str, sha256: &str) -> anyhow::Result<()> {
-        let url = format!(
-            "{}/api/v1/packages/{name}/{version}/archive",
-            self.primary
-        );
+        let url = format!("{}/api/v1/packages/{name}/{version}/archive", self.primary);
         let resp = ok(self.http.get(&url).send().await?).await?;
         let partial = tempfile::Builder::new()
             .prefix(".mirror-")
@@ -265,14 +280,17 @@ impl Follower {
         let mut hasher = Sha256::new();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
+            let chunk =
+                chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
         let actual = hex::encode(hasher.finalize());
         if actual != sha256 {
-            bail!("the archive of {name} {version} arrived with sha256 {actual}, but the index says {sha256}; refused, will fetch it again");
+            bail!(
+                "the archive of {name} {version} arrived with sha256 {actual}, but the index says {sha256}; refused, will fetch it again"
+            );
         }
         let store = self.app.stable.clone();
         let (name, version) = (name.to_owned(), version.to_owned());
@@ -281,7 +299,12 @@ impl Follower {
 
     /// Writes the documents to disk and marks them published at `serial`;
     /// `whole`: the documents are the whole index (others on disk go).
-    async fn write_files(&self, fetched: Vec<Fetched>, serial: i64, whole: bool) -> anyhow::Result<()> {
+    async fn write_files(
+        &self,
+        fetched: Vec<Fetched>,
+        serial: i64,
+        whole: bool,
+    ) -> anyhow::Result<()> {
         let store = self.app.stable.clone();
         blocking(move || {
             let mut docs: Vec<(String, Option<Vec<u8>>)> = fetched
@@ -290,7 +313,10 @@ impl Follower {
                 .collect();
             if whole {
                 let kept: BTreeSet<String> = docs.iter().map(|(n, _)| n.clone()).collect();
-                let gone = store.documented()?.into_iter().filter(|n| !kept.contains(n));
+                let gone = store
+                    .documented()?
+                    .into_iter()
+                    .filter(|n| !kept.contains(n));
                 docs.extend(gone.map(|n| (n, None)).collect::<Vec<_>>());
             }
             store.write_documents(&docs, &|| {})?;
@@ -336,7 +362,9 @@ async fn put(tx: &mut db::Tx, f: &Fetched) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let row = body.as_ref().map(|(s, sha, b)| (*s, sha.as_str(), b.as_str()));
+    let row = body
+        .as_ref()
+        .map(|(s, sha, b)| (*s, sha.as_str(), b.as_str()));
     db::mirror::put_document(tx, &f.name, row).await?;
     Ok(())
 }
@@ -389,7 +417,9 @@ pub fn push(app: &App, serial: i64) {
                     .await;
                 match sent {
                     Ok(r) if r.status().is_success() => return,
-                    Ok(r) => tracing::debug!(status = %r.status(), mirror.peer = %url, "peer refused the push"),
+                    Ok(r) => {
+                        tracing::debug!(status = %r.status(), mirror.peer = %url, "peer refused the push")
+                    }
                     Err(e) => tracing::debug!(error = %e, mirror.peer = %url, "peer not reached"),
                 }
                 tokio::time::sleep(pause).await;
@@ -438,6 +468,12 @@ pub async fn status(app: &App) -> anyhow::Result<MirrorStatus> {
             .as_ref()
             .map(|s| (now - s.synced_at).max(0) as f64 / 1000.0),
         snapshots: state.as_ref().map_or(0, |s| s.snapshots),
-        peers: app.config.mirror.peer.iter().map(|p| p.url.clone()).collect(),
+        peers: app
+            .config
+            .mirror
+            .peer
+            .iter()
+            .map(|p| p.url.clone())
+            .collect(),
     })
 }

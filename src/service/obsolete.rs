@@ -7,8 +7,8 @@ use super::authz::{self, Action, AuthzError, Denied};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::notify::{self, DependencyObsoletedEmail};
 use super::index::{self, ChangeKind};
+use super::notify::{self, DependencyObsoletedEmail};
 use super::stable::{self, with_repo};
 use super::users::User;
 use super::{App, verdict};

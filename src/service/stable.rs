@@ -167,13 +167,19 @@ pub async fn catch_up(app: &App) -> anyhow::Result<bool> {
         return Ok(false); // moved meanwhile: the caller reads it whole
     };
     for b in &built {
-        if let Err(e) = super::index::apply_document(&mut model.repo, &b.name, b.document.as_ref()) {
+        if let Err(e) = super::index::apply_document(&mut model.repo, &b.name, b.document.as_ref())
+        {
             *guard = None; // half applied: read it whole next time
             return Err(e);
         }
     }
     model.serial = to;
-    tracing::debug!(stable.from = from, stable.serial = to, packages = built.len(), "stable model caught up from the changes log");
+    tracing::debug!(
+        stable.from = from,
+        stable.serial = to,
+        packages = built.len(),
+        "stable model caught up from the changes log"
+    );
     Ok(true)
 }
 

@@ -46,7 +46,9 @@ pub enum TestingError {
     Denied(#[from] Denied),
     #[error("this server publishes no testing channel (an operator sets [testing] publish = true)")]
     Off,
-    #[error("{name} {version} is not in the testing channel (not pending with validate and resolve passed)")]
+    #[error(
+        "{name} {version} is not in the testing channel (not pending with validate and resolve passed)"
+    )]
     NotFound { name: String, version: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -82,7 +84,7 @@ fn view(row: db::testing::TestingRow) -> TestingVersion {
 /// The channel as `viewer` may see it.
 pub async fn index(app: &App, viewer: Option<&User>) -> Result<TestingIndex, TestingError> {
     allowed(app, viewer)?;
-    let mut conn = app.db.pool().acquire().await.map_err(sqlx::Error::from)?;
+    let mut conn = app.db.pool().acquire().await?;
     let rows = db::testing::all(&mut conn).await?;
     Ok(TestingIndex {
         unchecked: UNCHECKED.to_owned(),
@@ -98,7 +100,7 @@ pub async fn archive(
     version: &str,
 ) -> Result<(PathBuf, TestingVersion), TestingError> {
     allowed(app, viewer)?;
-    let mut conn = app.db.pool().acquire().await.map_err(sqlx::Error::from)?;
+    let mut conn = app.db.pool().acquire().await?;
     let row = db::testing::find(&mut conn, name, version)
         .await?
         .ok_or_else(|| TestingError::NotFound {

@@ -164,7 +164,11 @@ impl StableStore {
                 match fs::remove_file(self.document_path(name)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).with_context(|| format!("cannot remove the index document of {name}")),
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot remove the index document of {name}")
+                        });
+                    }
                 }
             }
         }
@@ -218,5 +222,4 @@ impl StableStore {
             Err(e) => Err(e).context("cannot remove the old stable/index.json"),
         }
     }
-
 }

@@ -54,7 +54,12 @@ fn resolved(dir: &Path) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["name"].as_str().unwrap().into(), p["version"].as_str().unwrap().into()))
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["version"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -76,10 +81,14 @@ fn unpacked(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
-async fn fetch_unpacks_the_closure_that_resolved_toml_names_and_locked_fetches_it_again(db: TestDb) {
+async fn fetch_unpacks_the_closure_that_resolved_toml_names_and_locked_fetches_it_again(
+    db: TestDb,
+) {
     let app = TestApp::spawn(db).await;
     accept(&app, pkg("base", "1.0.0", &[])).await;
     accept(&app, pkg("lib", "1.0.0", &[("base", "^1")])).await;
@@ -93,7 +102,11 @@ async fn fetch_unpacks_the_closure_that_resolved_toml_names_and_locked_fetches_i
     let out = work.path().join("out");
     let want = pairs(&[("app", "1.0.0"), ("base", "1.0.0"), ("lib", "1.1.0")]);
     assert_eq!(resolved(&out), want);
-    assert_eq!(unpacked(&out), want, "one directory per package of the closure, nothing else");
+    assert_eq!(
+        unpacked(&out),
+        want,
+        "one directory per package of the closure, nothing else"
+    );
     let listed: Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(listed["package"].as_array().unwrap().len(), 3, "{listed}");
     assert_eq!(listed["serial"], 5);
@@ -102,18 +115,34 @@ async fn fetch_unpacks_the_closure_that_resolved_toml_names_and_locked_fetches_i
     accept(&app, pkg("app", "1.1.0", &[("lib", "^1")])).await;
     let again = tempfile::tempdir().unwrap();
     let lock = out.join("resolved.toml");
-    let locked = fetch(&app, &["--locked", lock.to_str().unwrap(), "-o", "."], again.path()).await;
+    let locked = fetch(
+        &app,
+        &["--locked", lock.to_str().unwrap(), "-o", "."],
+        again.path(),
+    )
+    .await;
     assert!(locked.status.success(), "{}", stderr(&locked));
     assert_eq!(unpacked(again.path()), want);
     let newer = fetch(&app, &["app@^1", "base", "-o", "newer"], work.path()).await;
     assert!(newer.status.success(), "{}", stderr(&newer));
-    assert_eq!(resolved(&work.path().join("newer"))[0], ("app".into(), "1.1.0".into()));
+    assert_eq!(
+        resolved(&work.path().join("newer"))[0],
+        ("app".into(), "1.1.0".into())
+    );
 
     let none = fetch(&app, &["nothing-such"], work.path()).await;
     assert!(!none.status.success());
-    assert!(stderr(&none).contains("no stable package"), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("no stable package"),
+        "{}",
+        stderr(&none)
+    );
     let bad = fetch(&app, &["app@not-a-requirement"], work.path()).await;
-    assert!(stderr(&bad).contains("not a version requirement"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("not a version requirement"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 async fn fetch_honours_a_pin_and_warns_on_an_obsolete_package(db: TestDb) {
@@ -138,7 +167,10 @@ async fn fetch_honours_a_pin_and_warns_on_an_obsolete_package(db: TestDb) {
     let work = tempfile::tempdir().unwrap();
     let run = fetch(&app, &["app", "-o", "."], work.path()).await;
     assert!(run.status.success(), "{}", stderr(&run));
-    assert_eq!(resolved(work.path()), pairs(&[("app", "1.0.0"), ("lib", "1.0.0")]));
+    assert_eq!(
+        resolved(work.path()),
+        pairs(&[("app", "1.0.0"), ("lib", "1.0.0")])
+    );
     let warning = stderr(&run);
     assert!(
         warning.contains("warning: lib is obsolete: lib is unmaintained; use newlib instead"),
@@ -160,11 +192,17 @@ async fn fetch_refuses_an_archive_whose_hash_was_altered_and_keeps_nothing_of_it
     let run = fetch(&app, &["app", "-o", "."], work.path()).await;
     assert!(!run.status.success());
     let error = stderr(&run);
-    assert!(error.contains("lib 1.0.0") && error.contains("refused"), "{error}");
+    assert!(
+        error.contains("lib 1.0.0") && error.contains("refused"),
+        "{error}"
+    );
     assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
     let left: Vec<String> = std::fs::read_dir(work.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(left.is_empty(), "nothing is kept, nothing unpacked: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing is kept, nothing unpacked: {left:?}"
+    );
 }

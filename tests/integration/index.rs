@@ -62,7 +62,12 @@ fn inode(app: &TestApp, name: &str) -> u64 {
 
 async fn last_change(app: &TestApp) -> Value {
     let page = app.get(None, "/api/v1/changes?since=0&limit=1000").await;
-    page.body["changes"].as_array().unwrap().last().cloned().unwrap()
+    page.body["changes"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
 }
 
 fn touched(change: &Value) -> Vec<&str> {
@@ -91,7 +96,13 @@ async fn promote_group(app: &TestApp, token: &str, a: Vec<u8>, b: Vec<u8>) {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let (status, _) = post(app, token, &format!("/api/v1/groups/{group}/submit"), json!({})).await;
+    let (status, _) = post(
+        app,
+        token,
+        &format!("/api/v1/groups/{group}/submit"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     app.drain().await;
 }
@@ -112,16 +123,34 @@ async fn every_document_matches_the_database_after_each_kind_of_stable_change(db
     assert_eq!((inode(&app, "a"), inode(&app, "e")), (a_before, e_before));
     matches(&app).await;
 
-    promote_group(&app, &op, pkg("x", "1.0.0", &[]), pkg("y", "1.0.0", &[("x", "^1")])).await;
+    promote_group(
+        &app,
+        &op,
+        pkg("x", "1.0.0", &[]),
+        pkg("y", "1.0.0", &[("x", "^1")]),
+    )
+    .await;
     let group = last_change(&app).await;
-    assert_eq!((group["kind"].as_str(), touched(&group)), (Some("group_promotion"), vec!["x", "y"]));
+    assert_eq!(
+        (group["kind"].as_str(), touched(&group)),
+        (Some("group_promotion"), vec!["x", "y"])
+    );
     matches(&app).await;
 
     // Obsolescence: the package and its pinned dependents, nothing else.
-    let (status, body) = post(&app, &op, "/api/v1/packages/a/obsolete", json!({ "reason": "old", "replacement": "e" })).await;
+    let (status, body) = post(
+        &app,
+        &op,
+        "/api/v1/packages/a/obsolete",
+        json!({ "reason": "old", "replacement": "e" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let change = last_change(&app).await;
-    assert_eq!((change["kind"].as_str(), touched(&change)), (Some("obsolescence"), vec!["a", "b", "c"]));
+    assert_eq!(
+        (change["kind"].as_str(), touched(&change)),
+        (Some("obsolescence"), vec!["a", "b", "c"])
+    );
     assert_eq!(inode(&app, "e"), e_before);
     matches(&app).await;
 
@@ -134,17 +163,33 @@ async fn every_document_matches_the_database_after_each_kind_of_stable_change(db
         .unwrap();
     assert_eq!(undo.status(), StatusCode::NO_CONTENT);
     let change = last_change(&app).await;
-    assert_eq!((change["kind"].as_str(), touched(&change)), (Some("undo"), vec!["a", "b", "c"]));
+    assert_eq!(
+        (change["kind"].as_str(), touched(&change)),
+        (Some("undo"), vec!["a", "b", "c"])
+    );
     matches(&app).await;
 
     // Removal cascades: c obsolete, then its only dependent d drops it.
     accept(&app, &op, pkg("d", "1.0.0", &[("c", "^1")])).await;
-    let (status, body) = post(&app, &op, "/api/v1/packages/c/obsolete", json!({ "reason": "done" })).await;
-    assert_eq!((status, &body["removed"]), (StatusCode::OK, &json!([])), "{body}");
+    let (status, body) = post(
+        &app,
+        &op,
+        "/api/v1/packages/c/obsolete",
+        json!({ "reason": "done" }),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["removed"]),
+        (StatusCode::OK, &json!([])),
+        "{body}"
+    );
     accept(&app, &op, pkg("d", "1.1.0", &[])).await;
     let removal = last_change(&app).await;
     assert_eq!(removal["kind"], "removal");
-    assert_eq!(removal["packages"], json!([{ "name": "c", "sha256": null }, { "name": "d", "sha256": removal["packages"][1]["sha256"] }]));
+    assert_eq!(
+        removal["packages"],
+        json!([{ "name": "c", "sha256": null }, { "name": "d", "sha256": removal["packages"][1]["sha256"] }])
+    );
     assert!(!app.app.stable.document_path("c").exists());
     matches(&app).await;
 
@@ -171,7 +216,15 @@ async fn a_document_has_an_etag_and_answers_304_to_if_none_match(db: TestDb) {
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     let document: Value = first.json().await.unwrap();
     assert_eq!(document["versions"][0]["version"], "1.0.0");
-    assert_eq!(etag, format!("\"{}\"", last_change(&app).await["packages"][0]["sha256"].as_str().unwrap()));
+    assert_eq!(
+        etag,
+        format!(
+            "\"{}\"",
+            last_change(&app).await["packages"][0]["sha256"]
+                .as_str()
+                .unwrap()
+        )
+    );
 
     let again = get(Some(etag.clone())).await.unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
@@ -188,7 +241,10 @@ async fn a_document_has_an_etag_and_answers_304_to_if_none_match(db: TestDb) {
     assert_eq!(document["versions"][1]["version"], "1.1.0");
 
     let missing = app.get(None, "/api/v1/index/nothing-here").await;
-    assert_eq!((missing.status, missing.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 }
 
 async fn changes_since_a_serial_list_exactly_the_later_ones_in_pages(db: TestDb) {
@@ -198,14 +254,34 @@ async fn changes_since_a_serial_list_exactly_the_later_ones_in_pages(db: TestDb)
         accept(&app, &op, pkg(name, "1.0.0", &[])).await;
     }
     let all = app.get(None, "/api/v1/changes?since=0").await.body;
-    let serials: Vec<i64> = all["changes"].as_array().unwrap().iter().map(|c| c["serial"].as_i64().unwrap()).collect();
+    let serials: Vec<i64> = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["serial"].as_i64().unwrap())
+        .collect();
     assert_eq!(serials, [1, 2, 3]);
-    assert_eq!((all["serial"].as_i64(), all["more"].as_bool()), (Some(3), Some(false)));
-    assert!(all["changes"].as_array().unwrap().iter().all(|c| c["kind"] == "promotion"));
+    assert_eq!(
+        (all["serial"].as_i64(), all["more"].as_bool()),
+        (Some(3), Some(false))
+    );
+    assert!(
+        all["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["kind"] == "promotion")
+    );
 
     let page = app.get(None, "/api/v1/changes?since=1&limit=1").await.body;
     assert_eq!(page["changes"].as_array().unwrap().len(), 1);
-    assert_eq!((page["changes"][0]["serial"].as_i64(), page["more"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(
+        (
+            page["changes"][0]["serial"].as_i64(),
+            page["more"].as_bool()
+        ),
+        (Some(2), Some(true))
+    );
     assert_eq!(touched(&page["changes"][0]), ["q"]);
     let end = app.get(None, "/api/v1/changes?since=3").await.body;
     assert_eq!(end["changes"], json!([]));
@@ -215,7 +291,11 @@ async fn changes_since_a_serial_list_exactly_the_later_ones_in_pages(db: TestDb)
     assert!(ahead.message().contains("ahead"), "{}", ahead.message());
     let no_since = app.get(None, "/api/v1/changes").await;
     assert_eq!(no_since.status, StatusCode::BAD_REQUEST);
-    assert!(no_since.message().contains("since"), "{}", no_since.message());
+    assert!(
+        no_since.message().contains("since"),
+        "{}",
+        no_since.message()
+    );
     let bad_limit = app.get(None, "/api/v1/changes?since=0&limit=0").await;
     assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
 }
@@ -232,10 +312,16 @@ async fn a_long_poll_returns_when_a_promotion_happens(db: TestDb) {
         (body, started.elapsed())
     });
     accept(&app, &op, pkg("second", "1.0.0", &[])).await;
-    let (body, took) = tokio::time::timeout(Duration::from_secs(40), poll).await.unwrap().unwrap();
+    let (body, took) = tokio::time::timeout(Duration::from_secs(40), poll)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(body["changes"][0]["serial"], 2, "{body}");
     assert_eq!(touched(&body["changes"][0]), ["second"]);
-    assert!(took < Duration::from_secs(30), "it returned on the change, not at the deadline");
+    assert!(
+        took < Duration::from_secs(30),
+        "it returned on the change, not at the deadline"
+    );
 }
 
 async fn a_pruned_log_answers_gone_and_the_snapshot_is_where_to_start_again(db: TestDb) {
@@ -248,7 +334,11 @@ async fn a_pruned_log_answers_gone_and_the_snapshot_is_where_to_start_again(db: 
     wait_pruned(&app).await;
     let gone = app.get(None, "/api/v1/changes?since=0").await;
     assert_eq!((gone.status, gone.code()), (StatusCode::GONE, "gone"));
-    assert!(gone.message().contains("/api/v1/snapshot"), "{}", gone.message());
+    assert!(
+        gone.message().contains("/api/v1/snapshot"),
+        "{}",
+        gone.message()
+    );
     let kept = app.get(None, "/api/v1/changes?since=2").await;
     assert_eq!(kept.body["changes"][0]["serial"], 3, "{:?}", kept.body);
 
@@ -277,7 +367,8 @@ async fn a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repair
     let data = app.app.config.data_dir.clone();
     let before = documents_on_disk(&data);
 
-    let mut server = ServerProcess::start(&data, &app.database_url, Some("index-after-first-document")).await;
+    let mut server =
+        ServerProcess::start(&data, &app.database_url, Some("index-after-first-document")).await;
     let result = reqwest::Client::new()
         .post(format!("{}/api/v1/packages/a/obsolete", server.base))
         .bearer_auth(&op)
@@ -285,7 +376,10 @@ async fn a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repair
         .send()
         .await;
     assert!(result.is_err() || !result.unwrap().status().is_success());
-    assert!(server.wait_exit(Duration::from_secs(30)).await, "the failpoint aborted the server");
+    assert!(
+        server.wait_exit(Duration::from_secs(30)).await,
+        "the failpoint aborted the server"
+    );
 
     // Committed: the log matches the serial. On disk one document is new,
     // the others old, each whole.
@@ -326,19 +420,41 @@ async fn another_server_catches_its_model_up_from_the_changes_log(db: TestDb) {
     accept(&app, &op, pkg("a", "1.0.0", &[])).await;
     accept(&app, &op, pkg("b", "1.0.0", &[("a", "^1")])).await;
     let sandbox = || holdq::sandbox::Sandbox::new(env!("CARGO_BIN_EXE_holdq").into());
-    let other = holdq::service::App::open_with((*app.app.config).clone(), sandbox()).await.unwrap();
-    holdq::service::stable::with_repo(&other, |_| ()).await.unwrap();
+    let other = holdq::service::App::open_with((*app.app.config).clone(), sandbox())
+        .await
+        .unwrap();
+    holdq::service::stable::with_repo(&other, |_| ())
+        .await
+        .unwrap();
 
     // The first server changes stable four times behind the other's back.
     accept(&app, &op, pkg("a", "1.1.0", &[])).await;
     accept(&app, &op, pkg("d", "1.0.0", &[("a", "^1")])).await;
-    let (status, body) = post(&app, &op, "/api/v1/packages/a/obsolete", json!({ "reason": "old" })).await;
+    let (status, body) = post(
+        &app,
+        &op,
+        "/api/v1/packages/a/obsolete",
+        json!({ "reason": "old" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    assert!(holdq::service::stable::catch_up(&other).await.unwrap(), "caught up from the log");
-    let caught = holdq::service::stable::with_repo(&other, summary).await.unwrap();
-    let fresh = holdq::service::App::open_with((*app.app.config).clone(), sandbox()).await.unwrap();
-    let loaded = holdq::service::stable::with_repo(&fresh, summary).await.unwrap();
+    assert!(
+        holdq::service::stable::catch_up(&other).await.unwrap(),
+        "caught up from the log"
+    );
+    let caught = holdq::service::stable::with_repo(&other, summary)
+        .await
+        .unwrap();
+    let fresh = holdq::service::App::open_with((*app.app.config).clone(), sandbox())
+        .await
+        .unwrap();
+    let loaded = holdq::service::stable::with_repo(&fresh, summary)
+        .await
+        .unwrap();
     assert_eq!(caught, loaded);
-    assert_eq!(caught, json!({ "a_dependents": ["b", "d"], "a_latest": "1.1.0", "a_obsolete": true, "b_pin": "1.1.0", "d": true }));
+    assert_eq!(
+        caught,
+        json!({ "a_dependents": ["b", "d"], "a_latest": "1.1.0", "a_obsolete": true, "b_pin": "1.1.0", "d": true })
+    );
 }

@@ -66,7 +66,9 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     }
     let path = request.uri().path_and_query().unwrap().to_string();
     let method = request.method().clone();
-    let body = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let resp = reqwest::Client::new()
         .request(method, format!("{}{path}", proxy.primary))
         .body(body)
@@ -113,7 +115,11 @@ async fn follower(dir: &Path, primary: &str, mirror: &str, port: Option<u16>) ->
     let url = format!("sqlite://{}/holdq.db", data.display());
     std::fs::create_dir_all(&data).unwrap();
     let port = port.unwrap_or_else(|| {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     });
     ServerProcess::start_on_port(port, &data, &url, None, Some(&config)).await
 }
@@ -123,7 +129,11 @@ async fn get(base: &str, path: &str) -> reqwest::Response {
 }
 
 async fn serial_of(base: &str) -> i64 {
-    let status: Value = get(base, "/api/v1/mirror/status").await.json().await.unwrap();
+    let status: Value = get(base, "/api/v1/mirror/status")
+        .await
+        .json()
+        .await
+        .unwrap();
     status["serial"].as_i64().unwrap()
 }
 
@@ -152,11 +162,18 @@ async fn assert_equal(primary: &str, follower: &str) {
     for (name, doc) in &packages {
         let path = format!("/api/v1/index/{name}");
         let (a, b) = (get(primary, &path).await, get(follower, &path).await);
-        assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK), "{path}");
+        assert_eq!(
+            (a.status(), b.status()),
+            (StatusCode::OK, StatusCode::OK),
+            "{path}"
+        );
         assert_eq!(a.headers()["etag"], b.headers()["etag"], "{name}");
         assert_eq!(a.bytes().await.unwrap(), b.bytes().await.unwrap(), "{name}");
         for v in doc["versions"].as_array().unwrap() {
-            let path = format!("/api/v1/packages/{name}/{}/archive", v["version"].as_str().unwrap());
+            let path = format!(
+                "/api/v1/packages/{name}/{}/archive",
+                v["version"].as_str().unwrap()
+            );
             let (a, b) = (get(primary, &path).await, get(follower, &path).await);
             assert_eq!(b.status(), StatusCode::OK, "{path}");
             assert_eq!(a.bytes().await.unwrap(), b.bytes().await.unwrap(), "{path}");
@@ -218,10 +235,21 @@ async fn a_follower_ends_equal_to_its_primary_byte_for_byte_and_answers_while_it
         .send()
         .await
         .unwrap();
-    assert!(obsoleted.status().is_success(), "{:?}", obsoleted.text().await);
-    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await, "the follower caught up");
+    assert!(
+        obsoleted.status().is_success(),
+        "{:?}",
+        obsoleted.text().await
+    );
+    assert!(
+        caught_up(&app, &mirror.base, Duration::from_secs(60)).await,
+        "the follower caught up"
+    );
     assert_equal(&app.base, &mirror.base).await;
-    let pinned: Value = get(&mirror.base, "/api/v1/index/p1").await.json().await.unwrap();
+    let pinned: Value = get(&mirror.base, "/api/v1/index/p1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(pinned["pins"]["base"].is_string(), "{pinned:#}");
 
     // Writes go to the primary.
@@ -233,7 +261,10 @@ async fn a_follower_ends_equal_to_its_primary_byte_for_byte_and_answers_while_it
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body:#}");
     assert_eq!(body["error"]["code"], "read_only_mirror");
-    assert!(body["error"]["message"].as_str().unwrap().contains(&via), "{body:#}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&via),
+        "{body:#}"
+    );
 
     // The primary goes down: the follower still serves what it has.
     proxy.down.store(true, Ordering::SeqCst);
@@ -259,14 +290,27 @@ async fn a_follower_refuses_an_archive_altered_in_transit_and_fetches_it_again(d
     let (proxy, via) = Proxy::start(&app.base).await;
     proxy.alter.store(true, Ordering::SeqCst);
     accept(&app, pkg("wave", "1.0.0", &[])).await;
-    let mirror = follower(dir.path(), &via, "poll = \"1s\"\nmax_backoff = \"1s\"", None).await;
+    let mirror = follower(
+        dir.path(),
+        &via,
+        "poll = \"1s\"\nmax_backoff = \"1s\"",
+        None,
+    )
+    .await;
     assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
-    assert!(proxy.altered.load(Ordering::SeqCst), "the proxy altered an archive");
+    assert!(
+        proxy.altered.load(Ordering::SeqCst),
+        "the proxy altered an archive"
+    );
     assert_equal(&app.base, &mirror.base).await;
 }
 
 async fn a_push_makes_a_follower_with_a_ten_minute_poll_catch_up(db: TestDb) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let app = TestApp::spawn_with(db, |c| {
         c.mirror.peer = vec![holdq::config::MirrorPeer {
             url: format!("http://127.0.0.1:{port}"),
@@ -276,11 +320,18 @@ async fn a_push_makes_a_follower_with_a_ten_minute_poll_catch_up(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     accept(&app, pkg("first", "1.0.0", &[])).await;
     let mirror = follower(dir.path(), &app.base, "poll = \"10m\"", Some(port)).await;
-    assert!(caught_up(&app, &mirror.base, Duration::from_secs(30)).await, "the first ask");
+    assert!(
+        caught_up(&app, &mirror.base, Duration::from_secs(30)).await,
+        "the first ask"
+    );
     // The first ask is answered; the next is 10 minutes away.
     wait_until(
         async || {
-            let s: Value = get(&mirror.base, "/api/v1/mirror/status").await.json().await.unwrap();
+            let s: Value = get(&mirror.base, "/api/v1/mirror/status")
+                .await
+                .json()
+                .await
+                .unwrap();
             s["last_contact"].is_string().then_some(())
         },
         Duration::from_secs(10),
@@ -309,7 +360,11 @@ async fn a_follower_behind_a_pruned_log_starts_from_the_snapshot(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let mirror = follower(dir.path(), &app.base, "poll = \"1s\"", None).await;
     assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
-    let status: Value = get(&mirror.base, "/api/v1/mirror/status").await.json().await.unwrap();
+    let status: Value = get(&mirror.base, "/api/v1/mirror/status")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["snapshots"], 1, "{status:#}");
     assert_equal(&app.base, &mirror.base).await;
 }

@@ -20,7 +20,9 @@ on_both_databases!(
 
 async fn still_building(app: &TestApp, body: Vec<u8>) -> i64 {
     let id = app.upload_ok(&app.operator, body).await;
-    holdq::service::checks::start_queued(&app.app).await.unwrap();
+    holdq::service::checks::start_queued(&app.app)
+        .await
+        .unwrap();
     let view = app.upload_view(id).await;
     assert_eq!(view["state"], "checking", "{view:#}");
     id
@@ -38,26 +40,55 @@ async fn an_upload_still_building_is_in_the_testing_channel_with_the_warning_unt
     let channel = app.get(Some(&maintainer), "/api/v1/testing/index").await;
     assert_eq!(channel.status, StatusCode::OK, "{:?}", channel.body);
     let listed = &channel.body["packages"];
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{:#}", channel.body);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "{:#}",
+        channel.body
+    );
     assert_eq!(listed[0]["name"], "wave");
     assert_eq!(listed[0]["version"], "1.0.0");
     assert_eq!(listed[0]["upload"], id);
     assert_eq!(listed[0]["sha256"], sha);
 
     let archive = app.url("/api/v1/testing/wave/1.0.0/archive");
-    let got = app.http.get(&archive).bearer_auth(&maintainer).send().await.unwrap();
+    let got = app
+        .http
+        .get(&archive)
+        .bearer_auth(&maintainer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.status(), StatusCode::OK);
-    let warning = got.headers()["holdq-unchecked"].to_str().unwrap().to_owned();
-    assert!(warning.starts_with("not in stable; checks running"), "{warning}");
-    assert!(got.headers().get("warning").is_none(), "the obsolete Warning header is not sent");
+    let warning = got.headers()["holdq-unchecked"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        warning.starts_with("not in stable; checks running"),
+        "{warning}"
+    );
+    assert!(
+        got.headers().get("warning").is_none(),
+        "the obsolete Warning header is not sent"
+    );
     assert_eq!(got.bytes().await.unwrap().as_ref(), body.as_slice());
 
     let anonymous = app.http.get(&archive).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let stable = app.get(None, "/api/v1/index/wave").await;
-    assert_eq!(stable.status, StatusCode::NOT_FOUND, "never in stable: {:?}", stable.body);
+    assert_eq!(
+        stable.status,
+        StatusCode::NOT_FOUND,
+        "never in stable: {:?}",
+        stable.body
+    );
     let whole = app.get(None, "/api/v1/index").await;
-    assert!(whole.body["packages"].get("wave").is_none(), "{:#}", whole.body);
+    assert!(
+        whole.body["packages"].get("wave").is_none(),
+        "{:#}",
+        whole.body
+    );
 
     let cancelled = app
         .http
@@ -67,11 +98,21 @@ async fn an_upload_still_building_is_in_the_testing_channel_with_the_warning_unt
         .send()
         .await
         .unwrap();
-    assert!(cancelled.status().is_success(), "{:?}", cancelled.text().await);
+    assert!(
+        cancelled.status().is_success(),
+        "{:?}",
+        cancelled.text().await
+    );
     assert_eq!(app.upload_view(id).await["state"], "rejected");
     let channel = app.get(Some(&maintainer), "/api/v1/testing/index").await;
     assert_eq!(channel.body["packages"], json!([]), "gone after the reject");
-    let gone = app.http.get(&archive).bearer_auth(&maintainer).send().await.unwrap();
+    let gone = app
+        .http
+        .get(&archive)
+        .bearer_auth(&maintainer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
@@ -80,12 +121,23 @@ async fn the_testing_channel_is_off_unless_the_operator_turns_it_on(db: TestDb) 
     still_building(&app, package_building("wave", "1.0.0", &[], "true", None)).await;
     let channel = app.get(Some(&app.operator), "/api/v1/testing/index").await;
     assert_eq!(channel.status, StatusCode::NOT_FOUND);
-    assert!(channel.message().contains("[testing] publish = true"), "{}", channel.message());
-    let archive = app.get(Some(&app.operator), "/api/v1/testing/wave/1.0.0/archive").await;
+    assert!(
+        channel.message().contains("[testing] publish = true"),
+        "{}",
+        channel.message()
+    );
+    let archive = app
+        .get(Some(&app.operator), "/api/v1/testing/wave/1.0.0/archive")
+        .await;
     assert_eq!(archive.status, StatusCode::NOT_FOUND);
 }
 
-async fn fetch(app: &TestApp, token: &str, args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+async fn fetch(
+    app: &TestApp,
+    token: &str,
+    args: &[&str],
+    cwd: &std::path::Path,
+) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_holdq"))
         .arg("fetch")
         .args(args)
@@ -100,20 +152,37 @@ async fn fetch(app: &TestApp, token: &str, args: &[&str], cwd: &std::path::Path)
 
 async fn fetch_from_the_testing_channel_warns_of_each_unchecked_package(db: TestDb) {
     let app = TestApp::spawn_with(db, |c| c.testing.publish = true).await;
-    let lib = app.upload_ok(&app.operator, package_building("lib", "1.0.0", &[], "true", None)).await;
+    let lib = app
+        .upload_ok(
+            &app.operator,
+            package_building("lib", "1.0.0", &[], "true", None),
+        )
+        .await;
     app.drain().await;
     assert_eq!(app.upload_view(lib).await["state"], "accepted");
-    let id = still_building(&app, package_building("app", "1.0.0", &[("lib", "^1")], "true", None)).await;
+    let id = still_building(
+        &app,
+        package_building("app", "1.0.0", &[("lib", "^1")], "true", None),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
 
     let stable_only = fetch(&app, &app.operator, &["app", "-o", "out"], dir.path()).await;
     assert!(!stable_only.status.success(), "app is not in stable");
 
-    let out = fetch(&app, &app.operator, &["app", "--channel", "testing", "-o", "out"], dir.path()).await;
+    let out = fetch(
+        &app,
+        &app.operator,
+        &["app", "--channel", "testing", "-o", "out"],
+        dir.path(),
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("warning: app 1.0.0 is unchecked (upload {id} in the testing channel)")),
+        stderr.contains(&format!(
+            "warning: app 1.0.0 is unchecked (upload {id} in the testing channel)"
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("lib 1.0.0 is unchecked"), "{stderr}");

@@ -127,8 +127,14 @@ pub async fn assert_documents_match(pool: &AnyPool, data_dir: &Path) {
     let last = last_changes(pool).await;
     for name in expected.keys() {
         let path = data_dir.join("stable/index").join(format!("{name}.json"));
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(path).unwrap()));
-        assert_eq!(last[name].1.as_deref(), Some(sha.as_str()), "the hash of {name}'s document in its last change");
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(path).unwrap(),
+        ));
+        assert_eq!(
+            last[name].1.as_deref(),
+            Some(sha.as_str()),
+            "the hash of {name}'s document in its last change"
+        );
     }
     assert_log_matches_serial(pool).await;
 }
@@ -144,5 +150,9 @@ pub async fn assert_log_matches_serial(pool: &AnyPool) {
         .await
         .unwrap();
     let serials: Vec<i64> = serials.into_iter().map(|(s,)| s).collect();
-    assert_eq!(serials, (1..=serial).collect::<Vec<_>>(), "one change per serial");
+    assert_eq!(
+        serials,
+        (1..=serial).collect::<Vec<_>>(),
+        "one change per serial"
+    );
 }

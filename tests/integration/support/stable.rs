@@ -75,7 +75,11 @@ pub async fn lower_pin(app: &TestApp, dependent: &str, dependency: &str, max: &s
     .execute(&mut *tx)
     .await
     .unwrap();
-    assert_eq!(changed.rows_affected(), 1, "{dependent} is pinned on {dependency}");
+    assert_eq!(
+        changed.rows_affected(),
+        1,
+        "{dependent} is pinned on {dependency}"
+    );
     let serial = db::stable::bump_serial(&mut tx).await.unwrap();
     let kind = holdq::service::index::ChangeKind::Obsolescence;
     holdq::service::index::record_change(&mut tx, serial, kind, &[dependent])
