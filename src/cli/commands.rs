@@ -70,8 +70,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         ),
         Command::Passmark { command, client } => passmark(command, &client).await,
         Command::Mirror {
-            command: super::MirrorCommand::Status,
-            client,
+            command: super::MirrorCommand::Status { client },
         } => {
             let status: crate::service::mirror::MirrorStatus =
                 Client::new(&client)?.get("/mirror/status").await?;

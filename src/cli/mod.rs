@@ -33,7 +33,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum MirrorCommand {
     /// The server's mirror status (`GET /api/v1/mirror/status`).
-    Status,
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,8 +137,6 @@ pub enum Command {
     Mirror {
         #[command(subcommand)]
         command: MirrorCommand,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// The check workers seen in the last minute: platform, host, current check, last heartbeat.
     Workers {
