@@ -80,7 +80,6 @@ fn name(chain: usize, i: usize) -> String {
 
 /// A package `name` `version`, requiring `dependency` when given.
 fn package(name: &str, version: &str, dependency: Option<(&str, &str)>, build: &str) -> Vec<u8> {
-    use std::io::Write;
     let mut manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"{version}\"\nmaintainers = [\"Bench <bench@example.org>\"]\n\
          description = \"bench\"\nlicense = \"MIT\"\n\n"
@@ -89,21 +88,7 @@ fn package(name: &str, version: &str, dependency: Option<(&str, &str)>, build: &
         manifest.push_str(&format!("[dependencies]\n\"{dep}\" = \"{req}\"\n\n"));
     }
     manifest.push_str(&format!("[build]\ncommand = \"{build}\"\n"));
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(manifest.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(
-        &mut header,
-        format!("{name}-{version}/package.toml"),
-        manifest.as_bytes(),
-    )
-    .unwrap();
-    let bytes = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&bytes).unwrap();
-    gz.finish().unwrap()
+    support::archive_of(name, version, &manifest)
 }
 
 /// One run on a fresh server: the wall time to all verdicts and the rebases.

@@ -164,9 +164,15 @@ pub fn deps_of(row: &Row) -> BTreeMap<String, String> {
 
 /// Writes `rows` into the server's database as stable (packages, versions,
 /// and their index documents at serial 1, with an empty stand-in archive
-/// per version), as if promoted; returns the package ids. Rows whose
-/// package name is invalid are left out.
-pub async fn seed(app: &holdq::service::App, rows: &[Row]) -> anyhow::Result<HashMap<String, i64>> {
+/// per version of the packages `archives` admits: a document is written
+/// only when every archive it names is there), as if promoted; returns the
+/// package ids. Rows whose package name is invalid are left out. Ends with
+/// a `sync`, so that flushing the seed is not the first timed step's cost.
+pub async fn seed(
+    app: &holdq::service::App,
+    rows: &[Row],
+    archives: impl Fn(&str) -> bool,
+) -> anyhow::Result<HashMap<String, i64>> {
     let mut tx = app.db.begin_write().await?;
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut names: Vec<&str> = rows
@@ -213,10 +219,11 @@ pub async fn seed(app: &holdq::service::App, rows: &[Row]) -> anyhow::Result<Has
     holdq::db::stable::set_documents(&mut tx, 1, &all).await?;
     holdq::db::stable::bump_serial(&mut tx).await?;
     tx.commit().await?;
-    for row in &valid {
+    for row in valid.iter().filter(|r| archives(&r.name)) {
         let path = app.stable.archive_path(&row.name, &row.version.to_string());
         std::fs::create_dir_all(path.parent().unwrap())?;
         std::fs::write(path, b"")?;
     }
+    std::process::Command::new("sync").status()?;
     Ok(ids)
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 /// A package whose build runs `build`, on `platform` only when given.
 pub fn package(name: &str, version: &str, build: &str, platform: Option<&str>) -> Vec<u8> {
-    use std::io::Write;
     let mut manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"{version}\"\nmaintainers = [\"Bench <bench@example.org>\"]\n\
          description = \"bench\"\nlicense = \"MIT\"\n\n[build]\ncommand = \"{build}\"\n"
@@ -17,6 +16,12 @@ pub fn package(name: &str, version: &str, build: &str, platform: Option<&str>) -
     if let Some(platform) = platform {
         manifest.push_str(&format!("platforms = [\"{platform}\"]\n"));
     }
+    archive_of(name, version, &manifest)
+}
+
+/// A gzipped tar holding `name-version/package.toml` with `manifest`.
+pub fn archive_of(name: &str, version: &str, manifest: &str) -> Vec<u8> {
+    use std::io::Write;
     let mut tar = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(manifest.len() as u64);

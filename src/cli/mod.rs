@@ -343,6 +343,8 @@ pub fn main() -> ExitCode {
     }
     if matches!(cli.command, Command::Serve { .. } | Command::Worker { .. }) {
         logging::init(cli.log_format);
+    } else {
+        quiet_on_closed_pipe();
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -359,4 +361,23 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command whose output goes to `head` ends quietly when the pipe
+/// closes, with the status a shell expects (128 + SIGPIPE), as Unix tools
+/// do; `print!` panics then, and this hook turns that panic into the exit.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

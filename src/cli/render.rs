@@ -1,6 +1,7 @@
 //! How client commands print: a table or lines for people, JSON with `--json`.
 
 use super::client::Receipt;
+use crate::domain::check::CheckState;
 use crate::service::obsolete::Dependents;
 use crate::service::operators::{PlatformView, WorkerView};
 use crate::service::passmark::{PassMarkChange, Simulation};
@@ -198,13 +199,15 @@ pub fn upload(u: &UploadView, json: bool) -> anyhow::Result<()> {
             .map(|ms| format!(" ({:.1}s)", ms as f64 / 1000.0))
             .unwrap_or_default();
         let required = if c.required { ", required" } else { "" };
+        let summary = match &c.infra {
+            Some(infra) => infra.line.as_str(),
+            None => c.summary.as_deref().unwrap_or(""),
+        };
         println!(
-            "    {label:<24} {:<8} weight {:.2}{required}{took}  {}",
-            c.state,
-            c.weight,
-            c.summary.as_deref().unwrap_or("")
+            "    {label:<24} {:<8} weight {:.2}{required}{took}  {summary}",
+            c.state, c.weight,
         );
-        if c.state == "failed"
+        if c.state == CheckState::Failed
             && let Some(log) = &c.log
         {
             let lines: Vec<&str> = log.lines().collect();

@@ -45,7 +45,7 @@ pub struct Assumed {
     pub id: i64,
     pub name: String,
     pub version: String,
-    pub state: String,
+    pub state: crate::domain::UploadState,
 }
 
 /// The uploads `upload_id` assumed, with their states.

@@ -3,15 +3,16 @@
 
 use sqlx::FromRow;
 
-use super::{Conn, now_ms};
+use super::{Conn, TransitionError, now_ms};
+use crate::domain::upload::GroupState;
+use crate::domain::word::StateMachine;
 
 #[derive(Clone, Debug, FromRow)]
 pub struct GroupRow {
     pub id: i64,
     pub owner_id: i64,
     pub expected: Option<i64>,
-    /// `open`, `submitted`, `refused`, `expired` or `superseded`.
-    pub state: String,
+    pub state: GroupState,
     pub reason: Option<String>,
     pub created_at: i64,
     pub submitted_at: Option<i64>,
@@ -42,25 +43,25 @@ pub async fn get(conn: &mut Conn, id: i64, for_update: &str) -> sqlx::Result<Opt
     .await
 }
 
-/// Moves the group from `from` to `to` with a reason; false when it was
-/// not in `from`.
+/// Moves the group from `from` to `to` with a reason, as its state machine
+/// allows (an error otherwise); false when it was not in `from`.
 pub async fn transition(
     conn: &mut Conn,
     id: i64,
-    from: &str,
-    to: &str,
+    (from, to): (GroupState, GroupState),
     reason: Option<&str>,
-) -> sqlx::Result<bool> {
+) -> Result<bool, TransitionError> {
+    from.check_move(to)?;
     let done = sqlx::query(
         "UPDATE upload_groups SET state = $1, reason = $2, \
          submitted_at = CASE WHEN $1 = 'submitted' THEN $3 ELSE submitted_at END \
          WHERE id = $4 AND state = $5",
     )
-    .bind(to)
+    .bind(to.as_str())
     .bind(reason)
     .bind(now_ms())
     .bind(id)
-    .bind(from)
+    .bind(from.as_str())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

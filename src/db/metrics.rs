@@ -25,6 +25,18 @@ pub async fn builds_by_platform(conn: &mut Conn) -> sqlx::Result<Vec<(String, i6
     .await
 }
 
+/// Platforms of uploads being checked that wait after an infrastructure
+/// error: (platform, reason, count).
+pub async fn infra_waits(conn: &mut Conn) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT c.platform, c.infra_reason, COUNT(*) FROM checks c JOIN uploads u ON u.id = c.upload_id \
+         WHERE u.state = 'checking' AND c.infra_reason IS NOT NULL \
+         GROUP BY c.platform, c.infra_reason ORDER BY c.platform, c.infra_reason",
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// Verdicts given: (accepted, rejected).
 pub async fn verdicts(conn: &mut Conn) -> sqlx::Result<(i64, i64)> {
     let rows: Vec<(i64, i64)> =

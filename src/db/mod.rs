@@ -19,6 +19,7 @@ pub mod stable;
 pub mod testing;
 pub mod uploads;
 pub mod users;
+pub mod words;
 pub mod workers;
 
 use std::str::FromStr;
@@ -29,6 +30,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
 use crate::config::redact_url;
+use crate::domain::word::StateMachine;
 
 pub use sqlx::AnyConnection as Conn;
 /// The PostgreSQL notification channel on which a halted upload's id is
@@ -213,6 +215,25 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
 }
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
+/// A state change that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    /// The state machine forbids it.
+    #[error(transparent)]
+    Forbidden(#[from] crate::domain::word::ForbiddenTransition),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// `state IN ('pending', 'running')`: the states from which the state
+/// machine allows going to `to`, as SQL (static words, never user input).
+pub fn from_states<S: StateMachine>(to: S) -> String {
+    let words: Vec<String> = S::sources_of(to)
+        .map(|s| format!("'{}'", s.word()))
+        .collect();
+    format!("state IN ({})", words.join(", "))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

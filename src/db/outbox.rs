@@ -4,6 +4,7 @@
 use sqlx::FromRow;
 
 use super::{Conn, now_ms};
+use crate::domain::delivery::DeliveryState;
 
 #[derive(Clone, Debug, FromRow)]
 pub struct OutboxRow {
@@ -16,7 +17,7 @@ pub struct OutboxRow {
     pub text_body: String,
     pub html_body: String,
     pub message_id: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,

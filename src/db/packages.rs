@@ -9,7 +9,6 @@ use crate::domain::PackageState;
 pub struct PackageRow {
     pub id: i64,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub state: PackageState,
     pub created_at: i64,
 }

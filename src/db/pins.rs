@@ -47,7 +47,6 @@ pub async fn all(conn: &mut Conn) -> sqlx::Result<Vec<PinRow>> {
 pub struct ObsoleteRow {
     pub id: i64,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub state: PackageState,
     pub obsolete_reason: Option<String>,
     pub replacement: Option<String>,

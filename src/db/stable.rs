@@ -11,7 +11,6 @@ use crate::domain::PackageState;
 pub struct StableRow {
     pub package_id: i64,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub package_state: PackageState,
     pub version: String,
     pub sha256: String,
@@ -165,7 +164,6 @@ pub async fn versions_of_many(conn: &mut Conn, names: &[&str]) -> sqlx::Result<V
 pub struct DocumentHead {
     pub package_id: i64,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub state: PackageState,
     pub obsolete_reason: Option<String>,
     pub replacement: Option<String>,

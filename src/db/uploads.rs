@@ -4,7 +4,9 @@
 
 use sqlx::FromRow;
 
-use super::{Conn, now_ms};
+use super::{Conn, TransitionError, from_states, now_ms};
+use crate::domain::UploadState;
+use crate::domain::word::StateMachine;
 
 #[derive(Clone, Debug, FromRow)]
 pub struct UploadRow {
@@ -17,21 +19,23 @@ pub struct UploadRow {
     pub manifest: String,
     pub uploader_id: i64,
     pub uploader_email: String,
-    pub state: String,
+    pub state: UploadState,
     pub state_reason: Option<String>,
     pub superseded_by: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub rebases: i64,
-    /// The upload group it belongs to, and that group's state.
+    /// The upload group it belongs to.
     pub group_id: Option<i64>,
-    pub group_state: Option<String>,
+    /// 1 while its group is not yet submitted: it is not in line yet.
+    pub in_unsubmitted_group: i64,
 }
 
 const SELECT: &str = "SELECT u.id, u.package_id, p.name, u.version, u.sha256, u.size_bytes, \
      u.manifest, u.uploader_id, us.email AS uploader_email, u.state, u.state_reason, \
      u.superseded_by, u.created_at, u.updated_at, u.rebases, u.group_id, \
-     (SELECT g.state FROM upload_groups g WHERE g.id = u.group_id) AS group_state \
+     CASE WHEN EXISTS (SELECT 1 FROM upload_groups g WHERE g.id = u.group_id \
+       AND g.state <> 'submitted') THEN 1 ELSE 0 END AS in_unsubmitted_group \
      FROM uploads u JOIN packages p ON p.id = u.package_id JOIN users us ON us.id = u.uploader_id";
 
 pub struct NewUpload<'a> {
@@ -96,11 +100,12 @@ async fn supersede(
 ) -> sqlx::Result<u64> {
     let mut changed = 0;
     for id in ids {
-        changed += sqlx::query(
+        changed += sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE uploads SET state = 'superseded', superseded_by = $1, \
              state_reason = COALESCE($2, state_reason), updated_at = $3 \
-             WHERE id = $4 AND state IN ('queued', 'checking')",
-        )
+             WHERE id = $4 AND {}",
+            from_states(UploadState::Superseded)
+        )))
         .bind(by)
         .bind(reason)
         .bind(now_ms())
@@ -150,14 +155,21 @@ pub async fn position(conn: &mut Conn, id: i64) -> sqlx::Result<i64> {
     Ok(n)
 }
 
-/// Moves an upload from `from` to `to`; false when it was not in `from`.
-pub async fn transition(conn: &mut Conn, id: i64, from: &str, to: &str) -> sqlx::Result<bool> {
+/// Moves an upload from `from` to `to`, as the state machine allows (an
+/// error otherwise); false when it was not in `from`.
+pub async fn transition(
+    conn: &mut Conn,
+    id: i64,
+    from: UploadState,
+    to: UploadState,
+) -> Result<bool, TransitionError> {
+    from.check_move(to)?;
     let done =
         sqlx::query("UPDATE uploads SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
-            .bind(to)
+            .bind(to.as_str())
             .bind(now_ms())
             .bind(id)
-            .bind(from)
+            .bind(from.as_str())
             .execute(conn)
             .await?;
     Ok(done.rows_affected() == 1)

@@ -3,44 +3,24 @@
 //! score = passed weight / total weight; an upload is accepted when every
 //! required check passed and the score reaches the pass mark's threshold.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
-/// What a check verifies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckKind {
-    Validate,
-    Resolve,
-    Build,
-    Test,
-    Revdeps,
+use super::word::{StateMachine, word_enum};
+
+word_enum! {
+    "check kind",
+    /// What a check verifies.
+    #[derive(PartialOrd, Ord)]
+    pub enum CheckKind {
+        Validate = "validate",
+        Resolve = "resolve",
+        Build = "build",
+        Test = "test",
+        Revdeps = "revdeps",
+    }
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 5] = [
-        Self::Validate,
-        Self::Resolve,
-        Self::Build,
-        Self::Test,
-        Self::Revdeps,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Validate => "validate",
-            Self::Resolve => "resolve",
-            Self::Build => "build",
-            Self::Test => "test",
-            Self::Revdeps => "revdeps",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     /// Whether the check runs once per platform.
     pub fn per_platform(self) -> bool {
         matches!(self, Self::Build | Self::Test | Self::Revdeps)
@@ -53,61 +33,87 @@ impl CheckKind {
     }
 }
 
-impl fmt::Display for CheckKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+word_enum! {
+    "check state",
+    /// Where a check stands.
+    pub enum CheckState {
+        Pending = "pending",
+        Running = "running",
+        Passed = "passed",
+        Failed = "failed",
+        /// Not run because a check it needs failed; counts as not passed.
+        Skipped = "skipped",
+        /// Stopped because its upload was superseded or cancelled.
+        Halted = "halted",
     }
-}
-
-/// Where a check stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckState {
-    Pending,
-    Running,
-    Passed,
-    Failed,
-    /// Not run because a check it needs failed; counts as not passed.
-    Skipped,
-    /// Stopped because its upload was superseded or cancelled.
-    Halted,
 }
 
 impl CheckState {
-    pub const ALL: [CheckState; 6] = [
-        Self::Pending,
-        Self::Running,
-        Self::Passed,
-        Self::Failed,
-        Self::Skipped,
-        Self::Halted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Passed => "passed",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-            Self::Halted => "halted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     /// A final state: nothing more will happen to the check.
     pub fn is_final(self) -> bool {
         !matches!(self, Self::Pending | Self::Running)
     }
 }
 
-impl fmt::Display for CheckState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl StateMachine for CheckState {
+    const WHOSE: &'static str = "a check";
+
+    fn can_become(self, next: CheckState) -> bool {
+        use CheckState::*;
+        matches!(
+            (self, next),
+            (Pending, Running)
+                // Its job was delivered again after a lost worker.
+                | (Running, Running)
+                | (Pending | Running, Passed | Failed | Skipped | Halted)
+                // An infrastructure error puts a running check back in line.
+                | (Running, Pending)
+                // A rebase or an operator's retry runs a finished check again.
+                | (Passed | Failed | Skipped, Pending)
+        )
     }
+}
+
+word_enum! {
+    "infrastructure error",
+    /// Why a check could not run, for a reason that is not its package's:
+    /// it goes back to `pending` and is retried with backoff, and never
+    /// counts against the package's score.
+    pub enum InfraReason {
+        /// No space left on a disk of the worker or the server.
+        DiskFull = "disk_full",
+        /// The archive (or a dependency's) could not be downloaded.
+        Fetch = "fetch",
+        /// The workspace could not be unpacked or prepared.
+        Unpack = "unpack",
+        /// The sandbox could not be set up.
+        Sandbox = "sandbox",
+        /// The database did not answer.
+        Database = "database",
+        /// Anything else that went wrong on our side.
+        Internal = "internal",
+    }
+}
+
+impl InfraReason {
+    /// How the reason reads in a status line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DiskFull => "no space left on device",
+            Self::Fetch => "cannot download an archive",
+            Self::Unpack => "cannot prepare the workspace",
+            Self::Sandbox => "cannot set up the sandbox",
+            Self::Database => "the database does not answer",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
+/// How long a check waits before its `failures`-th retry after an
+/// infrastructure error: 1 s, doubling, at most 5 minutes.
+pub fn retry_delay(failures: u32) -> std::time::Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    std::time::Duration::from_secs(secs.min(300))
 }
 
 /// One check as scoring sees it.
@@ -245,5 +251,25 @@ mod tests {
         }
         assert!(CheckState::Halted.is_final());
         assert!(!CheckState::Running.is_final());
+    }
+
+    #[test]
+    fn infrastructure_retries_back_off_from_a_second_to_five_minutes() {
+        let secs: Vec<u64> = (1..=11).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX).as_secs(), 300);
+        assert_eq!(InfraReason::parse("disk_full"), Some(InfraReason::DiskFull));
+    }
+
+    #[test]
+    fn finished_checks_run_again_only_through_pending() {
+        use CheckState::*;
+        assert!(Passed.can_become(Pending), "a rebase");
+        assert!(Running.can_become(Pending), "an infrastructure error");
+        assert!(!Passed.can_become(Running));
+        assert!(!Halted.can_become(Pending), "a halted check stays halted");
+        assert!(!Passed.can_become(Failed), "a result stands");
+        let into_final: Vec<_> = CheckState::sources_of(Failed).collect();
+        assert_eq!(into_final, [Pending, Running]);
     }
 }

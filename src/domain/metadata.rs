@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::integrity::Source;
+use super::passmark::CheckRecord;
 
 /// How a dependent fared when rebuilt against an upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,5 +77,44 @@ impl BuildMetadata {
         stored
             .and_then(|m| serde_json::from_str(m).ok())
             .unwrap_or_default()
+    }
+}
+
+/// What a verdict records beside its score and threshold: the checks that
+/// failed, what was flaky, the uploads ahead it was checked with, and the
+/// check results it was judged on (what a pass mark simulation replays).
+/// A cancellation records who cancelled it and why instead of results.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerdictSummary {
+    #[serde(default)]
+    pub failed: Vec<String>,
+    #[serde(default)]
+    pub failed_required: Vec<String>,
+    #[serde(default)]
+    pub stable_moved: bool,
+    #[serde(default)]
+    pub ahead: Vec<String>,
+    #[serde(default)]
+    pub flaky: Vec<String>,
+    /// The results judged; none for a cancellation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<CheckRecord>>,
+    /// Why an operator cancelled the upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<String>,
+    /// Who cancelled it (an operator's address: shown to owners and
+    /// operators only, as recipients are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl VerdictSummary {
+    /// Reads a stored verdict summary (empty when it does not parse).
+    pub fn parse(stored: &str) -> Self {
+        serde_json::from_str(stored).unwrap_or_default()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a verdict summary serialises")
     }
 }

@@ -2,6 +2,7 @@
 //! machine. Nothing here touches a database, the network or the filesystem.
 
 pub mod check;
+pub mod delivery;
 #[cfg(test)]
 mod fixtures;
 pub mod graph;
@@ -13,6 +14,7 @@ pub mod package;
 pub mod passmark;
 pub mod resolve;
 pub mod upload;
+pub mod word;
 
 pub use manifest::{Maintainer, Manifest, ManifestError};
 pub use name::{InvalidName, PackageName};

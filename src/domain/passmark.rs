@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::check::{CheckKind, CheckResult, Verdict, score};
+use super::check::{CheckKind, CheckResult, CheckState, Verdict, score};
 
 /// Per-platform settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -56,7 +56,82 @@ pub enum PassMarkError {
     BadValue { key: String, problem: String },
 }
 
+/// One check an upload gets when it leaves the queue, as the pass mark
+/// weighs it; `validate` and `resolve` are already final.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedCheck {
+    pub kind: CheckKind,
+    /// Empty for checks that do not run per platform.
+    pub platform: String,
+    pub weight: f64,
+    pub required: bool,
+    pub state: CheckState,
+    pub summary: String,
+}
+
+/// What `validate` and `resolve` found, and where the upload builds.
+pub struct CheckInputs<'a> {
+    /// Why the archive is invalid, if it is.
+    pub validate: Result<(), String>,
+    /// How many packages its closure holds, or why it does not resolve.
+    pub resolve: Result<usize, String>,
+    pub platforms: &'a [&'a str],
+    /// Whether its manifest has a test command.
+    pub has_test: bool,
+}
+
 impl PassMark {
+    /// The checks of an upload leaving the queue: `validate` and `resolve`
+    /// with their results, then per platform `build`, `test` (when it has
+    /// one) and `revdeps`, pending, or skipped when either failed.
+    pub fn plan(&self, inputs: CheckInputs<'_>) -> Vec<PlannedCheck> {
+        let check =
+            |kind: CheckKind, platform: &str, state: CheckState, summary: String| PlannedCheck {
+                kind,
+                platform: platform.to_owned(),
+                weight: self.weight_of(kind, platform),
+                required: self.required_of(kind, platform),
+                state,
+                summary,
+            };
+        let verdict_of = |result: &Result<String, String>| match result {
+            Ok(line) => (CheckState::Passed, line.clone()),
+            Err(why) => (CheckState::Failed, why.clone()),
+        };
+        let validate = inputs
+            .validate
+            .as_ref()
+            .map(|()| "archive and manifest are valid".to_owned())
+            .map_err(Clone::clone);
+        let resolve = match &inputs.resolve {
+            Ok(0) => Ok("no dependencies".to_owned()),
+            Ok(n) => Ok(format!("resolved {n} packages")),
+            Err(why) => Err(why.clone()),
+        };
+        let ready = validate.is_ok() && resolve.is_ok();
+        let (v_state, v_line) = verdict_of(&validate);
+        let (r_state, r_line) = verdict_of(&resolve);
+        let mut plan = vec![
+            check(CheckKind::Validate, "", v_state, v_line),
+            check(CheckKind::Resolve, "", r_state, r_line),
+        ];
+        let (state, why) = if ready {
+            (CheckState::Pending, "")
+        } else {
+            (CheckState::Skipped, "skipped: validate or resolve failed")
+        };
+        for platform in inputs.platforms {
+            let kinds = [CheckKind::Build, CheckKind::Test, CheckKind::Revdeps];
+            for kind in kinds
+                .into_iter()
+                .filter(|&k| k != CheckKind::Test || inputs.has_test)
+            {
+                plan.push(check(kind, platform, state, why.to_owned()));
+            }
+        }
+        plan
+    }
+
     /// The weight of a check of `kind` on `platform` ("" for none).
     pub fn weight_of(&self, kind: CheckKind, platform: &str) -> f64 {
         let kind_weight = self.weights.get(&kind).copied().unwrap_or(1.0);
@@ -230,6 +305,46 @@ mod tests {
             fraction: None,
             flaky: false,
         }
+    }
+
+    #[test]
+    fn the_plan_weighs_each_check_and_skips_the_platforms_when_resolve_failed() {
+        let mut m = mark();
+        m.set("weight.revdeps", "0.5").unwrap();
+        let inputs = |resolve| CheckInputs {
+            validate: Ok(()),
+            resolve,
+            platforms: &["linux-x86_64", "linux-aarch64"],
+            has_test: false,
+        };
+        let plan = m.plan(inputs(Ok(3)));
+        let labels: Vec<String> = plan
+            .iter()
+            .map(|c| format!("{}@{}:{}", c.kind, c.platform, c.state))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "validate@:passed",
+                "resolve@:passed",
+                "build@linux-x86_64:pending",
+                "revdeps@linux-x86_64:pending",
+                "build@linux-aarch64:pending",
+                "revdeps@linux-aarch64:pending",
+            ]
+        );
+        assert_eq!(plan[1].summary, "resolved 3 packages");
+        assert_eq!(plan[3].weight, 0.5);
+        assert!(plan[2].required && !plan[3].required);
+
+        let failed = m.plan(inputs(Err("no version of lib matches ^2".into())));
+        assert_eq!(failed[1].state, CheckState::Failed);
+        assert_eq!(failed[1].summary, "no version of lib matches ^2");
+        assert!(
+            failed[2..]
+                .iter()
+                .all(|c| c.state == CheckState::Skipped && c.summary.starts_with("skipped"))
+        );
     }
 
     #[test]

@@ -2,66 +2,71 @@
 //! `queued → checking → accepted | rejected`, and `superseded` from
 //! `queued` or `checking`.
 
-use std::fmt;
+use super::word::{StateMachine, word_enum};
 
-use serde::{Deserialize, Serialize};
-
-/// Where an upload stands in the holding queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadState {
-    Queued,
-    Checking,
-    Accepted,
-    Rejected,
-    Superseded,
+word_enum! {
+    "upload state",
+    /// Where an upload stands in the holding queue.
+    pub enum UploadState {
+        Queued = "queued",
+        Checking = "checking",
+        Accepted = "accepted",
+        Rejected = "rejected",
+        Superseded = "superseded",
+    }
 }
 
 impl UploadState {
-    pub const ALL: [UploadState; 5] = [
-        Self::Queued,
-        Self::Checking,
-        Self::Accepted,
-        Self::Rejected,
-        Self::Superseded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Checking => "checking",
-            Self::Accepted => "accepted",
-            Self::Rejected => "rejected",
-            Self::Superseded => "superseded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s)
-    }
-
     /// Still in the holding queue: waiting for, or under, its checks.
     pub fn is_pending(self) -> bool {
         matches!(self, Self::Queued | Self::Checking)
     }
+}
 
-    /// Whether the machine allows going from `self` to `next`.
-    pub fn can_become(self, next: UploadState) -> bool {
+impl StateMachine for UploadState {
+    const WHOSE: &'static str = "an upload";
+
+    fn can_become(self, next: UploadState) -> bool {
         use UploadState::*;
         matches!(
             (self, next),
             (Queued, Checking)
                 | (Queued | Checking, Superseded)
-                | (Checking, Accepted | Rejected)
+                | (Checking, Accepted)
+                // Rejected by its verdict, or cancelled (before or during
+                // its checks) by an operator.
+                | (Queued | Checking, Rejected)
                 // An internal error (worker lost) puts a check back in line.
                 | (Checking, Queued)
         )
     }
 }
 
-impl fmt::Display for UploadState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+word_enum! {
+    "group state",
+    /// Where an upload group stands: members join it while it is `open`;
+    /// once `submitted` its members are in line and decided as one.
+    pub enum GroupState {
+        Open = "open",
+        Submitted = "submitted",
+        /// A member was refused at upload: the group is refused whole.
+        Refused = "refused",
+        /// Not submitted in time.
+        Expired = "expired",
+        /// A newer upload superseded one of its members.
+        Superseded = "superseded",
+    }
+}
+
+impl StateMachine for GroupState {
+    const WHOSE: &'static str = "an upload group";
+
+    fn can_become(self, next: GroupState) -> bool {
+        use GroupState::*;
+        matches!(
+            (self, next),
+            (Open, Submitted | Refused | Expired | Superseded) | (Submitted, Superseded)
+        )
     }
 }
 
@@ -94,5 +99,27 @@ mod tests {
         assert!(Checking.can_become(Accepted));
         assert!(Checking.can_become(Rejected));
         assert!(!Accepted.can_become(Rejected));
+        assert!(!Superseded.can_become(Rejected));
+    }
+
+    #[test]
+    fn a_forbidden_move_is_named() {
+        let err = Accepted.check_move(Checking).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "an upload cannot go from accepted to checking"
+        );
+        assert!(Queued.check_move(Checking).is_ok());
+        let into_superseded: Vec<_> = UploadState::sources_of(Superseded).collect();
+        assert_eq!(into_superseded, [Queued, Checking]);
+    }
+
+    #[test]
+    fn an_unknown_state_is_named_not_a_panic() {
+        let err = UploadState::try_from("archived".to_owned()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown upload state \"archived\" (written by a newer holdq?)"
+        );
     }
 }

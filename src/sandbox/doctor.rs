@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::disk::CheckDir;
-use super::policy::{self, DiskMechanism, Identity};
+use super::policy::{self, Containment, DiskMechanism, Identity};
 use super::{RunSpec, Sandbox};
 use crate::config::Config;
 
@@ -69,84 +69,7 @@ pub async fn report(config: &Config) -> anyhow::Result<String> {
     }
     for platform in &config.platforms {
         writeln!(out, "\nplatform {}", platform.name)?;
-        let identity = match &c.identity {
-            Identity::DropFromRoot { base } => format!(
-                "host uid/gid {base} + the sandbox's pid (one per run, owning nothing), no capabilities, no_new_privs; namespaces: mount, pid, net, ipc, uts"
-            ),
-            Identity::Subordinate {
-                uid_start, count, ..
-            } => format!(
-                "a uid of the subordinate range {uid_start}..{} (newuidmap), no capabilities, no_new_privs",
-                u64::from(*uid_start) + u64::from(*count)
-            ),
-            Identity::OwnUid => {
-                "THE SERVER'S OWN ACCOUNT (sandbox.allow_own_uid): a check can read what the server can".into()
-            }
-            Identity::Refused(why) => format!("none: checks are refused: {why}"),
-        };
-        writeln!(out, "  identity: {identity}")?;
-        let mechanism = match c.disk {
-            DiskMechanism::Loop => "a sparse ext4 image loop-mounted on each check directory",
-            DiskMechanism::Watchdog => {
-                "a watchdog measuring the check directory every 250 ms (cannot stop one large fallocate)"
-            }
-        };
-        writeln!(
-            out,
-            "  disk: {} for the check directory and /tmp together, by {mechanism}",
-            policy::human_size(platform.disk.0)
-        )?;
-        writeln!(
-            out,
-            "  limits: time {:?}, memory {}, processes {}",
-            platform.timeout,
-            policy::human_size(platform.memory.0),
-            config.limits.check_processes
-        )?;
-        let system: Vec<&str> = policy::SYSTEM_DIRS
-            .iter()
-            .copied()
-            .filter(|d| Path::new(d).exists())
-            .collect();
-        writeln!(
-            out,
-            "  read-only: {} (symlinks kept as symlinks)",
-            system.join(" ")
-        )?;
-        writeln!(
-            out,
-            "  /etc: a tmpfs with one bind per world-readable entry, without {}",
-            policy::ETC_SECRETS.join(" ")
-        )?;
-        let mounts: Vec<String> = platform
-            .mounts
-            .iter()
-            .map(|m| policy::absolute(m).display().to_string())
-            .collect();
-        writeln!(
-            out,
-            "  platform mounts (read-only): {}",
-            if mounts.is_empty() {
-                "none".into()
-            } else {
-                mounts.join(" ")
-            }
-        )?;
-        writeln!(
-            out,
-            "  writable: the check directory, /tmp inside it; fresh /dev, /dev/shm (64 MiB tmpfs), /proc of its own PID namespace"
-        )?;
-        writeln!(out, "  environment passed: {}", platform.env.join(" "))?;
-        let hidden: Vec<String> = c.hidden.iter().map(|p| p.display().to_string()).collect();
-        writeln!(
-            out,
-            "  never visible: {} /run /var/run /var/lib /srv, home directories not in mounts",
-            hidden.join(" ")
-        )?;
-        if !c.sockets.is_empty() {
-            let sockets: Vec<String> = c.sockets.iter().map(|p| p.display().to_string()).collect();
-            writeln!(out, "  sockets left out of mounts: {}", sockets.join(" "))?;
-        }
+        describe_platform(&mut out, config, c, platform)?;
         if c.refusal().is_some() {
             continue;
         }
@@ -161,6 +84,95 @@ pub async fn report(config: &Config) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+/// What a check of `platform` runs as, sees and is limited to.
+fn describe_platform(
+    out: &mut String,
+    config: &Config,
+    c: &Containment,
+    platform: &crate::config::PlatformConfig,
+) -> std::fmt::Result {
+    let identity = match &c.identity {
+        Identity::DropFromRoot { base } => format!(
+            "host uid/gid {base} + the sandbox's pid (one per run, owning nothing), no capabilities, no_new_privs; namespaces: mount, pid, net, ipc, uts"
+        ),
+        Identity::Subordinate {
+            uid_start, count, ..
+        } => format!(
+            "a uid of the subordinate range {uid_start}..{} (newuidmap), no capabilities, no_new_privs",
+            u64::from(*uid_start) + u64::from(*count)
+        ),
+        Identity::OwnUid => {
+            "THE SERVER'S OWN ACCOUNT (sandbox.allow_own_uid): a check can read what the server can"
+                .into()
+        }
+        Identity::Refused(why) => format!("none: checks are refused: {why}"),
+    };
+    writeln!(out, "  identity: {identity}")?;
+    let mechanism = match c.disk {
+        DiskMechanism::Loop => "a sparse ext4 image loop-mounted on each check directory",
+        DiskMechanism::Watchdog => {
+            "a watchdog measuring the check directory every 250 ms (cannot stop one large fallocate)"
+        }
+    };
+    writeln!(
+        out,
+        "  disk: {} for the check directory and /tmp together, by {mechanism}",
+        policy::human_size(platform.disk.0)
+    )?;
+    writeln!(
+        out,
+        "  limits: time {:?}, memory {}, processes {}",
+        platform.timeout,
+        policy::human_size(platform.memory.0),
+        config.limits.check_processes
+    )?;
+    let system: Vec<&str> = policy::SYSTEM_DIRS
+        .iter()
+        .copied()
+        .filter(|d| Path::new(d).exists())
+        .collect();
+    writeln!(
+        out,
+        "  read-only: {} (symlinks kept as symlinks)",
+        system.join(" ")
+    )?;
+    writeln!(
+        out,
+        "  /etc: a tmpfs with one bind per world-readable entry, without {}",
+        policy::ETC_SECRETS.join(" ")
+    )?;
+    let mounts: Vec<String> = platform
+        .mounts
+        .iter()
+        .map(|m| policy::absolute(m).display().to_string())
+        .collect();
+    writeln!(
+        out,
+        "  platform mounts (read-only): {}",
+        if mounts.is_empty() {
+            "none".into()
+        } else {
+            mounts.join(" ")
+        }
+    )?;
+    writeln!(
+        out,
+        "  writable: the check directory, /tmp inside it; fresh /dev, /dev/shm (64 MiB tmpfs), /proc of its own PID namespace"
+    )?;
+    writeln!(out, "  environment passed: {}", platform.env.join(" "))?;
+    let hidden: Vec<String> = c.hidden.iter().map(|p| p.display().to_string()).collect();
+    writeln!(
+        out,
+        "  never visible: {} /run /var/run /var/lib /srv, home directories not in mounts",
+        hidden.join(" ")
+    )?;
+    if !c.sockets.is_empty() {
+        let sockets: Vec<String> = c.sockets.iter().map(|p| p.display().to_string()).collect();
+        writeln!(out, "  sockets left out of mounts: {}", sockets.join(" "))?;
+    }
+    Ok(())
 }
 
 async fn probe(

@@ -148,68 +148,12 @@ impl Sandbox {
             anyhow::bail!("checks cannot run here: {why}");
         }
         let containment = &self.containment;
-        let exec = exec::ExecSpec {
-            rw: spec.root.clone(),
-            tmp: spec.tmp.clone(),
-            cwd: spec.cwd.clone(),
-            command: spec.command.clone(),
-            env: spec.env.clone(),
-            memory: spec.memory_bytes,
-            pids: spec.max_processes,
-            mounts: spec.mounts.iter().map(|m| policy::absolute(m)).collect(),
-            hidden: containment
-                .hidden
-                .iter()
-                .chain(&containment.sockets)
-                .cloned()
-                .collect(),
-            identity: containment.identity.clone(),
-            state_dir: spec.state_dir.clone(),
-            parent: std::process::id() as i32,
-            reclaim: false,
-        };
+        let exec = self.exec_spec(spec);
         std::fs::create_dir_all(&spec.state_dir)
             .with_context(|| format!("cannot create {}", spec.state_dir.display()))?;
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg("__sandbox")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.exe.display()))?;
+        let (mut child, mut tail_rx) = self.spawn(&exec).await?;
         let group = child.id().map(|id| Pid::from_raw(id as i32));
-        // The run's description, environment values included, goes through
-        // a pipe: nothing of it shows on a command line.
-        let mut stdin = child.stdin.take().expect("piped");
-        stdin
-            .write_all(&serde_json::to_vec(&exec)?)
-            .await
-            .context("cannot hand the run to the sandbox")?;
-        drop(stdin);
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let (tail_tx, mut tail_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-        for mut pipe in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(stderr),
-        ] {
-            let tx = tail_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                while let Ok(n) = pipe.read(&mut buf).await {
-                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tail_tx);
-
         let ending = tokio::select! {
             status = child.wait() => {
                 let status = status.context("waiting for the sandbox")?;
@@ -244,29 +188,102 @@ impl Sandbox {
             }
         }
         let duration = started.elapsed();
-
         let mut tail = Tail::new(spec.output_cap);
         while let Some(chunk) = tail_rx.recv().await {
             tail.push(&chunk);
         }
         let mut output = tail.into_string();
-        match &ending {
-            Ending::TimedOut => output.push_str(&format!(
-                "\nholdq: killed at the time limit of {:?}\n",
-                spec.timeout
-            )),
-            Ending::Halted => output.push_str("\nholdq: halted\n"),
-            Ending::DiskLimit(bytes) => output.push_str(&format!(
-                "\nholdq: disk limit ({}) reached\n",
-                policy::human_size(*bytes)
-            )),
-            Ending::Exited(_) => {}
-        }
+        output.push_str(&ending_note(&ending, spec));
         Ok(RunOutcome {
             ending,
             output,
             duration,
         })
+    }
+
+    /// What the sandbox process is told of the run.
+    fn exec_spec(&self, spec: &RunSpec) -> exec::ExecSpec {
+        let containment = &self.containment;
+        exec::ExecSpec {
+            rw: spec.root.clone(),
+            tmp: spec.tmp.clone(),
+            cwd: spec.cwd.clone(),
+            command: spec.command.clone(),
+            env: spec.env.clone(),
+            memory: spec.memory_bytes,
+            pids: spec.max_processes,
+            mounts: spec.mounts.iter().map(|m| policy::absolute(m)).collect(),
+            hidden: containment
+                .hidden
+                .iter()
+                .chain(&containment.sockets)
+                .cloned()
+                .collect(),
+            identity: containment.identity.clone(),
+            state_dir: spec.state_dir.clone(),
+            parent: std::process::id() as i32,
+            reclaim: false,
+        }
+    }
+
+    /// Starts the sandbox process with the run's description on its stdin
+    /// (environment values included: nothing of it shows on a command
+    /// line); its stdout and stderr arrive on the channel, in chunks.
+    async fn spawn(
+        &self,
+        exec: &exec::ExecSpec,
+    ) -> anyhow::Result<(
+        tokio::process::Child,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    )> {
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg("__sandbox")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.exe.display()))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(&serde_json::to_vec(exec)?)
+            .await
+            .context("cannot hand the run to the sandbox")?;
+        drop(stdin);
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tail_tx, tail_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        for mut pipe in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(stderr),
+        ] {
+            let tx = tail_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok((child, tail_rx))
+    }
+}
+
+/// The line holdq adds to a run's output when it ended the run.
+fn ending_note(ending: &Ending, spec: &RunSpec) -> String {
+    match ending {
+        Ending::TimedOut => format!("\nholdq: killed at the time limit of {:?}\n", spec.timeout),
+        Ending::Halted => "\nholdq: halted\n".to_owned(),
+        Ending::DiskLimit(bytes) => format!(
+            "\nholdq: disk limit ({}) reached\n",
+            policy::human_size(*bytes)
+        ),
+        Ending::Exited(_) => String::new(),
     }
 }
 

@@ -129,14 +129,16 @@ pub async fn wait(
 /// Tells this process's long-polls, and the other servers', that the
 /// index is published at `serial`.
 pub async fn announce(app: &App, serial: i64) {
-    app.stable_serial.send_if_modified(|s| {
+    let moved = app.stable_serial.send_if_modified(|s| {
         let newer = serial > *s;
         if newer {
             *s = serial;
         }
         newer
     });
-    if app.db.backend() == db::Backend::Postgres {
+    // Not again for a serial this process already announced (the sweep
+    // publishes, usually finding nothing to do).
+    if moved && app.db.backend() == db::Backend::Postgres {
         let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(db::STABLE_CHANNEL)
             .bind(serial.to_string())

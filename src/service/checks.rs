@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::App;
 use super::build::{Source, Workspace};
+use super::faults::Stage;
 use crate::config::PlatformConfig;
 use crate::db::{self, checks::Finished, checks::NewCheck, uploads::UploadRow};
-use crate::domain::check::{CheckKind, CheckState};
+use crate::domain::check::{CheckKind, CheckState, InfraReason};
 use crate::domain::graph::StableRepo;
-use crate::domain::integrity::Closure;
+use crate::domain::integrity::{Base, Closure};
 use crate::domain::metadata::BuildMetadata;
+use crate::domain::passmark::{CheckInputs, PlannedCheck};
 use crate::domain::resolve::Release;
 use crate::domain::{Manifest, UploadState};
 use crate::sandbox::{Ending, RunOutcome};
@@ -139,7 +141,7 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
     let row = {
         let mut conn = app.db.pool().acquire().await?;
         match db::uploads::get(&mut conn, upload_id).await? {
-            Some(row) if row.state == UploadState::Queued.as_str() => row,
+            Some(row) if row.state == UploadState::Queued => row,
             _ => return Ok(false),
         }
     };
@@ -155,12 +157,70 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         }
         return Ok(false);
     }
+    let validate = validate_kept_archive(app, &row).await?;
+    // resolve: against its future stable (stable plus the uploads ahead).
+    let (resolve_base, resolution) = super::integrity::closure_base(app, &row, &manifest).await?;
+    let platforms: Vec<&str> = platforms_of(app, &manifest)
+        .into_iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let plan = super::passmark::current(app).await?.plan(CheckInputs {
+        validate,
+        resolve: resolution.clone().map(|()| resolve_base.closure.len()),
+        platforms: &platforms,
+        has_test: manifest.build.test.is_some(),
+    });
 
-    // validate: the kept archive still has its hash and obeys section 2.
+    let mut tx = app.db.begin_write().await?;
+    // Serialise with supersession and promotion of the same package (they
+    // lock it first too): without it, two servers' transactions can take
+    // the upload's row and its checks in opposite orders and deadlock.
+    db::packages::lock_by_name(&mut tx, &row.name, app.db.for_update()).await?;
+    let (queued, checking) = (UploadState::Queued, UploadState::Checking);
+    if !db::uploads::transition(&mut tx, upload_id, queued, checking).await? {
+        return Ok(false);
+    }
+    if row.state_reason.is_some() {
+        db::uploads::set_reason(&mut tx, upload_id, None).await?; // it waits no more
+    }
+    if resolution.is_ok() {
+        let json = resolution_json(&resolve_base.closure);
+        db::uploads::set_resolution(&mut tx, upload_id, true, &json).await?;
+    }
+    let mut builds = Vec::new();
+    for check in &plan {
+        let id = record_planned(&mut tx, upload_id, check).await?;
+        match check.kind {
+            CheckKind::Resolve => {
+                db::checks::set_base(&mut tx, id, &serde_json::to_string(&resolve_base)?).await?;
+            }
+            CheckKind::Build if check.state == CheckState::Pending => {
+                builds.push((check.platform.clone(), id));
+            }
+            _ => {}
+        }
+    }
+    let assumed: Vec<i64> = resolve_base.assumptions(upload_id).into_iter().collect();
+    db::assumptions::add(&mut tx, upload_id, &assumed).await?;
+    tx.commit().await?;
+    tracing::info!(upload.id = upload_id, package.name = %manifest.name, checks.platforms = builds.len(), "checks started");
+
+    if builds.is_empty() {
+        super::verdict::decide(app, upload_id).await?;
+    }
+    for (platform, check_id) in builds {
+        enqueue_check(app, &platform, check_id, 0, 0).await?;
+    }
+    Ok(true)
+}
+
+/// `validate`: the kept archive still has its hash and obeys section 2;
+/// the error says why not.
+async fn validate_kept_archive(app: &App, row: &UploadRow) -> anyhow::Result<Result<(), String>> {
     let blob = app.storage.blob_path(&row.sha256);
     let limits = app.archive_limits();
     let expected = row.sha256.clone();
-    let validate = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    Ok(tokio::task::spawn_blocking(move || -> Result<(), String> {
         let file =
             std::fs::File::open(&blob).map_err(|e| format!("the archive is missing: {e}"))?;
         let mut hashing = HashingReader::new(std::io::BufReader::new(file));
@@ -173,135 +233,34 @@ pub async fn start_upload(app: &App, upload_id: i64) -> anyhow::Result<bool> {
         }
         Ok(())
     })
-    .await?;
+    .await?)
+}
 
-    // resolve: against its future stable (stable plus the uploads ahead).
-    let (resolve_base, resolution) = super::integrity::closure_base(app, &row, &manifest).await?;
-    let resolved_json = resolution
-        .as_ref()
-        .ok()
-        .map(|()| resolution_json(&resolve_base.closure));
-
-    let passmark = super::passmark::current(app).await?;
-    let passmark = &passmark;
-    let mut tx = app.db.begin_write().await?;
-    // Serialise with supersession and promotion of the same package (they
-    // lock it first too): without it, two servers' transactions can take
-    // the upload's row and its checks in opposite orders and deadlock.
-    db::packages::lock_by_name(&mut tx, &row.name, app.db.for_update()).await?;
-    if !db::uploads::transition(&mut tx, upload_id, "queued", "checking").await? {
-        return Ok(false);
-    }
-    if row.state_reason.is_some() {
-        db::uploads::set_reason(&mut tx, upload_id, None).await?; // it waits no more
-    }
-    if let Some(json) = &resolved_json {
-        db::uploads::set_resolution(&mut tx, upload_id, true, json).await?;
-    }
-    let record = async |tx: &mut db::Tx,
-                        kind: CheckKind,
-                        platform: &str,
-                        weight: f64,
-                        state: CheckState,
-                        summary: &str|
-           -> anyhow::Result<i64> {
-        let id = db::checks::insert(
-            tx,
-            NewCheck {
-                upload_id,
-                kind: kind.as_str(),
-                platform,
-                weight,
-                required: passmark.required_of(kind, platform),
-            },
-        )
-        .await?;
-        if state.is_final() {
-            db::checks::finish(
-                tx,
-                id,
-                Finished {
-                    state: state.as_str(),
-                    duration_ms: 0,
-                    summary,
-                    log: "",
-                    metadata: &json!({}),
-                },
-            )
-            .await?;
-        }
-        Ok(id)
+/// Inserts a check of the plan (final ones with their result); its id.
+async fn record_planned(
+    tx: &mut db::Tx,
+    upload_id: i64,
+    check: &PlannedCheck,
+) -> anyhow::Result<i64> {
+    let new = NewCheck {
+        upload_id,
+        kind: check.kind,
+        platform: &check.platform,
+        weight: check.weight,
+        required: check.required,
     };
-    let (v_state, v_summary) = match &validate {
-        Ok(()) => (
-            CheckState::Passed,
-            "archive and manifest are valid".to_owned(),
-        ),
-        Err(e) => (CheckState::Failed, e.clone()),
-    };
-    record(
-        &mut tx,
-        CheckKind::Validate,
-        "",
-        passmark.weight_of(CheckKind::Validate, ""),
-        v_state,
-        &v_summary,
-    )
-    .await?;
-    let (r_state, r_summary) = match &resolution {
-        Ok(()) if resolve_base.closure.is_empty() => {
-            (CheckState::Passed, "no dependencies".to_owned())
-        }
-        Ok(()) => (
-            CheckState::Passed,
-            format!("resolved {} packages", resolve_base.closure.len()),
-        ),
-        Err(e) => (CheckState::Failed, e.clone()),
-    };
-    let resolve_id = record(
-        &mut tx,
-        CheckKind::Resolve,
-        "",
-        passmark.weight_of(CheckKind::Resolve, ""),
-        r_state,
-        &r_summary,
-    )
-    .await?;
-    db::checks::set_base(&mut tx, resolve_id, &serde_json::to_string(&resolve_base)?).await?;
-    let assumed: Vec<i64> = resolve_base.assumptions(upload_id).into_iter().collect();
-    db::assumptions::add(&mut tx, upload_id, &assumed).await?;
-    let ready = validate.is_ok() && resolution.is_ok();
-    let mut builds = Vec::new();
-    for platform in platforms_of(app, &manifest) {
-        let name = platform.name.as_str();
-        let (state, why) = if ready {
-            (CheckState::Pending, "")
-        } else {
-            (CheckState::Skipped, "skipped: validate or resolve failed")
+    let id = db::checks::insert(tx, new).await?;
+    if check.state.is_final() {
+        let result = Finished {
+            state: check.state,
+            duration_ms: 0,
+            summary: &check.summary,
+            log: "",
+            metadata: &json!({}),
         };
-        let mut kinds = vec![CheckKind::Build];
-        if manifest.build.test.is_some() {
-            kinds.push(CheckKind::Test);
-        }
-        kinds.push(CheckKind::Revdeps);
-        for kind in kinds {
-            let weight = passmark.weight_of(kind, name);
-            let id = record(&mut tx, kind, name, weight, state, why).await?;
-            if kind == CheckKind::Build && ready {
-                builds.push((name.to_owned(), id));
-            }
-        }
+        db::checks::finish(tx, id, result).await?;
     }
-    tx.commit().await?;
-    tracing::info!(upload.id = upload_id, package.name = %manifest.name, checks.platforms = builds.len(), "checks started");
-
-    if builds.is_empty() {
-        super::verdict::decide(app, upload_id).await?;
-    }
-    for (platform, check_id) in builds {
-        enqueue_check(app, &platform, check_id, 0, 0).await?;
-    }
-    Ok(true)
+    Ok(id)
 }
 
 /// Pushes the job of a build check unless its platform is paused (a resume
@@ -330,11 +289,7 @@ pub async fn enqueue_check(
 }
 
 fn resolution_json(r: &Closure) -> String {
-    let map: std::collections::BTreeMap<String, String> = r
-        .iter()
-        .map(|(n, p)| (n.to_string(), p.version.to_string()))
-        .collect();
-    serde_json::to_string(&map).expect("a map of strings serializes")
+    serde_json::to_string(&resolution_of(r)).expect("a map of strings serializes")
 }
 
 /// Runs the checks of one platform for the upload of build check
@@ -344,6 +299,10 @@ pub async fn run_platform(app: &App, check_id: i64, worker: &str) -> anyhow::Res
     let Some(upload_id) = run_platform_checks(app, check_id, worker).await? else {
         return Ok(());
     };
+    {
+        let mut conn = app.db.pool().acquire().await?;
+        db::checks::clear_infra(&mut conn, check_id).await?; // its chain ran
+    }
     if app.remote.is_some() {
         // No stable storage here to promote into: a server decides. This
         // process runs one platform, so the upload's runs here are over.
@@ -371,7 +330,7 @@ pub async fn run_platform_checks(
         return Ok(None);
     };
     drop(conn);
-    if row.state != UploadState::Checking.as_str() {
+    if row.state != UploadState::Checking {
         return Ok(None); // superseded or already decided: no side effect
     }
     {
@@ -417,7 +376,7 @@ fn watch_upload(app: App, upload_id: i64, halt: CancellationToken) -> tokio::tas
                 continue;
             };
             if let Ok(Some(row)) = db::uploads::get(&mut conn, upload_id).await
-                && row.state != UploadState::Checking.as_str()
+                && row.state != UploadState::Checking
             {
                 halt.cancel();
                 return;
@@ -437,7 +396,7 @@ async fn platform_checks(
         .await?
         .into_iter()
         .filter(|c| c.platform == platform)
-        .filter_map(|c| CheckKind::parse(&c.kind).map(|k| (k, c)))
+        .map(|c| (c.kind, c))
         .collect())
 }
 
@@ -456,7 +415,7 @@ pub(super) async fn finish(
         &mut conn,
         check_id,
         Finished {
-            state: state.as_str(),
+            state,
             duration_ms: duration.as_millis() as i64,
             summary,
             log,
@@ -502,93 +461,128 @@ async fn run_chain(
     worker: &str,
     halt: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let p = platform.name.as_str();
-    let upload_id = row.id;
-    let mut checks = platform_checks(app, upload_id, p).await?;
+    let mut checks = platform_checks(app, row.id, platform.name.as_str()).await?;
     let Some(build) = checks.remove(&CheckKind::Build) else {
         return Ok(());
     };
     let test = checks.remove(&CheckKind::Test);
     let revdeps = checks.remove(&CheckKind::Revdeps);
-
-    // Past its rebases (or without speculation) the checks wait for the
-    // related uploads ahead; the sweep gives the check a new job.
-    let any_left = [Some(&build), test.as_ref(), revdeps.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final));
-    if any_left {
-        let blockers = super::integrity::blockers(app, row, manifest).await?;
-        if !blockers.is_empty() {
-            let why = format!("waiting for {} ahead of it", blockers.join(", "));
-            let mut conn = app.db.pool().acquire().await?;
-            db::checks::record_wait(&mut conn, build.id, &why).await?;
-            return Ok(());
-        }
+    let left = [Some(&build), test.as_ref(), revdeps.as_ref()];
+    if waits_for_uploads_ahead(app, row, manifest, build.id, left).await? {
+        return Ok(());
     }
-    let source = Source {
-        archive: super::archives::upload_archive(app, row).await?,
-        top: manifest.dir_name(),
+    let chain = Chain {
+        app,
+        row,
+        manifest,
+        platform,
+        worker,
+        halt,
+        source: Source {
+            archive: super::archives::upload_archive(app, row)
+                .await
+                .context(Stage(InfraReason::Fetch))?,
+            top: manifest.dir_name(),
+        },
     };
-    let mut build_passed = CheckState::parse(&build.state) == Some(CheckState::Passed);
-    if !CheckState::parse(&build.state).is_some_and(CheckState::is_final) {
-        let mut conn = app.db.pool().acquire().await?;
-        if !db::checks::mark_running(&mut conn, build.id, worker).await? {
+    let build_passed = if build.state.is_final() {
+        build.state == CheckState::Passed
+    } else {
+        let Some(built) = chain.build(&build).await? else {
+            return Ok(()); // halted, or another worker has it
+        };
+        if let (Some(test), Some(command), Some(ws)) = (&test, &manifest.build.test, &built.ws)
+            && !test.state.is_final()
+            && built.passed
+            && !chain.test(test, command, ws, &built.base).await?
+        {
             return Ok(());
         }
-        drop(conn);
+        built.passed
+    };
+    if !build_passed {
+        return skip_rest(app, test.as_ref(), revdeps.as_ref()).await;
+    }
+    if let Some(revdeps) = &revdeps
+        && !revdeps.state.is_final()
+    {
+        if !mark_running(app, revdeps.id, worker).await? {
+            return Ok(());
+        }
+        let source = &chain.source;
+        super::revdeps::run(app, row, manifest, source, platform, revdeps.id, halt).await?;
+    }
+    Ok(())
+}
+
+/// Past its rebases (or without speculation) the checks left wait for the
+/// related uploads ahead: true (recorded on the build check, whose job the
+/// sweep renews) when they must.
+async fn waits_for_uploads_ahead(
+    app: &App,
+    row: &UploadRow,
+    manifest: &Manifest,
+    build_id: i64,
+    checks: [Option<&db::checks::CheckRow>; 3],
+) -> anyhow::Result<bool> {
+    if checks.into_iter().flatten().all(|c| c.state.is_final()) {
+        return Ok(false);
+    }
+    let blockers = super::integrity::blockers(app, row, manifest).await?;
+    if blockers.is_empty() {
+        return Ok(false);
+    }
+    let why = format!("waiting for {} ahead of it", blockers.join(", "));
+    let mut conn = app.db.pool().acquire().await?;
+    db::checks::record_wait(&mut conn, build_id, &why).await?;
+    Ok(true)
+}
+
+/// One run of a platform's checks of an upload, and what its steps share.
+struct Chain<'a> {
+    app: &'a App,
+    row: &'a UploadRow,
+    manifest: &'a Manifest,
+    platform: &'a PlatformConfig,
+    worker: &'a str,
+    halt: &'a CancellationToken,
+    source: Source,
+}
+
+/// A build that ran to its end (or could not resolve, and failed).
+struct Built {
+    /// Its workspace, where the test runs; none when it did not run.
+    ws: Option<Workspace>,
+    base: Base,
+    passed: bool,
+}
+
+impl Chain<'_> {
+    /// Runs the build check (tried again up to the platform's `retries`);
+    /// `None` when it was halted or another worker runs it.
+    async fn build(&self, build: &db::checks::CheckRow) -> anyhow::Result<Option<Built>> {
+        let app = self.app;
+        if !mark_running(app, build.id, self.worker).await? {
+            return Ok(None);
+        }
         // Resolve again now, against the future stable as it is when the
         // build runs; that is the build's base.
-        let (base, resolved) = super::integrity::closure_base(app, row, manifest).await?;
-        super::integrity::record_base(app, upload_id, build.id, &base).await?;
+        let (base, resolved) = super::integrity::closure_base(app, self.row, self.manifest).await?;
+        super::integrity::record_base(app, self.row.id, build.id, &base).await?;
         if let Err(e) = resolved {
             let why = format!("the dependencies no longer resolve: {e}");
-            finish(
-                app,
-                build.id,
-                CheckState::Failed,
-                &why,
-                "",
-                Duration::ZERO,
-                json!({}),
-            )
-            .await?;
-            return skip_rest(app, test.as_ref(), revdeps.as_ref()).await;
+            let (failed, no_time) = (CheckState::Failed, Duration::ZERO);
+            finish(app, build.id, failed, &why, "", no_time, json!({})).await?;
+            let built = Built {
+                ws: None,
+                base,
+                passed: false,
+            };
+            return Ok(Some(built));
         }
-        // A failed build is tried again, in a fresh workspace, up to the
-        // platform's `retries`; passing only on a retry marks it flaky.
         let manual_retry = BuildMetadata::parse(build.metadata.as_deref()).manual_retry;
-        let mut tries = 0;
-        let (ws, outcome) = loop {
-            tries += 1;
-            let ws = Workspace::prepare(
-                app,
-                platform,
-                Source {
-                    archive: source.archive.clone(),
-                    top: source.top.clone(),
-                },
-                &base.closure,
-                None,
-            )
-            .await?;
-            let mut ws = ws;
-            // Tries over the check's life: an operator's retry continues the count.
-            ws.try_number = build.attempts + tries;
-            let outcome = ws.run(app, platform, &manifest.build.command, halt).await?;
-            if outcome.ending == Ending::Halted {
-                return Ok(());
-            }
-            if outcome.succeeded() || tries > i64::from(platform.retries) {
-                break (ws, outcome);
-            }
-            tracing::info!(
-                upload.id = upload_id,
-                check.platform = p,
-                check.kind = "build",
-                tries,
-                "build failed; retrying"
-            );
+        let Some((ws, outcome, tries)) = self.try_build(build, &base).await? else {
+            return Ok(None);
         };
         let flaky = outcome.succeeded() && (tries > 1 || manual_retry);
         let mut summary = describe(&outcome);
@@ -604,87 +598,99 @@ async fn run_chain(
             duration_ms: outcome.duration.as_millis() as u64,
             installed_bytes: installed,
             files,
-            resolved: Some(
-                base.closure
-                    .iter()
-                    .map(|(n, p)| (n.to_string(), p.version.to_string()))
-                    .collect(),
-            ),
+            resolved: Some(resolution_of(&base.closure)),
             tries,
             flaky,
             manual_retry: false,
         };
-        build_passed = outcome.succeeded();
-        finish(
-            app,
-            build.id,
-            state_of(&outcome),
-            &summary,
-            &outcome.output,
-            outcome.duration,
-            serde_json::to_value(&metadata)?,
-        )
-        .await?;
-        tracing::info!(upload.id = upload_id, check.platform = p, check.kind = "build", check.state = %state_of(&outcome), duration_ms = outcome.duration.as_millis() as u64, "check finished");
+        let state = state_of(&outcome);
+        let (log, took) = (&outcome.output, outcome.duration);
+        let metadata = serde_json::to_value(&metadata)?;
+        finish(app, build.id, state, &summary, log, took, metadata).await?;
+        tracing::info!(upload.id = self.row.id, check.platform = %self.platform.name, check.kind = %CheckKind::Build, check.state = %state, duration_ms = took.as_millis() as u64, "check finished");
+        Ok(Some(Built {
+            ws: Some(ws),
+            base,
+            passed: outcome.succeeded(),
+        }))
+    }
 
-        if let (Some(test), Some(command)) = (&test, &manifest.build.test)
-            && !CheckState::parse(&test.state).is_some_and(CheckState::is_final)
-        {
-            if build_passed {
-                if !mark_running(app, test.id, worker).await? {
-                    return Ok(());
-                }
-                super::integrity::record_base(app, upload_id, test.id, &base).await?;
-                let outcome = ws.run(app, platform, command, halt).await?;
-                if outcome.ending == Ending::Halted {
-                    return Ok(());
-                }
-                finish(
-                    app,
-                    test.id,
-                    state_of(&outcome),
-                    &describe(&outcome),
-                    &outcome.output,
-                    outcome.duration,
-                    json!({}),
-                )
-                .await?;
-            } else {
-                finish(
-                    app,
-                    test.id,
-                    CheckState::Skipped,
-                    "skipped: the build failed",
-                    "",
-                    Duration::ZERO,
-                    json!({}),
-                )
-                .await?;
+    /// A failed build is tried again, in a fresh workspace, up to the
+    /// platform's `retries`; the last try's workspace and outcome, and how
+    /// many tries it took; `None` when halted.
+    async fn try_build(
+        &self,
+        build: &db::checks::CheckRow,
+        base: &Base,
+    ) -> anyhow::Result<Option<(Workspace, RunOutcome, i64)>> {
+        let platform = self.platform;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let source = Source {
+                archive: self.source.archive.clone(),
+                top: self.source.top.clone(),
+            };
+            let mut ws = Workspace::prepare(self.app, platform, source, &base.closure, None)
+                .await
+                .context(Stage(InfraReason::Unpack))?;
+            // Tries over the check's life: an operator's retry continues the count.
+            ws.try_number = build.attempts + tries;
+            let command = &self.manifest.build.command;
+            let outcome = ws
+                .run(self.app, platform, command, self.halt)
+                .await
+                .context(Stage(InfraReason::Sandbox))?;
+            if outcome.ending == Ending::Halted {
+                return Ok(None);
             }
+            if outcome.succeeded() || tries > i64::from(platform.retries) {
+                return Ok(Some((ws, outcome, tries)));
+            }
+            tracing::info!(
+                upload.id = self.row.id,
+                check.platform = %platform.name,
+                check.kind = %CheckKind::Build,
+                tries,
+                "build failed; retrying"
+            );
         }
     }
-    if let Some(revdeps) = &revdeps
-        && !CheckState::parse(&revdeps.state).is_some_and(CheckState::is_final)
-    {
-        if build_passed {
-            if !mark_running(app, revdeps.id, worker).await? {
-                return Ok(());
-            }
-            super::revdeps::run(app, row, manifest, &source, platform, revdeps.id, halt).await?;
-        } else {
-            finish(
-                app,
-                revdeps.id,
-                CheckState::Skipped,
-                "skipped: the build failed",
-                "",
-                Duration::ZERO,
-                json!({}),
-            )
-            .await?;
+
+    /// Runs the test command in the build's workspace; false when it was
+    /// halted or another worker runs it.
+    async fn test(
+        &self,
+        test: &db::checks::CheckRow,
+        command: &str,
+        ws: &Workspace,
+        base: &Base,
+    ) -> anyhow::Result<bool> {
+        let app = self.app;
+        if !mark_running(app, test.id, self.worker).await? {
+            return Ok(false);
         }
+        super::integrity::record_base(app, self.row.id, test.id, base).await?;
+        let outcome = ws
+            .run(app, self.platform, command, self.halt)
+            .await
+            .context(Stage(InfraReason::Sandbox))?;
+        if outcome.ending == Ending::Halted {
+            return Ok(false);
+        }
+        let (state, summary) = (state_of(&outcome), describe(&outcome));
+        let (log, took) = (&outcome.output, outcome.duration);
+        finish(app, test.id, state, &summary, log, took, json!({})).await?;
+        Ok(true)
     }
-    Ok(())
+}
+
+/// `name -> version` of a closure, as build metadata records it.
+fn resolution_of(closure: &Closure) -> std::collections::BTreeMap<String, String> {
+    closure
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.version.to_string()))
+        .collect()
 }
 
 async fn mark_running(app: &App, check_id: i64, worker: &str) -> anyhow::Result<bool> {

@@ -15,6 +15,7 @@ use super::App;
 use super::upload::UploadError;
 use super::users::User;
 use crate::db;
+use crate::domain::upload::GroupState;
 
 /// How long an open group waits to be submitted.
 pub const EXPIRES_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -23,7 +24,7 @@ pub const EXPIRES_AFTER: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GroupView {
     pub id: i64,
-    pub state: String,
+    pub state: GroupState,
     pub expected: Option<i64>,
     pub reason: Option<String>,
     pub members: Vec<i64>,
@@ -35,7 +36,7 @@ pub enum GroupError {
     #[error("there is no upload group {0}")]
     NoSuchGroup(i64),
     #[error("upload group {id} is {state}; only an open group can be submitted")]
-    NotOpen { id: i64, state: String },
+    NotOpen { id: i64, state: GroupState },
     #[error("upload group {0} has no members yet: upload them with ?group={0} first")]
     Empty(i64),
     #[error("a group expects between 1 and 1000 members, not {0}")]
@@ -49,6 +50,12 @@ pub enum GroupError {
 impl From<sqlx::Error> for GroupError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<db::TransitionError> for GroupError {
+    fn from(e: db::TransitionError) -> Self {
+        Self::Internal(e.into())
     }
 }
 
@@ -99,7 +106,7 @@ pub async fn submit(app: &App, user: &User, id: i64) -> Result<GroupView, GroupE
         .await?
         .filter(|g| g.owner_id == user.id || user.is_operator)
         .ok_or(GroupError::NoSuchGroup(id))?;
-    if group.state != "open" {
+    if group.state != GroupState::Open {
         return Err(GroupError::NotOpen {
             id,
             state: group.state,
@@ -108,7 +115,7 @@ pub async fn submit(app: &App, user: &User, id: i64) -> Result<GroupView, GroupE
     if db::groups::members(&mut tx, id).await?.is_empty() {
         return Err(GroupError::Empty(id));
     }
-    db::groups::transition(&mut tx, id, "open", "submitted", None).await?;
+    db::groups::transition(&mut tx, id, (GroupState::Open, GroupState::Submitted), None).await?;
     tx.commit().await?;
     app.wake.notify_one();
     tracing::info!(group.id = id, "upload group submitted");
@@ -128,7 +135,7 @@ pub(super) async fn join(
         .await?
         .filter(|g| g.owner_id == user.id || user.is_operator)
         .ok_or(UploadError::NoSuchGroup(id))?;
-    if group.state != "open" {
+    if group.state != GroupState::Open {
         return Err(UploadError::GroupNotOpen {
             id,
             state: group.state,
@@ -150,13 +157,16 @@ pub(super) async fn join(
 
 /// Inside the transaction of an upload that joined group `id`: submits it
 /// when its expected number of members is reached.
-pub(super) async fn submit_when_complete(tx: &mut db::Tx, id: i64) -> sqlx::Result<()> {
+pub(super) async fn submit_when_complete(
+    tx: &mut db::Tx,
+    id: i64,
+) -> Result<(), db::TransitionError> {
     let Some(group) = db::groups::get(tx, id, "").await? else {
         return Ok(());
     };
     let members = db::groups::members(tx, id).await?.len() as i64;
     if group.expected == Some(members) {
-        db::groups::transition(tx, id, "open", "submitted", None).await?;
+        db::groups::transition(tx, id, (GroupState::Open, GroupState::Submitted), None).await?;
     }
     Ok(())
 }
@@ -169,15 +179,16 @@ pub(super) async fn supersede_groups_of(
     tx: &mut db::Tx,
     superseded: &[i64],
     by: i64,
-) -> sqlx::Result<Vec<i64>> {
+) -> Result<Vec<i64>, db::TransitionError> {
     let mut more = Vec::new();
     for &old in superseded {
         let Some(group) = db::uploads::get(tx, old).await?.and_then(|u| u.group_id) else {
             continue;
         };
         let why = format!("upload {by} superseded a member of its group {group}");
-        for state in ["open", "submitted"] {
-            db::groups::transition(tx, group, state, "superseded", Some(&why)).await?;
+        for state in [GroupState::Open, GroupState::Submitted] {
+            let change = (state, GroupState::Superseded);
+            db::groups::transition(tx, group, change, Some(&why)).await?;
         }
         let members: Vec<i64> = db::groups::members(tx, group)
             .await?
@@ -196,7 +207,7 @@ pub(super) async fn supersede_groups_of(
 /// Refuses open group `id` of `user` (a member was refused): its members
 /// are discarded. Someone else's group is left alone.
 pub async fn refuse(app: &App, user: &User, id: i64, why: &str) -> Result<(), UploadError> {
-    end(app, Some(user), id, "refused", why).await?;
+    end(app, Some(user), id, GroupState::Refused, why).await?;
     Ok(())
 }
 
@@ -212,7 +223,7 @@ pub async fn expire(app: &App) -> anyhow::Result<()> {
             app,
             None,
             id,
-            "expired",
+            GroupState::Expired,
             "it was not submitted within 24 hours",
         )
         .await?;
@@ -222,7 +233,13 @@ pub async fn expire(app: &App) -> anyhow::Result<()> {
 
 /// Ends open group `id` in `state`, discarding its members; when `by` is
 /// given, only if the group is theirs.
-async fn end(app: &App, by: Option<&User>, id: i64, state: &str, why: &str) -> anyhow::Result<()> {
+async fn end(
+    app: &App,
+    by: Option<&User>,
+    id: i64,
+    state: GroupState,
+    why: &str,
+) -> anyhow::Result<()> {
     let mut tx = app.db.begin_write().await?;
     let Some(group) = db::groups::get(&mut tx, id, app.db.for_update()).await? else {
         return Ok(());
@@ -230,7 +247,7 @@ async fn end(app: &App, by: Option<&User>, id: i64, state: &str, why: &str) -> a
     if by.is_some_and(|u| u.id != group.owner_id && !u.is_operator) {
         return Ok(());
     }
-    if !db::groups::transition(&mut tx, id, "open", state, Some(why)).await? {
+    if !db::groups::transition(&mut tx, id, (GroupState::Open, state), Some(why)).await? {
         return Ok(());
     }
     let members = db::groups::members(&mut tx, id).await?;
@@ -243,7 +260,7 @@ async fn end(app: &App, by: Option<&User>, id: i64, state: &str, why: &str) -> a
     tx.commit().await?;
     tracing::info!(
         group.id = id,
-        group.state = state,
+        group.state = %state,
         members = members.len(),
         "upload group ended"
     );

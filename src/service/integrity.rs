@@ -16,7 +16,7 @@ use crate::domain::integrity::{
     self as rules, Base, Closure, Dependent, FutureStable, Judgement, PendingRelease, Rebuilt,
 };
 use crate::domain::metadata::{DependentResult, RevdepsMetadata};
-use crate::domain::{Manifest, PackageName, UploadState};
+use crate::domain::{Manifest, PackageName};
 
 /// The upload as the future stable of the uploads behind it holds it.
 pub fn pending_release(row: &UploadRow, manifest: &Manifest) -> PendingRelease {
@@ -36,7 +36,7 @@ async fn pending_ahead(app: &App, row: &UploadRow) -> anyhow::Result<Vec<(Upload
         .filter(|r| r.name != row.name)
         .filter(|r| {
             // Ahead of it (a group once submitted), or a fellow member.
-            let ahead = r.id < row.id && r.group_state.as_deref().is_none_or(|s| s == "submitted");
+            let ahead = r.id < row.id && r.in_unsubmitted_group == 0;
             ahead || (row.group_id.is_some() && r.group_id == row.group_id)
         })
         .filter_map(|r| {
@@ -224,20 +224,18 @@ pub async fn settle(
         .map(|a| rules::Assumed {
             id: a.id,
             label: upload_label(&a.name, &a.version, a.id),
-            state: UploadState::parse(&a.state).unwrap_or(UploadState::Checking),
+            state: a.state,
         })
         .collect();
     let judged: Vec<rules::JudgedCheck> = checks
         .iter()
-        .filter_map(|c| {
-            Some(rules::JudgedCheck {
-                id: c.id,
-                kind: CheckKind::parse(&c.kind)?,
-                platform: c.platform.clone(),
-                state: CheckState::parse(&c.state)?,
-                required: c.required != 0,
-                base: base_of(c),
-            })
+        .map(|c| rules::JudgedCheck {
+            id: c.id,
+            kind: c.kind,
+            platform: c.platform.clone(),
+            state: c.state,
+            required: c.required != 0,
+            base: base_of(c),
         })
         .collect();
     if let Some(waiting) = rules::must_wait(upload.id, &judged, &assumed) {
@@ -294,11 +292,7 @@ pub async fn rebase(
         .await?;
     }
     let mut skip_builds = false;
-    if resolve_again
-        && let Some(resolve) = checks
-            .iter()
-            .find(|c| c.kind == CheckKind::Resolve.as_str())
-    {
+    if resolve_again && let Some(resolve) = checks.iter().find(|c| c.kind == CheckKind::Resolve) {
         let (base, outcome) = closure_base(app, upload, manifest).await?;
         db::checks::rerun(tx, resolve.id, "rebase", "").await?;
         let (state, summary) = match &outcome {
@@ -314,7 +308,7 @@ pub async fn rebase(
             tx,
             resolve.id,
             db::checks::Finished {
-                state: state.as_str(),
+                state,
                 duration_ms: 0,
                 summary: &summary,
                 log: "",
@@ -342,7 +336,7 @@ pub async fn rebase(
                 tx,
                 check.id,
                 db::checks::Finished {
-                    state: CheckState::Skipped.as_str(),
+                    state: CheckState::Skipped,
                     duration_ms: 0,
                     summary: "skipped: validate or resolve failed",
                     log: "",
@@ -350,11 +344,11 @@ pub async fn rebase(
                 },
             )
             .await?;
-        } else if check.kind == CheckKind::Build.as_str() {
+        } else if check.kind == CheckKind::Build {
             builds.push((check.platform.clone(), check.id));
         } else if let Some(build) = checks
             .iter()
-            .find(|c| c.kind == CheckKind::Build.as_str() && c.platform == check.platform)
+            .find(|c| c.kind == CheckKind::Build && c.platform == check.platform)
         {
             builds.push((build.platform.clone(), build.id));
         }
@@ -398,7 +392,7 @@ pub async fn invariant_report(app: &App) -> anyhow::Result<rules::InvariantRepor
         let of_kind = |k: CheckKind| -> Vec<Base> {
             checks
                 .iter()
-                .filter(|c| c.kind == k.as_str() && c.state == CheckState::Passed.as_str())
+                .filter(|c| c.kind == k && c.state == CheckState::Passed)
                 .filter_map(base_of)
                 .collect()
         };
@@ -438,10 +432,7 @@ pub async fn invariant_report(app: &App) -> anyhow::Result<rules::InvariantRepor
 /// the others: some platform built it together).
 fn revdeps_results(checks: &[CheckRow]) -> BTreeMap<PackageName, DependentResult> {
     let mut out: BTreeMap<PackageName, DependentResult> = BTreeMap::new();
-    for c in checks
-        .iter()
-        .filter(|c| c.kind == CheckKind::Revdeps.as_str())
-    {
+    for c in checks.iter().filter(|c| c.kind == CheckKind::Revdeps) {
         for d in RevdepsMetadata::parse(c.metadata.as_deref()).dependents {
             let Ok(name) = PackageName::parse(&d.name) else {
                 continue;

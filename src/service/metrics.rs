@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::App;
 use crate::db;
+use crate::domain::delivery::DeliveryState;
 
 /// Buckets of the check-duration histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
@@ -27,6 +28,19 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
         &mut out,
         &db::metrics::builds_by_platform(&mut conn).await?,
     )?;
+
+    family(
+        &mut out,
+        "holdq_checks_infra_waiting",
+        "gauge",
+        "Platforms of uploads being checked that wait to retry after an infrastructure error, by reason.",
+    )?;
+    for (platform, reason, n) in db::metrics::infra_waits(&mut conn).await? {
+        writeln!(
+            out,
+            "holdq_checks_infra_waiting{{platform=\"{platform}\",reason=\"{reason}\"}} {n}"
+        )?;
+    }
 
     let (accepted, rejected) = db::metrics::verdicts(&mut conn).await?;
     family(
@@ -53,8 +67,11 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
         "gauge",
         "Emails in the outbox, by state (pending is the backlog).",
     )?;
-    for state in ["pending", "sent", "failed"] {
-        let n = outbox.iter().find(|(s, _)| s == state).map_or(0, |r| r.1);
+    for state in DeliveryState::ALL {
+        let n = outbox
+            .iter()
+            .find(|(s, _)| s == state.as_str())
+            .map_or(0, |r| r.1);
         writeln!(out, "holdq_email_outbox{{state=\"{state}\"}} {n}")?;
     }
 

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use super::App;
 use crate::db::{self, outbox::NewEmail};
 use crate::domain::Manifest;
+use crate::domain::check::CheckState;
+use crate::domain::delivery::DeliveryState;
 use crate::email::{OutgoingEmail, Rendered};
 
 /// Lines of log shown per failing check in a reject email.
@@ -24,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckLine {
     pub label: String,
-    pub state: String,
+    pub state: CheckState,
     pub summary: String,
     pub log_tail: String,
 }
@@ -162,7 +164,11 @@ pub async fn deliver(app: &App, id: i64) -> anyhow::Result<()> {
     let row = {
         let mut conn = app.db.pool().acquire().await?;
         match db::outbox::get(&mut conn, id).await? {
-            Some(row) if row.state == "pending" && row.next_attempt_at <= db::now_ms() => row,
+            Some(row)
+                if row.state == DeliveryState::Pending && row.next_attempt_at <= db::now_ms() =>
+            {
+                row
+            }
             _ => return Ok(()),
         }
     };
@@ -236,9 +242,9 @@ pub async fn push_new(app: &App, ids: &[i64]) {
 
 /// Sample contexts, one per kind: what `holdq mail test` sends.
 pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
-    let check = |label: &str, state: &str, summary: &str, log: &str| CheckLine {
+    let check = |label: &str, state: CheckState, summary: &str, log: &str| CheckLine {
         label: label.into(),
-        state: state.into(),
+        state,
         summary: summary.into(),
         log_tail: log.into(),
     };
@@ -248,10 +254,19 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
         score: if accepted { 1.0 } else { 0.6 },
         threshold: 1.0,
         checks: vec![
-            check("validate", "passed", "archive and manifest are valid", ""),
+            check(
+                "validate",
+                CheckState::Passed,
+                "archive and manifest are valid",
+                "",
+            ),
             check(
                 "build@linux-x86_64",
-                if accepted { "passed" } else { "failed" },
+                if accepted {
+                    CheckState::Passed
+                } else {
+                    CheckState::Failed
+                },
                 "exited 2 after 1.2s",
                 "",
             ),
@@ -261,7 +276,7 @@ pub fn samples(server_url: &str) -> Vec<(&'static str, serde_json::Value)> {
         } else {
             vec![check(
                 "build@linux-x86_64",
-                "failed",
+                CheckState::Failed,
                 "exited 2 after 1.2s",
                 "cc: error: wave.c: No such file\nmake: *** [all] Error 1",
             )]

@@ -2,14 +2,14 @@
 //! retry a failed check by hand, pause and resume a platform.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::authz::{self, Action, Denied};
-use super::notify::{self, VerdictEmail};
+use super::reject::{Rejection, reject};
 use super::users::User;
 use super::{App, checks};
-use crate::db::{self, checks::VerdictRow};
-use crate::domain::Manifest;
+use crate::db;
+use crate::domain::UploadState;
+use crate::domain::check::{CheckKind, CheckState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -18,7 +18,7 @@ pub enum OperatorError {
     #[error("no upload {0}")]
     NoSuchUpload(i64),
     #[error("upload {id} is {state}, not in the holding queue")]
-    NotPending { id: i64, state: String },
+    NotPending { id: i64, state: UploadState },
     #[error(
         "upload {0} is not being checked: only a check of an upload in `checking` can be retried (its verdict is not given yet)"
     )]
@@ -57,96 +57,32 @@ pub async fn cancel(
     if why.is_empty() {
         return Err(OperatorError::WhyRequired);
     }
+    // Read before the write transaction, as deciding does.
+    let passmark = super::passmark::current(app).await?;
     let mut tx = app.db.begin_write().await?;
     let upload = db::uploads::get(&mut tx, upload_id)
         .await?
         .ok_or(OperatorError::NoSuchUpload(upload_id))?;
     db::packages::lock_by_name(&mut tx, &upload.name, app.db.for_update()).await?;
-    let moved = db::uploads::transition(&mut tx, upload_id, "checking", "rejected").await?
-        || db::uploads::transition(&mut tx, upload_id, "queued", "rejected").await?;
-    if !moved {
-        return Err(OperatorError::NotPending {
-            id: upload_id,
-            state: upload.state,
-        });
-    }
-    sqlx::query("UPDATE uploads SET state_reason = $1 WHERE id = $2")
-        .bind(format!("cancelled by an operator: {why}"))
-        .bind(upload_id)
-        .execute(&mut *tx)
-        .await?;
-    db::checks::halt_upload(&mut tx, app.db.backend(), upload_id).await?;
-    // A group is decided as one: cancelling a member ends the others.
-    if let Some(group) = upload.group_id {
-        let others: Vec<i64> = db::groups::members(&mut tx, group)
-            .await?
-            .into_iter()
-            .filter(|&m| m != upload_id)
-            .collect();
-        let why = format!("upload {upload_id} of its group was cancelled by an operator");
-        db::uploads::discard(&mut tx, &others, &why).await?;
-        for &m in &others {
-            db::checks::halt_upload(&mut tx, app.db.backend(), m).await?;
-        }
-    }
-    let passmark = super::passmark::current(app).await?;
-    db::checks::insert_verdict(
-        &mut tx,
-        &VerdictRow {
-            upload_id,
-            accepted: 0,
-            score: 0.0,
-            threshold: passmark.threshold,
-            passmark: serde_json::to_string(&passmark).map_err(anyhow::Error::new)?,
-            summary: json!({ "cancelled": why, "by": user.email }).to_string(),
-            stable_moved: 0,
-            decided_at: db::now_ms(),
-        },
-    )
-    .await?;
-    let manifest: Manifest = serde_json::from_str(&upload.manifest).map_err(anyhow::Error::new)?;
-    let context = VerdictEmail {
-        package: upload.name.clone(),
-        version: upload.version.clone(),
-        score: 0.0,
-        threshold: passmark.threshold,
-        checks: Vec::new(),
-        failing: Vec::new(),
-        failed_required: Vec::new(),
-        stable_moved: false,
-        ahead: Vec::new(),
-        group: Vec::new(),
-        cancelled: Some(why.to_owned()),
-        flaky: Vec::new(),
-        pins: Vec::new(),
-        upload_url: notify::upload_url(app, upload_id),
-        server_url: app.config.public_url.clone(),
+    let upload = db::uploads::get(&mut tx, upload_id)
+        .await?
+        .ok_or(OperatorError::NoSuchUpload(upload_id))?;
+    let not_pending = OperatorError::NotPending {
+        id: upload_id,
+        state: upload.state,
     };
-    let rendered = app.templates.render("upload_rejected", &context)?;
-    let ids = notify::queue_emails(
-        &mut tx,
-        &format!("upload-{upload_id}-verdict"),
-        "upload_rejected",
-        Some(upload_id),
-        &notify::maintainers(&manifest),
-        &rendered,
-    )
-    .await?;
-    db::events::record(
-        &mut tx,
-        db::events::NewEvent {
-            kind: "upload.cancelled",
-            package_id: Some(upload.package_id),
-            upload_id: Some(upload_id),
-            actor_id: Some(user.id),
-            detail: json!({ "why": why }),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    app.halts.halt(upload_id);
-    notify::push_new(app, &ids).await;
-    tracing::info!(upload.id = upload_id, user.id = user.id, "upload cancelled");
+    if !upload.state.is_pending() {
+        return Err(not_pending);
+    }
+    let rejection = Rejection::Cancelled {
+        upload: &upload,
+        by: user,
+        why,
+        passmark: &passmark,
+    };
+    if !reject(app, tx, rejection).await? {
+        return Err(not_pending);
+    }
     super::verdict::decide_waiting_on(app, upload_id).await?;
     Ok(())
 }
@@ -164,46 +100,55 @@ pub async fn retry(
     let upload = db::uploads::get(&mut tx, upload_id)
         .await?
         .ok_or(OperatorError::NoSuchUpload(upload_id))?;
-    if upload.state != "checking" {
+    if upload.state != UploadState::Checking {
         return Err(OperatorError::NotChecking(upload_id));
     }
     let rows = db::checks::of_upload(&mut tx, upload_id).await?;
     let mut failed: Vec<(&db::checks::CheckRow, String)> = Vec::new();
     for c in rows
         .iter()
-        .filter(|c| c.state == "failed" && !c.platform.is_empty())
+        .filter(|c| c.state == CheckState::Failed && !c.platform.is_empty())
     {
-        let of = super::queue::row_label(c)?;
+        let of = super::queue::row_label(c);
         if label.is_none_or(|l| l == of) {
             failed.push((c, of));
         }
     }
-    if failed.is_empty() {
+    // Platforms waiting after an infrastructure error run again at once.
+    let waiting: Vec<&db::checks::CheckRow> = rows
+        .iter()
+        .filter(|c| c.infra().is_some())
+        .filter(|c| label.is_none_or(|l| l.ends_with(&format!("@{}", c.platform))))
+        .collect();
+    if failed.is_empty() && waiting.is_empty() {
         return Err(OperatorError::NoFailedCheck {
             id: upload_id,
             label: label.unwrap_or("(any)").into(),
         });
+    }
+    let mut retried: Vec<String> = Vec::new();
+    if !waiting.is_empty() {
+        db::checks::retry_infra_now(&mut tx, upload_id).await?;
+        for c in &waiting {
+            retried.push(format!(
+                "{} (infrastructure error)",
+                super::queue::row_label(c)
+            ));
+        }
     }
     // A platform's checks run as one chain: reset the chain from its build.
     let mut platforms: Vec<&str> = failed.iter().map(|(c, _)| c.platform.as_str()).collect();
     platforms.dedup();
     let mut builds = Vec::new();
     for platform in &platforms {
-        for c in rows
-            .iter()
-            .filter(|c| c.platform == *platform && matches!(c.state.as_str(), "failed" | "skipped"))
-        {
-            sqlx::query(
-                "UPDATE checks SET state = 'pending', summary = 'retried by an operator', log = NULL, \
-                 metadata = '{\"manual_retry\":true}' WHERE id = $1",
-            )
-            .bind(c.id)
-            .execute(&mut *tx)
-            .await?;
+        for c in rows.iter().filter(|c| {
+            c.platform == *platform && matches!(c.state, CheckState::Failed | CheckState::Skipped)
+        }) {
+            db::checks::retry(&mut tx, c.id).await?;
         }
         if let Some(b) = rows
             .iter()
-            .find(|c| c.platform == *platform && c.kind == "build")
+            .find(|c| c.platform == *platform && c.kind == CheckKind::Build)
         {
             builds.push((platform.to_string(), b.id, b.attempts, b.start_failures));
         }
@@ -212,7 +157,16 @@ pub async fn retry(
     for (platform, id, attempts, failures) in &builds {
         checks::enqueue_check(app, platform, *id, *attempts, *failures).await?;
     }
-    Ok(failed.into_iter().map(|(_, label)| label).collect())
+    if !waiting.is_empty() {
+        let mut conn = app.db.pool().acquire().await?;
+        for c in &waiting {
+            if let Some(b) = db::checks::get(&mut conn, c.id).await? {
+                checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
+            }
+        }
+    }
+    retried.extend(failed.into_iter().map(|(_, label)| label));
+    Ok(retried)
 }
 
 /// The checks an operator's retry runs again, by label.

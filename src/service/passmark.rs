@@ -13,7 +13,8 @@ use super::users::User;
 use super::{App, format_time};
 use crate::config::Config;
 use crate::db;
-use crate::domain::passmark::{CheckRecord, PassMark, PassMarkError, PlatformMark};
+use crate::domain::metadata::VerdictSummary;
+use crate::domain::passmark::{PassMark, PassMarkError, PlatformMark};
 
 /// The pass mark the config file describes.
 pub fn initial(config: &Config) -> PassMark {
@@ -207,23 +208,14 @@ pub async fn simulate(
     let from = since
         .map(|d| db::now_ms() - d.as_millis() as i64)
         .unwrap_or(i64::MIN);
-    let rows: Vec<(i64, String, String, i64, f64, String, i64)> = {
+    let rows = {
         let mut conn = app.db.pool().acquire().await?;
-        sqlx::query_as(
-            "SELECT v.upload_id, p.name, u.version, v.accepted, v.score, v.summary, v.decided_at \
-             FROM verdicts v JOIN uploads u ON u.id = v.upload_id JOIN packages p ON p.id = u.package_id \
-             WHERE v.decided_at >= $1 ORDER BY v.upload_id",
-        )
-        .bind(from)
-        .fetch_all(&mut *conn)
-        .await?
+        db::checks::verdicts_since(&mut conn, from).await?
     };
     let mut flips = Vec::new();
     let mut considered = 0;
     for (upload_id, name, version, accepted, score, summary, decided_at) in rows {
-        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
-        let Ok(records) = serde_json::from_value::<Vec<CheckRecord>>(summary["records"].clone())
-        else {
+        let Some(records) = VerdictSummary::parse(&summary).records else {
             continue; // a verdict without recorded results (a cancellation)
         };
         considered += 1;

@@ -7,7 +7,8 @@ use super::authz::{self, Action, AuthzError, Denied};
 use super::format_time;
 use super::users::User;
 use crate::db::{self, Db, uploads::UploadRow};
-use crate::domain::check::{self, CheckKind};
+use crate::domain::check::{self, CheckKind, CheckState};
+use crate::domain::metadata::VerdictSummary;
 use crate::domain::{Manifest, UploadState};
 
 /// An upload as the API and the command line show it.
@@ -49,7 +50,7 @@ pub struct EmailView {
     /// The recipient: shown to the package's owners and operators only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    pub state: String,
+    pub state: crate::domain::delivery::DeliveryState,
     pub attempts: i64,
     /// The last delivery error (it may name the recipient): for the
     /// package's owners and operators only.
@@ -62,7 +63,7 @@ pub struct EmailView {
 pub struct CheckView {
     pub kind: CheckKind,
     pub platform: String,
-    pub state: String,
+    pub state: CheckState,
     pub weight: f64,
     pub required: bool,
     pub attempts: i64,
@@ -74,6 +75,41 @@ pub struct CheckView {
     /// What the check ran (or runs) against.
     #[serde(default)]
     pub base: Option<crate::domain::integrity::Base>,
+    /// Why it waits after an infrastructure error (on its platform's build
+    /// check), and when it runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra: Option<InfraView>,
+}
+
+/// A check waiting after an infrastructure error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InfraView {
+    pub reason: crate::domain::check::InfraReason,
+    /// "waiting: infrastructure error on worker W: no space left on device (retry in 40 s)"
+    pub line: String,
+    pub worker: String,
+    /// The error itself (it may name the worker's paths): for the
+    /// package's owners and operators only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Failures in a row, and since when it has waited.
+    pub failures: i64,
+    pub since: String,
+    pub retry_at: String,
+}
+
+impl InfraView {
+    fn of(wait: &db::checks::InfraWait) -> Self {
+        Self {
+            reason: wait.reason,
+            line: super::faults::waiting_line(wait, db::now_ms()),
+            worker: wait.worker.clone(),
+            message: Some(wait.message.clone()),
+            failures: wait.failures,
+            since: format_time(wait.since),
+            retry_at: format_time(wait.retry_at),
+        }
+    }
 }
 
 /// The verdict of an upload.
@@ -124,16 +160,9 @@ impl CheckView {
     }
 }
 
-/// The kind of a check row; one this build does not know (a newer
-/// server's) is an error that names it.
-fn row_kind(c: &db::checks::CheckRow) -> Result<CheckKind, sqlx::Error> {
-    CheckKind::parse(&c.kind)
-        .ok_or_else(|| sqlx::Error::Decode(format!("unknown check kind {:?}", c.kind).into()))
-}
-
 /// The label of a check row (`domain::check::label`).
-pub(crate) fn row_label(c: &db::checks::CheckRow) -> Result<String, sqlx::Error> {
-    Ok(check::label(row_kind(c)?, &c.platform))
+pub(crate) fn row_label(c: &db::checks::CheckRow) -> String {
+    check::label(c.kind, &c.platform)
 }
 
 impl UploadView {
@@ -145,7 +174,7 @@ impl UploadView {
             id: row.id,
             name: row.name,
             version: row.version,
-            state: UploadState::parse(&row.state).unwrap_or(UploadState::Queued),
+            state: row.state,
             position,
             sha256: row.sha256,
             size_bytes: row.size_bytes,
@@ -169,6 +198,9 @@ impl UploadView {
         self.maintainers.clear();
         for c in &mut self.checks {
             c.log = None;
+            if let Some(infra) = &mut c.infra {
+                infra.message = None;
+            }
         }
         for e in &mut self.emails {
             e.to = None;
@@ -234,10 +266,8 @@ pub async fn list_queue(
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         let checks = by_upload.remove(&row.id).unwrap_or_default();
-        let open: Vec<&db::checks::CheckRow> = checks
-            .iter()
-            .filter(|c| matches!(c.state.as_str(), "pending" | "running"))
-            .collect();
+        let open: Vec<&db::checks::CheckRow> =
+            checks.iter().filter(|c| !c.state.is_final()).collect();
         if let Some(p) = platform
             && !checks.is_empty()
             && !open.iter().any(|c| c.platform == p)
@@ -256,15 +286,23 @@ pub async fn list_queue(
             // Its bases may wait for uploads ahead of it (the reason says).
             vec![waits.unwrap_or_else(|| "its verdict".to_owned())]
         } else {
+            // A platform's infrastructure error is on its build check.
+            let infra: std::collections::HashMap<&str, db::checks::InfraWait> = checks
+                .iter()
+                .filter_map(|c| c.infra().map(|w| (c.platform.as_str(), w)))
+                .collect();
             open.iter()
                 .map(|c| {
-                    let label = row_label(c)?;
+                    let label = row_label(c);
                     let waits = c
                         .summary
                         .as_deref()
                         .filter(|s| s.starts_with("waiting for"));
-                    Ok(if c.state == "running" {
+                    Ok(if c.state == CheckState::Running {
                         format!("{label} (running)")
+                    } else if let Some(wait) = infra.get(c.platform.as_str()) {
+                        let line = super::faults::waiting_line(wait, db::now_ms());
+                        format!("{label} ({line})")
                     } else if let Some(why) = waits {
                         format!("{label} ({why})")
                     } else if paused.contains(&c.platform) {
@@ -326,8 +364,8 @@ pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, Q
     let row = db::uploads::get(&mut tx, id)
         .await?
         .ok_or(QueueError::NoSuchUpload(id))?;
-    let position = match UploadState::parse(&row.state) {
-        Some(s) if s.is_pending() => Some(db::uploads::position(&mut tx, id).await?),
+    let position = match row.state {
+        s if s.is_pending() => Some(db::uploads::position(&mut tx, id).await?),
         _ => None,
     };
     let checks = db::checks::of_upload(&mut tx, id).await?;
@@ -336,11 +374,18 @@ pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, Q
     tx.commit().await?;
     let package_id = row.package_id;
     let mut view = UploadView::from_row(row, position);
+    let infra: std::collections::HashMap<String, InfraView> = checks
+        .iter()
+        .filter_map(|c| c.infra().map(|w| (c.platform.clone(), InfraView::of(&w))))
+        .collect();
     view.checks = checks
         .into_iter()
         .map(|c| {
             Ok(CheckView {
-                kind: row_kind(&c)?,
+                infra: (c.state == CheckState::Pending)
+                    .then(|| infra.get(&c.platform).cloned())
+                    .flatten(),
+                kind: c.kind,
                 platform: c.platform,
                 state: c.state,
                 weight: c.weight,
@@ -355,16 +400,16 @@ pub async fn get_upload(db: &Db, viewer: &User, id: i64) -> Result<UploadView, Q
         })
         .collect::<Result<_, sqlx::Error>>()?;
     view.verdict = verdict.map(|v| {
-        let summary: serde_json::Value = serde_json::from_str(&v.summary).unwrap_or_default();
+        let summary = VerdictSummary::parse(&v.summary);
         VerdictView {
             accepted: v.accepted != 0,
             score: v.score,
             threshold: v.threshold,
             stable_moved: v.stable_moved != 0,
-            ahead: serde_json::from_value(summary["ahead"].clone()).unwrap_or_default(),
-            failed: serde_json::from_value(summary["failed"].clone()).unwrap_or_default(),
-            flaky: serde_json::from_value(summary["flaky"].clone()).unwrap_or_default(),
-            cancelled: summary["cancelled"].as_str().map(String::from),
+            ahead: summary.ahead,
+            failed: summary.failed,
+            flaky: summary.flaky,
+            cancelled: summary.cancelled,
             decided_at: format_time(v.decided_at),
         }
     });
@@ -398,8 +443,8 @@ pub async fn package_uploads(
     }
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
-        let position = match UploadState::parse(&row.state) {
-            Some(s) if s.is_pending() => Some(db::uploads::position(&mut tx, row.id).await?),
+        let position = match row.state {
+            s if s.is_pending() => Some(db::uploads::position(&mut tx, row.id).await?),
             _ => None,
         };
         let package_id = row.package_id;

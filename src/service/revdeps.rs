@@ -38,106 +38,34 @@ pub async fn run(
     // Every resolution up front, from one look at the future stable.
     let (base, plan) = super::integrity::revdeps_plan(app, row, manifest, max).await?;
     super::integrity::record_base(app, row.id, check_id, &base).await?;
-    let candidates_len = plan.len();
-    let (mut ok, mut regressions, mut already_broken) = (0u32, Vec::new(), Vec::new());
+    let mut tally = Tally::default();
     let mut log = String::new();
     let mut results = Vec::new();
-    for PlannedRebuild {
-        dependent: d,
-        with_new,
-        as_is,
-    } in &plan
-    {
-        let (dependent, version) = (&d.name, &d.version);
-        let built = Built::of(app, d).await?;
-        let against_new = match with_new {
-            Ok(closure) => match built
-                .build(app, closure, Some((row.id, source)), platform, halt)
-                .await?
-            {
-                Some(outcome) => Some(outcome),
-                None => return Ok(()), // halted
-            },
-            Err(e) => {
-                log.push_str(&format!(
-                    "== {dependent} {version}: does not resolve with the new version: {e}\n"
-                ));
-                None
-            }
+    let upload = (row.id, source);
+    for planned in &plan {
+        let Some(result) = rebuild(app, upload, planned, platform, halt, &mut log).await? else {
+            return Ok(()); // halted
         };
-        let entry = |result| RebuiltResult {
-            name: dependent.to_string(),
-            version: version.to_string(),
+        let d = &planned.dependent;
+        tally.add(result, d);
+        results.push(RebuiltResult {
+            name: d.name.to_string(),
+            version: d.version.to_string(),
             source: Some(d.source),
             result,
-        };
-        if against_new.as_ref().is_some_and(RunOutcome::succeeded) {
-            ok += 1;
-            results.push(entry(DependentResult::Ok));
-            continue;
-        }
-        if let Some(o) = &against_new {
-            log.push_str(&format!(
-                "== {dependent} {version} against the new version: {}\n{}\n",
-                describe(o),
-                o.output
-            ));
-        }
-        // Does it build without the upload? If not, it was broken already.
-        let baseline_ok = match as_is {
-            Ok(closure) => match built.build(app, closure, None, platform, halt).await? {
-                Some(outcome) => outcome.succeeded(),
-                None => return Ok(()), // halted
-            },
-            Err(_) => false,
-        };
-        results.push(entry(if baseline_ok {
-            DependentResult::Regression
-        } else {
-            DependentResult::AlreadyBroken
-        }));
-        let label = match d.source {
-            BaseSource::Upload(id) => {
-                format!("{dependent} {version} (upload {id}, not yet in stable)")
-            }
-            BaseSource::Stable => format!("{dependent} {version}"),
-        };
-        if baseline_ok {
-            regressions.push(label);
-        } else {
-            already_broken.push(label);
-        }
+        });
     }
-    let counted = ok as usize + regressions.len();
-    let fraction = if counted == 0 {
-        1.0
-    } else {
-        ok as f64 / counted as f64
-    };
-    let passed = passmark.revdeps_pass(fraction);
-    let summary = if candidates_len == 0 {
-        "no stable dependents".to_owned()
-    } else {
-        let mut s = format!(
-            "{ok} of {counted} dependents still build ({:.0}%)",
-            fraction * 100.0
-        );
-        if !regressions.is_empty() {
-            s.push_str(&format!("; broken: {}", regressions.join(", ")));
-        }
-        if !already_broken.is_empty() {
-            s.push_str(&format!(
-                "; already broken, not counted: {}",
-                already_broken.join(", ")
-            ));
-        }
-        s
-    };
-    let state = if passed {
+    let fraction = tally.fraction();
+    let state = if passmark.revdeps_pass(fraction) {
         CheckState::Passed
     } else {
         CheckState::Failed
     };
+    let metadata = serde_json::to_value(RevdepsMetadata {
+        fraction,
+        dependents: results,
+    })?;
+    let summary = tally.summary(plan.len());
     finish(
         app,
         check_id,
@@ -145,12 +73,124 @@ pub async fn run(
         &summary,
         &log,
         started.elapsed(),
-        serde_json::to_value(RevdepsMetadata {
-            fraction,
-            dependents: results,
-        })?,
+        metadata,
     )
     .await
+}
+
+/// Rebuilds one dependent against the upload and, when that fails,
+/// without it (a dependent that fails either way was broken already);
+/// what failed goes to `log`. `None` when halted.
+async fn rebuild(
+    app: &App,
+    upload: (i64, &Source),
+    planned: &PlannedRebuild,
+    platform: &PlatformConfig,
+    halt: &CancellationToken,
+    log: &mut String,
+) -> anyhow::Result<Option<DependentResult>> {
+    let PlannedRebuild {
+        dependent: d,
+        with_new,
+        as_is,
+    } = planned;
+    let (dependent, version) = (&d.name, &d.version);
+    let built = Built::of(app, d).await?;
+    let against_new = match with_new {
+        Ok(closure) => match built
+            .build(app, closure, Some(upload), platform, halt)
+            .await?
+        {
+            Some(outcome) => Some(outcome),
+            None => return Ok(None),
+        },
+        Err(e) => {
+            log.push_str(&format!(
+                "== {dependent} {version}: does not resolve with the new version: {e}\n"
+            ));
+            None
+        }
+    };
+    if against_new.as_ref().is_some_and(RunOutcome::succeeded) {
+        return Ok(Some(DependentResult::Ok));
+    }
+    if let Some(o) = &against_new {
+        log.push_str(&format!(
+            "== {dependent} {version} against the new version: {}\n{}\n",
+            describe(o),
+            o.output
+        ));
+    }
+    let baseline_ok = match as_is {
+        Ok(closure) => match built.build(app, closure, None, platform, halt).await? {
+            Some(outcome) => outcome.succeeded(),
+            None => return Ok(None),
+        },
+        Err(_) => false,
+    };
+    Ok(Some(if baseline_ok {
+        DependentResult::Regression
+    } else {
+        DependentResult::AlreadyBroken
+    }))
+}
+
+/// The dependents that still build, broke, or were broken already.
+#[derive(Default)]
+struct Tally {
+    ok: u32,
+    regressions: Vec<String>,
+    already_broken: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, result: DependentResult, d: &Dependent) {
+        let (dependent, version) = (&d.name, &d.version);
+        let label = match d.source {
+            BaseSource::Upload(id) => {
+                format!("{dependent} {version} (upload {id}, not yet in stable)")
+            }
+            BaseSource::Stable => format!("{dependent} {version}"),
+        };
+        match result {
+            DependentResult::Ok => self.ok += 1,
+            DependentResult::Regression => self.regressions.push(label),
+            DependentResult::AlreadyBroken => self.already_broken.push(label),
+        }
+    }
+
+    /// The fraction of counted dependents (those not broken already) that
+    /// still build; 1 when none counts.
+    fn fraction(&self) -> f64 {
+        let counted = self.ok as usize + self.regressions.len();
+        if counted == 0 {
+            1.0
+        } else {
+            f64::from(self.ok) / counted as f64
+        }
+    }
+
+    fn summary(&self, candidates: usize) -> String {
+        if candidates == 0 {
+            return "no stable dependents".to_owned();
+        }
+        let counted = self.ok as usize + self.regressions.len();
+        let mut s = format!(
+            "{} of {counted} dependents still build ({:.0}%)",
+            self.ok,
+            self.fraction() * 100.0
+        );
+        if !self.regressions.is_empty() {
+            s.push_str(&format!("; broken: {}", self.regressions.join(", ")));
+        }
+        if !self.already_broken.is_empty() {
+            s.push_str(&format!(
+                "; already broken, not counted: {}",
+                self.already_broken.join(", ")
+            ));
+        }
+        s
+    }
 }
 
 /// A dependent to rebuild: its archive and build command, from stable or

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{App, checks, notify, stable, verdict};
+use super::{App, checks, faults, notify, stable, verdict};
 use crate::config::PlatformConfig;
 use crate::db;
+use crate::domain::check::CheckState;
 use crate::jobs::worker_name;
 
 /// How often the sweep runs even when nothing wakes it.
@@ -56,40 +57,7 @@ pub fn spawn_workers(
             let app = app.clone();
             let platform = platform.name.to_string();
             let shutdown = shutdown.clone();
-            let handler_app = app.clone();
-            let handler_name = name.clone();
-            let handler =
-                crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::RunCheck| {
-                    let app = handler_app.clone();
-                    let name = handler_name.clone();
-                    Box::pin(async move {
-                        registry_set_current(&app, &name, Some(job.check_id)).await;
-                        let result = checks::run_platform(&app, job.check_id, &name).await;
-                        registry_set_current(&app, &name, None).await;
-                        match result {
-                            Ok(()) => Ok(()),
-                            Err(e) => {
-                                let why = format!("could not start on {name}: {e:#}");
-                                // Not started: done with this job; the sweep
-                                // gives the check a new one.
-                                let recorded = async {
-                                    let mut conn = app.db.pool().acquire().await?;
-                                    db::checks::record_start_failure(&mut conn, job.check_id, &why)
-                                        .await
-                                }
-                                .await
-                                .unwrap_or(false);
-                                tracing::error!(
-                                    check.id = job.check_id,
-                                    error = format!("{e:#}"),
-                                    started = !recorded,
-                                    "check failed to run; it will be retried"
-                                );
-                                if recorded { Ok(()) } else { Err(e) }
-                            }
-                        }
-                    })
-                }));
+            let handler = check_handler(&app, &name);
             tokio::spawn(async move {
                 tracing::info!(worker = %name, check.platform = %platform, "worker started");
                 let beating = spawn_heartbeat(&app, &name, &platform, shutdown.clone());
@@ -105,6 +73,46 @@ pub fn spawn_workers(
             })
         })
         .collect()
+}
+
+/// What a platform worker does with a job: runs the platform's checks of
+/// the upload. A job that fails for a reason not the package's (an
+/// infrastructure error) is done with: its checks go back to pending and
+/// get a new job after a backoff (`faults`), never a hot loop of apalis
+/// attempts; a worker failing so again and again pauses between jobs.
+fn check_handler(app: &App, name: &str) -> crate::jobs::Handler<crate::jobs::RunCheck> {
+    let (app, name) = (app.clone(), name.to_owned());
+    let consecutive = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    crate::jobs::Handler(std::sync::Arc::new(move |job: crate::jobs::RunCheck| {
+        let (app, name, consecutive) = (app.clone(), name.clone(), consecutive.clone());
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            registry_set_current(&app, &name, Some(job.check_id)).await;
+            let result = checks::run_platform(&app, job.check_id, &name).await;
+            registry_set_current(&app, &name, None).await;
+            let Err(e) = result else {
+                consecutive.store(0, Ordering::Relaxed);
+                return Ok(());
+            };
+            if let Err(recording) = faults::record(&app, job.check_id, &name, &e).await {
+                // Not even recorded (the database is away): apalis retries.
+                tracing::error!(
+                    check.id = job.check_id,
+                    error = format!("{e:#}"),
+                    recording = format!("{recording:#}"),
+                    "check could not run, and that could not be recorded"
+                );
+                return Err(e);
+            }
+            let n = consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+            let pause = faults::worker_pause(n);
+            if !pause.is_zero() {
+                tracing::debug!(worker = %name, failures = n, pause_s = pause.as_secs(), "worker pauses before its next job");
+                tokio::time::sleep(pause).await;
+            }
+            Ok(())
+        })
+    }))
 }
 
 /// How often a worker renews its row in the registry.
@@ -205,7 +213,9 @@ async fn push_builds(app: &App, builds: Vec<db::checks::UnfinishedBuild>) -> any
         let between = b
             .build_finished_at
             .is_some_and(|t| db::now_ms() - t < 30_000);
-        if (b.state == "pending" && !between) || stale {
+        // One waiting after an infrastructure error runs again when due.
+        let due = b.retry_at.is_none_or(|t| t <= db::now_ms());
+        if (b.state == CheckState::Pending && !between && due) || stale {
             checks::enqueue_check(app, &b.platform, b.id, b.attempts, b.start_failures).await?;
         }
     }

@@ -70,7 +70,10 @@ pub enum UploadError {
     #[error("there is no upload group {0}")]
     NoSuchGroup(i64),
     #[error("upload group {id} is {state}: it takes no more uploads")]
-    GroupNotOpen { id: i64, state: String },
+    GroupNotOpen {
+        id: i64,
+        state: crate::domain::upload::GroupState,
+    },
     #[error("upload group {id} already holds an upload of {name}; a group holds one per package")]
     GroupHasPackage { id: i64, name: String },
     #[error("internal error: {0:#}")]
@@ -80,6 +83,12 @@ pub enum UploadError {
 impl From<sqlx::Error> for UploadError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<db::TransitionError> for UploadError {
+    fn from(e: db::TransitionError) -> Self {
+        Self::Internal(e.into())
     }
 }
 
@@ -234,36 +243,13 @@ async fn queue_upload(
     let name = manifest.name.as_str();
     let version = manifest.version.to_string();
     let mut tx = app.db.begin_write().await?;
-
-    let created = db::packages::insert_if_missing(&mut tx, name).await?;
-    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("package {name} vanished inside its transaction"))?;
-    match package.state {
-        PackageState::Obsolete => return Err(UploadError::Obsolete { name: name.into() }),
-        PackageState::Removed => return Err(UploadError::Removed { name: name.into() }),
-        PackageState::Active => {}
-    }
-    if created {
-        db::packages::add_owner(&mut tx, package.id, user.id).await?;
-    } else {
-        authz::authorize_on(&mut tx, user, Action::Upload, package.id, name)
-            .await
-            .map_err(|e| match e {
-                authz::AuthzError::Denied(d) => UploadError::Denied(d),
-                authz::AuthzError::Db(e) => UploadError::Internal(e.into()),
-            })?;
-    }
-    check_immutability(&mut tx, package.id, manifest).await?;
-    if let Some(group) = group {
-        super::groups::join(app, &mut tx, user, group, name).await?;
-    }
+    let package_id = admit(app, &mut tx, user, manifest, group).await?;
 
     let manifest_json = serde_json::to_string(manifest).map_err(anyhow::Error::new)?;
     let id = db::uploads::insert(
         &mut tx,
         NewUpload {
-            package_id: package.id,
+            package_id,
             version: &version,
             sha256,
             size_bytes: size as i64,
@@ -273,45 +259,20 @@ async fn queue_upload(
         },
     )
     .await?;
-    let superseded: Vec<i64> = db::uploads::pending_of_package(&mut tx, package.id)
-        .await?
-        .into_iter()
-        .filter(|&old| old != id)
-        .collect();
-    db::uploads::mark_superseded(&mut tx, &superseded, id).await?;
-    for &old in &superseded {
-        db::checks::halt_upload(&mut tx, app.db.backend(), old).await?;
-    }
-    // Superseding a member of a group supersedes the whole group, silently.
-    let mut superseded = superseded;
-    superseded.extend(super::groups::supersede_groups_of(app, &mut tx, &superseded, id).await?);
-    if let Some(group) = group {
-        super::groups::submit_when_complete(&mut tx, group).await?;
-    }
-
     db::events::record(
         &mut tx,
         NewEvent {
             kind: "upload.queued",
-            package_id: Some(package.id),
+            package_id: Some(package_id),
             upload_id: Some(id),
             actor_id: Some(user.id),
             detail: serde_json::json!({ "version": version, "sha256": sha256 }),
         },
     )
     .await?;
-    for &old in &superseded {
-        db::events::record(
-            &mut tx,
-            NewEvent {
-                kind: "upload.superseded",
-                package_id: Some(package.id),
-                upload_id: Some(old),
-                actor_id: Some(user.id),
-                detail: serde_json::json!({ "by": id }),
-            },
-        )
-        .await?;
+    let superseded = supersede_older(app, &mut tx, user, (package_id, id)).await?;
+    if let Some(group) = group {
+        super::groups::submit_when_complete(&mut tx, group).await?;
     }
 
     let storage = app.storage.clone();
@@ -354,6 +315,79 @@ async fn queue_upload(
         size_bytes: size,
         superseded,
     })
+}
+
+/// Inside the upload's transaction: the package exists (made, and owned by
+/// `user`, on a first upload), is active, `user` may upload to it, the
+/// version is new, and the group (if any) takes it. The package's id.
+async fn admit(
+    app: &App,
+    tx: &mut db::Tx,
+    user: &User,
+    manifest: &Manifest,
+    group: Option<i64>,
+) -> Result<i64, UploadError> {
+    let name = manifest.name.as_str();
+    let created = db::packages::insert_if_missing(tx, name).await?;
+    let package = db::packages::lock_by_name(tx, name, app.db.for_update())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("package {name} vanished inside its transaction"))?;
+    match package.state {
+        PackageState::Obsolete => return Err(UploadError::Obsolete { name: name.into() }),
+        PackageState::Removed => return Err(UploadError::Removed { name: name.into() }),
+        PackageState::Active => {}
+    }
+    if created {
+        db::packages::add_owner(tx, package.id, user.id).await?;
+    } else {
+        authz::authorize_on(tx, user, Action::Upload, package.id, name)
+            .await
+            .map_err(|e| match e {
+                authz::AuthzError::Denied(d) => UploadError::Denied(d),
+                authz::AuthzError::Db(e) => UploadError::Internal(e.into()),
+            })?;
+    }
+    check_immutability(tx, package.id, manifest).await?;
+    if let Some(group) = group {
+        super::groups::join(app, tx, user, group, name).await?;
+    }
+    Ok(package.id)
+}
+
+/// Inside the transaction of upload `id`: the older pending uploads of its
+/// package leave the queue silently, superseded (their checks halt), with
+/// the groups they belonged to. The uploads superseded.
+async fn supersede_older(
+    app: &App,
+    tx: &mut db::Tx,
+    user: &User,
+    (package_id, id): (i64, i64),
+) -> Result<Vec<i64>, UploadError> {
+    let mut superseded: Vec<i64> = db::uploads::pending_of_package(tx, package_id)
+        .await?
+        .into_iter()
+        .filter(|&old| old != id)
+        .collect();
+    db::uploads::mark_superseded(tx, &superseded, id).await?;
+    for &old in &superseded {
+        db::checks::halt_upload(tx, app.db.backend(), old).await?;
+    }
+    // Superseding a member of a group supersedes the whole group, silently.
+    superseded.extend(super::groups::supersede_groups_of(app, tx, &superseded, id).await?);
+    for &old in &superseded {
+        db::events::record(
+            tx,
+            NewEvent {
+                kind: "upload.superseded",
+                package_id: Some(package_id),
+                upload_id: Some(old),
+                actor_id: Some(user.id),
+                detail: serde_json::json!({ "by": id }),
+            },
+        )
+        .await?;
+    }
+    Ok(superseded)
 }
 
 /// A stable version is never uploaded again, and never undercut.

@@ -17,11 +17,12 @@ use serde_json::json;
 use super::App;
 use super::integrity;
 use super::notify::{self, CheckLine, VerdictEmail};
+use super::reject::{Rejection, reject};
 use crate::db::{self, checks::CheckRow, checks::VerdictRow, uploads::UploadRow};
 use crate::domain::check::{CheckKind, CheckState};
 use crate::domain::integrity::Judgement as Settled;
 use crate::domain::integrity::PendingRelease;
-use crate::domain::metadata::{BuildMetadata, DependentResult, RevdepsMetadata};
+use crate::domain::metadata::{BuildMetadata, DependentResult, RevdepsMetadata, VerdictSummary};
 use crate::domain::passmark::CheckRecord;
 use crate::domain::{Manifest, PackageState, UploadState};
 
@@ -35,10 +36,10 @@ pub fn failpoint(name: &str) {
 }
 
 /// One upload being decided, with what deciding it reads.
-struct Member {
-    upload: UploadRow,
-    manifest: Manifest,
-    checks: Vec<CheckRow>,
+pub(super) struct Member {
+    pub(super) upload: UploadRow,
+    pub(super) manifest: Manifest,
+    pub(super) checks: Vec<CheckRow>,
 }
 
 /// Decides the upload (with its group, when it is in one) if all its checks
@@ -110,13 +111,17 @@ pub async fn decide(app: &App, upload_id: i64) -> anyhow::Result<Option<bool>> {
         let Settled::Fresh { ahead } = j else {
             unreachable!("waits and rebases returned above")
         };
-        outcomes.push(score(app, &mut tx, m, &passmark, ahead).await?);
+        outcomes.push(score(&mut tx, m, &passmark, ahead).await?);
     }
     let accepted = outcomes.iter().all(|o| o.verdict.accepted);
     if accepted {
         promote(app, tx, &members, &outcomes).await?;
     } else {
-        reject(app, tx, &members, &outcomes).await?;
+        let rejection = Rejection::Verdict {
+            members: &members,
+            outcomes: &outcomes,
+        };
+        reject(app, tx, rejection).await?;
     }
     for m in &members {
         app.halts.forget(m.upload.id);
@@ -151,15 +156,11 @@ async fn load_unit(
     let mut members = Vec::new();
     for row in rows {
         let upload = db::uploads::get(tx, row.id).await?.expect("still there");
-        if upload.state != UploadState::Checking.as_str() {
+        if upload.state != UploadState::Checking {
             return Ok(None);
         }
         let checks = db::checks::of_upload(tx, upload.id).await?;
-        if checks.is_empty()
-            || checks
-                .iter()
-                .any(|c| !CheckState::parse(&c.state).is_some_and(CheckState::is_final))
-        {
+        if checks.is_empty() || checks.iter().any(|c| !c.state.is_final()) {
             return Ok(None);
         }
         let manifest: Manifest = serde_json::from_str(&upload.manifest)?;
@@ -186,18 +187,18 @@ async fn enqueue_builds(app: &App, builds: Vec<(String, i64)>) -> anyhow::Result
     Ok(())
 }
 
-/// A member's verdict, recorded, with the emails it queued.
-struct Outcome {
-    verdict: crate::domain::check::Verdict,
-    emails: Vec<i64>,
-    stable_moved: bool,
-    ahead: Vec<String>,
+/// A member's verdict, recorded.
+pub(super) struct Outcome {
+    pub(super) verdict: crate::domain::check::Verdict,
+    /// Whether stable moved under its failed builds.
+    pub(super) stable_moved: bool,
+    /// The uploads ahead it was checked with.
+    pub(super) ahead: Vec<String>,
 }
 
-/// Scores a member against the pass mark and records its verdict and its
-/// verdict email (a group's rejection is told once, by `reject`).
+/// Scores a member against the pass mark and records its verdict (the
+/// emails go out with the promotion or the rejection).
 async fn score(
-    app: &App,
     tx: &mut db::Tx,
     m: &Member,
     passmark: &crate::domain::passmark::PassMark,
@@ -219,14 +220,15 @@ async fn score(
         .filter(|r| r.flaky)
         .map(|r| crate::domain::check::label(r.kind, &r.platform))
         .collect();
-    let summary = json!({
-        "failed": verdict.failed,
-        "failed_required": verdict.failed_required,
-        "stable_moved": stable_moved,
-        "ahead": ahead,
-        "flaky": flaky,
-        "records": records,
-    });
+    let summary = VerdictSummary {
+        failed: verdict.failed.clone(),
+        failed_required: verdict.failed_required.clone(),
+        stable_moved,
+        ahead: ahead.clone(),
+        flaky,
+        records: Some(records),
+        ..VerdictSummary::default()
+    };
     db::checks::insert_verdict(
         tx,
         &VerdictRow {
@@ -235,30 +237,14 @@ async fn score(
             score: verdict.score,
             threshold: verdict.threshold,
             passmark: serde_json::to_string(passmark)?,
-            summary: summary.to_string(),
+            summary: summary.to_json(),
             stable_moved: i64::from(stable_moved),
             decided_at: db::now_ms(),
         },
     )
     .await?;
-    // A group's emails go out once the group is decided (`promote`, `reject`).
-    let emails = if upload.group_id.is_none() {
-        queue_verdict_email(
-            app,
-            tx,
-            upload,
-            &m.manifest,
-            checks,
-            &verdict,
-            (stable_moved, &ahead),
-        )
-        .await?
-    } else {
-        Vec::new()
-    };
     Ok(Outcome {
         verdict,
-        emails,
         stable_moved,
         ahead,
     })
@@ -297,28 +283,20 @@ async fn promote(
     let serial = db::stable::bump_serial(&mut tx).await?;
     let names = members.iter().map(|m| m.upload.name.as_str());
     let documents = super::index::record_promotion(&mut tx, serial, names).await?;
-    let mut emails: Vec<i64> = outcomes.iter().flat_map(|o| o.emails.clone()).collect();
+    let mut emails = Vec::new();
     for (m, o) in members.iter().zip(outcomes) {
-        if m.upload.group_id.is_some() {
-            let moved = (o.stable_moved, o.ahead.as_slice());
-            emails.extend(
-                queue_verdict_email(
-                    app,
-                    &mut tx,
-                    &m.upload,
-                    &m.manifest,
-                    &m.checks,
-                    &o.verdict,
-                    moved,
-                )
-                .await?,
-            );
-        }
-        db::uploads::transition(&mut tx, m.upload.id, "checking", "accepted").await?;
+        emails.extend(queue_verdict_email(app, &mut tx, m, o).await?);
+        db::uploads::transition(
+            &mut tx,
+            m.upload.id,
+            UploadState::Checking,
+            UploadState::Accepted,
+        )
+        .await?;
         emails.extend(queue_broken_dependent_emails(app, &mut tx, &m.upload, &m.checks).await?);
         let detail =
             json!({ "score": o.verdict.score, "serial": serial, "group": m.upload.group_id });
-        event(&mut tx, "upload.accepted", &m.upload, detail).await?;
+        event(&mut tx, ("upload.accepted", None), &m.upload, detail).await?;
         if members.len() > 1 {
             failpoint("promote-group-member");
         }
@@ -343,32 +321,9 @@ async fn promote(
     Ok(())
 }
 
-/// Rejects every member; a group's maintainers get one email each, naming
-/// the member and the checks that failed.
-async fn reject(
-    app: &App,
-    mut tx: db::Tx,
-    members: &[Member],
-    outcomes: &[Outcome],
-) -> anyhow::Result<()> {
-    let mut emails: Vec<i64> = outcomes.iter().flat_map(|o| o.emails.clone()).collect();
-    for (m, o) in members.iter().zip(outcomes) {
-        db::uploads::transition(&mut tx, m.upload.id, "checking", "rejected").await?;
-        let detail = json!({ "score": o.verdict.score, "failed": o.verdict.failed, "group": m.upload.group_id });
-        event(&mut tx, "upload.rejected", &m.upload, detail).await?;
-        tracing::info!(upload.id = m.upload.id, package.name = %m.upload.name, score = o.verdict.score, failed = ?o.verdict.failed, "upload rejected");
-    }
-    if let Some(group) = members[0].upload.group_id {
-        emails.extend(queue_group_reject_email(app, &mut tx, group, members, outcomes).await?);
-    }
-    tx.commit().await?;
-    notify::push_new(app, &emails).await;
-    Ok(())
-}
-
 /// One email per maintainer of any member of a rejected group: the first
 /// member that failed, its failing checks, and the members rejected with it.
-async fn queue_group_reject_email(
+pub(super) async fn queue_group_reject_email(
     app: &App,
     tx: &mut db::Tx,
     group: i64,
@@ -380,16 +335,7 @@ async fn queue_group_reject_email(
         .zip(outcomes)
         .find(|(_, o)| !o.verdict.accepted)
         .expect("a rejected group has a failing member");
-    let moved = (outcome.stable_moved, outcome.ahead.as_slice());
-    let mut context = verdict_context(
-        app,
-        &failed.upload,
-        &failed.manifest,
-        &failed.checks,
-        &outcome.verdict,
-        moved,
-    )
-    .await?;
+    let mut context = verdict_context(app, failed, outcome).await?;
     context.group = members
         .iter()
         .map(|m| {
@@ -446,16 +392,16 @@ pub async fn decide_waiting_on(app: &App, upload_id: i64) -> anyhow::Result<()> 
 /// What scoring needs of a check row: kind, platform, passed, and for
 /// revdeps the fraction (so the pass mark's `min_fraction` decides).
 fn record_of(c: &db::checks::CheckRow) -> CheckRecord {
-    let kind = CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build);
+    let kind = c.kind;
     let metadata = c.metadata.as_deref();
     CheckRecord {
         kind,
         platform: c.platform.clone(),
-        passed: c.state == CheckState::Passed.as_str(),
+        passed: c.state == CheckState::Passed,
         // A revdeps check that ran records its fraction; one that did not
         // (skipped, or halted) has none.
         fraction: metadata
-            .filter(|_| kind == CheckKind::Revdeps && c.state != CheckState::Skipped.as_str())
+            .filter(|_| kind == CheckKind::Revdeps && c.state != CheckState::Skipped)
             .and_then(|m| serde_json::from_str::<RevdepsMetadata>(m).ok())
             .map(|r| r.fraction),
         flaky: kind == CheckKind::Build && BuildMetadata::parse(metadata).flaky,
@@ -463,29 +409,20 @@ fn record_of(c: &db::checks::CheckRow) -> CheckRecord {
 }
 
 /// What the verdict email of an upload says.
-async fn verdict_context(
-    app: &App,
-    upload: &db::uploads::UploadRow,
-    manifest: &Manifest,
-    checks: &[db::checks::CheckRow],
-    verdict: &crate::domain::check::Verdict,
-    (stable_moved, ahead): (bool, &[String]),
-) -> anyhow::Result<VerdictEmail> {
+async fn verdict_context(app: &App, m: &Member, o: &Outcome) -> anyhow::Result<VerdictEmail> {
+    let (upload, manifest, checks, verdict) = (&m.upload, &m.manifest, &m.checks, &o.verdict);
     let lines: Vec<CheckLine> = checks
         .iter()
         .map(|c| CheckLine {
-            label: crate::domain::check::label(
-                CheckKind::parse(&c.kind).unwrap_or(CheckKind::Build),
-                &c.platform,
-            ),
-            state: c.state.clone(),
+            label: crate::domain::check::label(c.kind, &c.platform),
+            state: c.state,
             summary: c.summary.clone().unwrap_or_default(),
             log_tail: notify::log_tail(c.log.as_deref().unwrap_or_default()),
         })
         .collect();
     let failing = lines
         .iter()
-        .filter(|c| c.state != CheckState::Passed.as_str())
+        .filter(|c| c.state != CheckState::Passed)
         .cloned()
         .collect();
     Ok(VerdictEmail {
@@ -496,11 +433,11 @@ async fn verdict_context(
         checks: lines,
         failing,
         failed_required: verdict.failed_required.clone(),
-        stable_moved,
+        stable_moved: o.stable_moved,
         ahead: if verdict.accepted {
             Vec::new()
         } else {
-            ahead.to_vec()
+            o.ahead.clone()
         },
         group: Vec::new(),
         cancelled: None,
@@ -518,17 +455,15 @@ async fn verdict_context(
 
 /// Renders the verdict email and writes it to the outbox, one row per
 /// maintainer, in the verdict's transaction.
-async fn queue_verdict_email(
+pub(super) async fn queue_verdict_email(
     app: &App,
     tx: &mut db::Tx,
-    upload: &db::uploads::UploadRow,
-    manifest: &Manifest,
-    checks: &[db::checks::CheckRow],
-    verdict: &crate::domain::check::Verdict,
-    moved: (bool, &[String]),
+    m: &Member,
+    o: &Outcome,
 ) -> anyhow::Result<Vec<i64>> {
-    let context = verdict_context(app, upload, manifest, checks, verdict, moved).await?;
-    let kind = if verdict.accepted {
+    let (upload, manifest) = (&m.upload, &m.manifest);
+    let context = verdict_context(app, m, o).await?;
+    let kind = if o.verdict.accepted {
         "upload_accepted"
     } else {
         "upload_rejected"
@@ -570,10 +505,7 @@ async fn queue_broken_dependent_emails(
     checks: &[db::checks::CheckRow],
 ) -> anyhow::Result<Vec<i64>> {
     let mut broken: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for check in checks
-        .iter()
-        .filter(|c| c.kind == CheckKind::Revdeps.as_str())
-    {
+    for check in checks.iter().filter(|c| c.kind == CheckKind::Revdeps) {
         let metadata = RevdepsMetadata::parse(check.metadata.as_deref());
         for d in metadata.dependents {
             if d.result == DependentResult::Regression {
@@ -620,9 +552,10 @@ async fn queue_broken_dependent_emails(
     Ok(ids)
 }
 
-async fn event(
+/// Records an event of the upload (`actor_id`: who caused it, if a user).
+pub(super) async fn event(
     tx: &mut db::Tx,
-    kind: &str,
+    (kind, actor_id): (&str, Option<i64>),
     upload: &db::uploads::UploadRow,
     detail: serde_json::Value,
 ) -> sqlx::Result<()> {
@@ -632,7 +565,7 @@ async fn event(
             kind,
             package_id: Some(upload.package_id),
             upload_id: Some(upload.id),
-            actor_id: None,
+            actor_id,
             detail,
         },
     )
@@ -654,7 +587,7 @@ async fn stable_moved(
     };
     Ok(checks
         .iter()
-        .filter(|c| c.kind == CheckKind::Build.as_str() && c.state == CheckState::Failed.as_str())
+        .filter(|c| c.kind == CheckKind::Build && c.state == CheckState::Failed)
         .filter_map(|c| BuildMetadata::parse(c.metadata.as_deref()).resolved)
         .any(|built_against| built_against != at_upload))
 }

@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod containment;
 mod crash;
+mod faults;
 mod fetch;
 mod groups;
 mod index;

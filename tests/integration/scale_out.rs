@@ -561,6 +561,15 @@ async fn a_check_whose_worker_cannot_start_it_gets_a_new_job() {
         build["summary"].as_str().unwrap().contains("403"),
         "the check says why it waits: {build:#}"
     );
+    // An infrastructure error, retried with backoff on any worker.
+    assert_eq!(build["infra"]["reason"], "fetch", "{build:#}");
+    assert!(
+        build["infra"]["line"]
+            .as_str()
+            .unwrap()
+            .contains("(retry in "),
+        "{build:#}"
+    );
 
     // Fixed: the sweep gives the check a new job, and it passes.
     set_worker(1).await.unwrap();

@@ -3,6 +3,7 @@
 //! rule's safety net is for.
 
 use holdq::db;
+use holdq::domain::UploadState;
 
 use super::TestApp;
 
@@ -15,12 +16,18 @@ pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
     app.stable
         .store_archive(&app.storage.blob_path(&row.sha256), &row.name, &row.version)
         .unwrap();
-    assert!(
-        db::uploads::transition(&mut tx, upload_id, "queued", "accepted")
-            .await
-            .unwrap(),
-        "upload {upload_id} is not queued"
-    );
+    // As deciding would: through `checking`, which the state machine asks.
+    for (from, to) in [
+        (UploadState::Queued, UploadState::Checking),
+        (UploadState::Checking, UploadState::Accepted),
+    ] {
+        assert!(
+            db::uploads::transition(&mut tx, upload_id, from, to)
+                .await
+                .unwrap(),
+            "upload {upload_id} is not {from}"
+        );
+    }
     db::stable::insert_version(
         &mut tx,
         db::stable::NewVersion {
