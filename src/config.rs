@@ -28,6 +28,8 @@ pub struct Config {
     pub revdeps: RevdepsConfig,
     pub queue: QueueConfig,
     pub index: IndexConfig,
+    pub testing: TestingConfig,
+    pub mirror: MirrorConfig,
     pub platforms: Vec<PlatformConfig>,
     pub sandbox: SandboxConfig,
     pub tus: TusConfig,
@@ -307,6 +309,54 @@ pub struct IndexConfig {
     pub changes_kept: Duration,
 }
 
+/// The testing channel (SPEC section 10, "Check states").
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Publish uploads still being checked, once `validate` and `resolve`
+    /// passed, in the testing channel (`GET /api/v1/testing/index`).
+    pub publish: bool,
+}
+
+/// Mirrors (SPEC section 10): what a follower follows, and which followers
+/// a server tells of each change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// The primary this server follows (`mirror_of`, `--mirror-of`): set,
+    /// the server is a read-only follower.
+    #[serde(skip)]
+    pub of: Option<String>,
+    /// How often a follower asks its primary when no push comes: up to 60s
+    /// it holds a long-poll of the changes feed open that long; longer, it
+    /// asks once and then waits that long for a push.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// The longest pause between attempts when the primary does not answer.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Followers told at once of every new serial.
+    pub peer: Vec<MirrorPeer>,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            of: None,
+            poll: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+            peer: Vec::new(),
+        }
+    }
+}
+
+/// A follower a primary pushes new serials to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorPeer {
+    pub url: String,
+}
+
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
@@ -480,6 +530,11 @@ struct FileConfig {
     /// A file holding the database URL (its password off the config).
     database_url_file: Option<PathBuf>,
     public_url: Option<String>,
+    mirror_of: Option<String>,
+    #[serde(default)]
+    testing: TestingConfig,
+    #[serde(default)]
+    mirror: MirrorConfig,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -529,6 +584,7 @@ pub struct Overrides {
     /// `--database-url-file`: read the URL from this file.
     pub database_url_file: Option<PathBuf>,
     pub public_url: Option<String>,
+    pub mirror_of: Option<String>,
 }
 
 /// The default file looked for when no `--config` is given.
@@ -601,6 +657,9 @@ impl Config {
         let public_url = pick(&flags.public_url, "HOLDQ_PUBLIC_URL", file.public_url)
             .unwrap_or_else(|| format!("http://{listen}"));
 
+        let mut mirror = file.mirror;
+        mirror.of = pick(&flags.mirror_of, "HOLDQ_MIRROR_OF", file.mirror_of)
+            .map(|url| url.trim_end_matches('/').to_owned());
         let mut mail = file.mail;
         if let Some(url) = env("HOLDQ_SMTP_URL") {
             mail.smtp_url = Some(url);
@@ -622,6 +681,8 @@ impl Config {
             revdeps: file.revdeps,
             queue: file.queue,
             index: file.index,
+            testing: file.testing,
+            mirror,
             platforms,
             sandbox: file.sandbox,
             tus: file.tus,
@@ -680,6 +741,19 @@ impl Config {
             bail!(
                 "server.body_timeout, idle_timeout, uploads_per_user and max_connections must be greater than zero"
             );
+        }
+        for url in self
+            .mirror
+            .of
+            .iter()
+            .chain(self.mirror.peer.iter().map(|p| &p.url))
+        {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("mirror: {url:?} is not an http:// or https:// URL");
+            }
+        }
+        if self.mirror.poll < Duration::from_secs(1) || self.mirror.max_backoff.is_zero() {
+            bail!("mirror.poll must be at least 1s and mirror.max_backoff more than 0");
         }
         for (i, p) in self.platforms.iter().enumerate() {
             if self.platforms[..i].iter().any(|q| q.name == p.name) {
@@ -749,6 +823,8 @@ impl fmt::Debug for Config {
             .field("revdeps", &self.revdeps)
             .field("queue", &self.queue)
             .field("index", &self.index)
+            .field("testing", &self.testing)
+            .field("mirror", &self.mirror)
             .field("platforms", &self.platforms)
             .field("sandbox", &self.sandbox)
             .field("tus", &self.tus)

@@ -175,19 +175,17 @@ impl Client {
         Ok(Some((self.decode(resp).await?, serial)))
     }
 
-    /// Streams a stable archive into `to`; returns its sha256.
+    /// Streams the archive at `path` (of package `what`) into `to`; returns
+    /// its sha256.
     pub async fn download_archive(
         &self,
-        name: &str,
-        version: &str,
+        path: &str,
+        what: &str,
         to: &Path,
     ) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt;
         let resp = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/packages/{name}/{version}/archive"),
-            )
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
@@ -195,7 +193,7 @@ impl Client {
             return self
                 .decode::<serde_json::Value>(resp)
                 .await
-                .and_then(|_| bail!("the server sent no archive of {name} {version}"));
+                .and_then(|_| bail!("the server sent no archive of {what}"));
         }
         let mut file = tokio::fs::File::create(to)
             .await
@@ -203,8 +201,7 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.with_context(|| format!("the archive of {name} {version} was cut off"))?;
+            let chunk = chunk.with_context(|| format!("the archive of {what} was cut off"))?;
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }

@@ -78,13 +78,21 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             packages,
             out,
             locked,
+            channel,
             client,
-        } => fetch(&packages, &out, locked.as_deref(), &client).await,
+        } => fetch(&packages, &out, locked.as_deref(), channel, &client).await,
         Command::Queue { platform, client } => render::queue(
             &Client::new(&client)?.queue(platform.as_deref()).await?,
             client.json,
         ),
         Command::Passmark { command, client } => passmark(command, &client).await,
+        Command::Mirror {
+            command: super::MirrorCommand::Status { client },
+        } => {
+            let status: crate::service::mirror::MirrorStatus =
+                Client::new(&client)?.get("/mirror/status").await?;
+            render::mirror_status(&status, client.json)
+        }
         Command::Workers { client } => {
             let list: Vec<WorkerView> = Client::new(&client)?.get("/workers").await?;
             render::workers(&list, client.json)
@@ -181,13 +189,15 @@ async fn fetch(
     packages: &[String],
     out: &Path,
     locked: Option<&Path>,
+    channel: super::fetch::Channel,
     client: &ClientArgs,
 ) -> anyhow::Result<()> {
     let requests = packages
         .iter()
         .map(|p| p.parse())
         .collect::<anyhow::Result<Vec<super::fetch::Request>>>()?;
-    let resolved = super::fetch::fetch(&Client::new(client)?, &requests, locked, out).await?;
+    let resolved =
+        super::fetch::fetch(&Client::new(client)?, &requests, locked, channel, out).await?;
     render::fetched(&resolved, out, client.json)
 }
 
@@ -340,6 +350,7 @@ fn load_config(args: &ServerArgs) -> anyhow::Result<Config> {
         database_url: args.database_url.clone(),
         database_url_file: args.database_url_file.clone(),
         public_url: None,
+        mirror_of: args.mirror_of.clone(),
     };
     Config::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)
 }

@@ -20,6 +20,8 @@ use super::client::Client;
 use crate::domain::PackageName;
 use crate::domain::graph::StableRepo;
 use crate::service::index::IndexDocument;
+use crate::service::stable::IndexVersion;
+use crate::service::testing::TestingIndex;
 
 /// What `resolved.toml` holds, and what `--json` prints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,21 @@ pub struct Fetched {
     /// Set when the package is obsolete: why, and what to use instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obsolete: Option<String>,
+    /// Set when it came from the testing channel: the pending upload it is,
+    /// whose checks have not all run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchecked_upload: Option<i64>,
+}
+
+/// Which versions a fetch may pick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Channel {
+    /// Stable versions only.
+    #[default]
+    Stable,
+    /// Stable plus the testing channel: uploads still being checked whose
+    /// validate and resolve passed (each fetched one is warned about).
+    Testing,
 }
 
 /// One `NAME[@REQ]` of the command line.
@@ -69,15 +86,28 @@ pub async fn fetch(
     client: &Client,
     requests: &[Request],
     locked: Option<&Path>,
+    channel: Channel,
     out: &Path,
 ) -> anyhow::Result<Resolved> {
+    let testing = match channel {
+        Channel::Stable => None,
+        Channel::Testing => Some(client.get::<TestingIndex>("/testing/index").await?),
+    };
     let resolved = match locked {
-        Some(file) => locked_view(client, file).await?,
-        None => consistent_resolution(client, requests).await?,
+        Some(file) => locked_view(client, file, testing.as_ref()).await?,
+        None => consistent_resolution(client, requests, testing.as_ref()).await?,
     };
     for package in &resolved.packages {
         if let Some(why) = &package.obsolete {
             eprintln!("warning: {} is obsolete: {why}", package.name);
+        }
+        if let Some(upload) = package.unchecked_upload {
+            eprintln!(
+                "warning: {} {} is unchecked (upload {upload} in the testing channel): {}",
+                package.name,
+                package.version,
+                crate::service::testing::UNCHECKED
+            );
         }
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -103,13 +133,19 @@ pub async fn fetch(
 struct View {
     serial: i64,
     documents: BTreeMap<String, IndexDocument>,
+    /// The testing channel the documents include, when fetching from it.
+    testing: Option<TestingIndex>,
 }
 
 /// Reads and resolves until one pass saw no change land meanwhile.
-async fn consistent_resolution(client: &Client, requests: &[Request]) -> anyhow::Result<Resolved> {
+async fn consistent_resolution(
+    client: &Client,
+    requests: &[Request],
+    testing: Option<&TestingIndex>,
+) -> anyhow::Result<Resolved> {
     for _ in 0..ATTEMPTS {
         let roots = requests.iter().map(|r| r.name.to_string());
-        let Some(view) = read_closure(client, roots, true).await? else {
+        let Some(view) = read_closure(client, roots, true, testing).await? else {
             continue; // a document changed while reading
         };
         return resolve(&view, requests);
@@ -124,20 +160,24 @@ async fn read_closure(
     client: &Client,
     roots: impl Iterator<Item = String>,
     follow: bool,
+    testing: Option<&TestingIndex>,
 ) -> anyhow::Result<Option<View>> {
     let mut queue: VecDeque<String> = roots.collect();
     let mut seen: BTreeSet<String> = queue.iter().cloned().collect();
     let mut documents = BTreeMap::new();
     let mut serial = None;
     while let Some(name) = queue.pop_front() {
-        let Some((document, at)) = client.document(&name).await? else {
+        let read = client.document(&name).await?;
+        let at = read.as_ref().map(|(_, at)| *at);
+        let Some(document) = with_testing(&name, read.map(|(d, _)| d), testing) else {
             if serial.is_none() || documents.is_empty() {
                 bail!("no stable package {name:?}");
             }
             return Ok(None); // required, yet gone: removed meanwhile
         };
-        let serial = *serial.get_or_insert(at);
-        if document.serial > serial {
+        if let Some(at) = at
+            && document.serial > *serial.get_or_insert(at)
+        {
             return Ok(None);
         }
         let deps = document.versions.iter().flat_map(|v| v.dependencies.keys());
@@ -151,7 +191,48 @@ async fn read_closure(
     Ok(Some(View {
         serial: serial.unwrap_or_default(),
         documents,
+        testing: testing.cloned(),
     }))
+}
+
+/// A package's stable document with its versions in the testing channel
+/// added (marked by their `archive`, the channel's download path).
+fn with_testing(
+    name: &str,
+    stable: Option<IndexDocument>,
+    testing: Option<&TestingIndex>,
+) -> Option<IndexDocument> {
+    let unchecked: Vec<_> = testing
+        .iter()
+        .flat_map(|t| t.packages.iter())
+        .filter(|p| p.name == name)
+        .collect();
+    if unchecked.is_empty() {
+        return stable;
+    }
+    let mut document = stable.unwrap_or_else(|| IndexDocument {
+        name: name.to_owned(),
+        serial: 0,
+        state: crate::domain::PackageState::Active,
+        obsolete: None,
+        pins: BTreeMap::new(),
+        versions: Vec::new(),
+    });
+    for p in unchecked {
+        document.versions.retain(|v| v.version != p.version);
+        document.versions.push(IndexVersion {
+            version: p.version.clone(),
+            sha256: p.sha256.clone(),
+            size_bytes: p.size_bytes,
+            dependencies: p.dependencies.clone(),
+            archive: p.archive.clone(),
+            promoted_at: String::new(),
+        });
+    }
+    document
+        .versions
+        .sort_by_cached_key(|v| Version::parse(&v.version).ok());
+    Some(document)
 }
 
 /// The stable repository the documents describe: releases, pins, obsolete
@@ -226,24 +307,35 @@ fn fetched(view: &View, name: &str, version: &str) -> anyhow::Result<Fetched> {
         Some(r) => format!("{}; use {r} instead", o.reason),
         None => o.reason.clone(),
     });
+    let unchecked_upload = view
+        .testing
+        .iter()
+        .flat_map(|t| t.packages.iter())
+        .find(|p| p.name == name && p.version == version && p.sha256 == entry.sha256)
+        .map(|p| p.upload);
     Ok(Fetched {
         name: name.into(),
         version: version.into(),
         sha256: entry.sha256.clone(),
         obsolete,
+        unchecked_upload,
     })
 }
 
 /// The versions a previous `resolved.toml` names, each still in stable
 /// with the same sha256.
-async fn locked_view(client: &Client, file: &Path) -> anyhow::Result<Resolved> {
+async fn locked_view(
+    client: &Client,
+    file: &Path,
+    testing: Option<&TestingIndex>,
+) -> anyhow::Result<Resolved> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let lock: Resolved = toml::from_str(&text)
         .with_context(|| format!("{} is not a resolved.toml", file.display()))?;
     for _ in 0..ATTEMPTS {
         let names = lock.packages.iter().map(|p| p.name.clone());
-        let Some(view) = read_closure(client, names, false).await? else {
+        let Some(view) = read_closure(client, names, false, testing).await? else {
             continue;
         };
         let mut packages = Vec::new();
@@ -280,9 +372,12 @@ async fn download(
         .prefix(".holdq-fetch-")
         .tempfile_in(out)?
         .into_temp_path();
-    let actual = client
-        .download_archive(&package.name, &package.version, &partial)
-        .await?;
+    let path = match package.unchecked_upload {
+        None => format!("/packages/{}/{}/archive", package.name, package.version),
+        Some(_) => format!("/testing/{}/{}/archive", package.name, package.version),
+    };
+    let what = format!("{} {}", package.name, package.version);
+    let actual = client.download_archive(&path, &what, &partial).await?;
     if actual != package.sha256 {
         // `partial` is deleted as it drops: nothing of it is kept.
         bail!(
@@ -353,6 +448,7 @@ mod tests {
         View {
             serial: 1,
             documents: docs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            testing: None,
         }
     }
 

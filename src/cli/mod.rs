@@ -32,6 +32,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// The server's mirror status (`GET /api/v1/mirror/status`).
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: HTTP API and holding queue.
     Serve {
@@ -108,6 +117,9 @@ pub enum Command {
         /// Fetch exactly the versions a previous run's resolved.toml names.
         #[arg(long)]
         locked: Option<PathBuf>,
+        /// Where versions may come from: stable, or stable plus the testing channel (needs a token).
+        #[arg(long, value_enum, default_value_t)]
+        channel: fetch::Channel,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -140,6 +152,11 @@ pub enum Command {
         check: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Where a mirror stands: its primary, serial, lag, last contact, peers (`holdq mirror status`).
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
     },
     /// The check workers seen in the last minute: platform, host, current check, last heartbeat.
     Workers {
@@ -315,6 +332,9 @@ pub struct ServerArgs {
     /// A file whose first line is the database URL [env: HOLDQ_DATABASE_URL_FILE].
     #[arg(long, global = true, conflicts_with = "database_url")]
     pub database_url_file: Option<PathBuf>,
+    /// Run as a read-only mirror following this primary server [env: HOLDQ_MIRROR_OF].
+    #[arg(long, global = true, value_name = "URL")]
+    pub mirror_of: Option<String>,
 }
 
 /// How a client command reaches the server.

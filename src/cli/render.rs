@@ -368,3 +368,27 @@ pub fn fetched(
         );
     })
 }
+
+pub fn mirror_status(s: &crate::service::mirror::MirrorStatus, json: bool) -> anyhow::Result<()> {
+    json_or(s, json, |s| {
+        match &s.primary {
+            None => println!("not a mirror; stable serial {}", s.serial),
+            Some(primary) => {
+                println!("mirror of {primary}");
+                println!("serial {}", s.serial);
+                match (s.primary_serial, &s.last_contact) {
+                    (Some(p), Some(at)) => println!(
+                        "primary at serial {p} when last heard, {at} ({:.1} s ago): {} behind",
+                        s.seconds_since_contact.unwrap_or_default(),
+                        s.behind.unwrap_or_default()
+                    ),
+                    _ => println!("the primary has not answered yet"),
+                }
+                println!("restarts from the primary's snapshot: {}", s.snapshots);
+            }
+        }
+        for peer in &s.peers {
+            println!("pushes to {peer}");
+        }
+    })
+}

@@ -6,9 +6,11 @@ mod error;
 mod groups;
 mod index;
 mod listener;
+mod mirror;
 mod operators;
 mod slots;
 mod stable;
+mod testing;
 mod tus;
 mod uploads;
 mod web;
@@ -69,6 +71,8 @@ fn entries() -> Vec<Entry> {
     all.extend(stable::routes());
     all.extend(tus::routes());
     all.extend(index::routes());
+    all.extend(testing::routes());
+    all.extend(mirror::routes());
     all.extend(operators::routes());
     all.extend(web::routes());
     all
@@ -89,6 +93,10 @@ pub fn router(app: App) -> Router {
         })
         .fallback(not_found)
         .layer(axum::Extension(slots))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            mirror::refuse_writes,
+        ))
         .with_state(app)
 }
 

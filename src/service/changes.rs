@@ -213,7 +213,30 @@ async fn stream_into(
     let mut piece = format!("{{\"serial\":{serial},\"packages\":{{").into_bytes();
     let mut after = String::new();
     let mut first = true;
+    let mirrored = super::mirror::primary_of(app).is_some();
     loop {
+        if mirrored {
+            // A follower serves its primary's documents as they came.
+            let page = db::mirror::documents_after(&mut snapshot, &after, STREAM_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.name.clone();
+            for d in page {
+                if !std::mem::take(&mut first) {
+                    piece.push(b',');
+                }
+                piece.extend(serde_json::to_vec(&d.name)?);
+                piece.push(b':');
+                piece.extend(d.body.as_bytes());
+            }
+            if out
+                .send(Ok(std::mem::take(&mut piece).into()))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            continue;
+        }
         let names = db::stable::documented_after(&mut snapshot, &after, STREAM_PAGE).await?;
         let Some(last) = names.last() else { break };
         after = last.clone();

@@ -114,12 +114,17 @@ pub struct Touched {
 /// The dependencies of a version, from its stored manifest (only that
 /// field is read: this runs for every version a change touches).
 fn dependencies_of(row: &StableRow) -> BTreeMap<String, String> {
+    dependencies_in(&row.manifest)
+}
+
+/// The dependencies named by a stored manifest (JSON).
+pub fn dependencies_in(manifest: &str) -> BTreeMap<String, String> {
     #[derive(Deserialize)]
     struct Dependencies {
         #[serde(default)]
         dependencies: BTreeMap<String, String>,
     }
-    serde_json::from_str::<Dependencies>(&row.manifest)
+    serde_json::from_str::<Dependencies>(manifest)
         .map(|m| m.dependencies)
         .unwrap_or_default()
 }
@@ -341,6 +346,7 @@ pub async fn publish(app: &App, pending: Option<Pending>) -> anyhow::Result<i64>
         published?
     };
     super::changes::announce(app, published).await;
+    super::mirror::push(app, published);
     Ok(published)
 }
 

@@ -99,7 +99,55 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
         "Serial of the stable repository.",
     )?;
     writeln!(out, "holdq_stable_serial {serial}")?;
+    drop(conn);
+    if super::mirror::primary_of(app).is_some() {
+        mirror(&mut out, &super::mirror::status(app).await?)?;
+    }
     Ok(out)
+}
+
+/// A follower's serial and how far it is behind its primary.
+fn mirror(out: &mut String, status: &super::mirror::MirrorStatus) -> std::fmt::Result {
+    family(
+        out,
+        "holdq_mirror_serial",
+        "gauge",
+        "Serial this mirror has applied.",
+    )?;
+    writeln!(out, "holdq_mirror_serial {}", status.serial)?;
+    family(
+        out,
+        "holdq_mirror_primary_serial",
+        "gauge",
+        "The primary's serial when it last answered.",
+    )?;
+    writeln!(
+        out,
+        "holdq_mirror_primary_serial {}",
+        status.primary_serial.unwrap_or(0)
+    )?;
+    family(
+        out,
+        "holdq_mirror_lag_serials",
+        "gauge",
+        "Serials behind the primary as last heard.",
+    )?;
+    writeln!(
+        out,
+        "holdq_mirror_lag_serials {}",
+        status.behind.unwrap_or(0)
+    )?;
+    family(
+        out,
+        "holdq_mirror_seconds_since_contact",
+        "gauge",
+        "Seconds since the primary last answered (-1: never).",
+    )?;
+    writeln!(
+        out,
+        "holdq_mirror_seconds_since_contact {}",
+        status.seconds_since_contact.unwrap_or(-1.0)
+    )
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod index;
 pub mod integrity;
 pub mod metrics;
+pub mod mirror;
 pub mod notify;
 pub mod obsolete;
 pub mod operators;
@@ -23,6 +24,7 @@ pub mod revdeps;
 pub mod scheduler;
 pub mod server;
 pub mod stable;
+pub mod testing;
 pub mod tus;
 pub mod upload;
 pub mod users;
@@ -67,6 +69,8 @@ pub struct App {
     /// The serial the stable index was last published at, by this process
     /// or (announced) another: what long-polls of the changes log wait on.
     pub stable_serial: Arc<tokio::sync::watch::Sender<i64>>,
+    /// A follower's wake-up: its primary pushed a new serial.
+    pub mirror_pushed: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -103,6 +107,7 @@ impl App {
             index_lock: Arc::new(tokio::sync::Mutex::new(())),
             stable_cache: Arc::default(),
             stable_serial: Arc::new(tokio::sync::watch::Sender::new(0)),
+            mirror_pushed: Arc::new(tokio::sync::Notify::new()),
         };
         changes::follow(&app);
         Ok(app)

@@ -1,6 +1,6 @@
 //! The one assembly of what a server runs beside its HTTP API: the
 //! start-up reconcile, the scheduler, the platform workers, the decide
-//! worker, the mail worker and the drop-box watcher. `holdq serve` and the test harness both start
+//! worker, the mail worker and the drop-box watcher; or, on a follower, the mirror's sync. `holdq serve` and the test harness both start
 //! a server through [`start`], so the two cannot drift apart.
 
 use tokio::task::JoinHandle;
@@ -20,8 +20,15 @@ pub struct Background {
 /// workers. Dropping the result leaves them running until the runtime ends;
 /// [`Background::stop`] stops them.
 pub async fn start(app: &App) -> anyhow::Result<Background> {
-    scheduler::reconcile(app).await?;
     let shutdown = CancellationToken::new();
+    if let Some(primary) = super::mirror::primary_of(app) {
+        // A follower checks nothing and sends no mail: it only follows.
+        let follower = super::mirror::Follower::new(app, primary)?;
+        tracing::info!(mirror.primary = %primary, "following the primary as a read-only mirror");
+        let tasks = vec![tokio::spawn(follower.run(shutdown.clone()))];
+        return Ok(Background { shutdown, tasks });
+    }
+    scheduler::reconcile(app).await?;
     let mut tasks = vec![
         scheduler::spawn_scheduler(app, shutdown.clone()),
         scheduler::spawn_email_worker(app, shutdown.clone()),

@@ -349,6 +349,9 @@ pub async fn dependents_of(
 
 /// The archive of a stable version.
 pub async fn archive(app: &App, name: &str, version: &str) -> Result<PathBuf, StableError> {
+    if super::mirror::primary_of(app).is_some() {
+        return super::mirror::archive(app, name, version).await;
+    }
     let mut conn = app.db.pool().acquire().await?;
     if db::stable::version(&mut conn, name, version)
         .await?
