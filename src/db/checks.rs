@@ -437,21 +437,6 @@ pub async fn record_wait(conn: &mut Conn, id: i64, why: &str) -> sqlx::Result<()
     Ok(())
 }
 
-/// Records that a job of the still-pending check `id` ended without
-/// starting it, and why; false when the check is no longer pending (it
-/// started, or was halted).
-pub async fn record_start_failure(conn: &mut Conn, id: i64, why: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE checks SET start_failures = start_failures + 1, summary = $1 \
-         WHERE id = $2 AND state = 'pending'",
-    )
-    .bind(why)
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 #[derive(Clone, Debug, FromRow)]
 pub struct VerdictRow {
     pub upload_id: i64,
