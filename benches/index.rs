@@ -13,7 +13,8 @@
 //! `HOLDQ_TEST_POSTGRES_URL`, on PostgreSQL. Goal: under 2 s.
 //!
 //! Run: `cargo bench --bench index` (`HOLDQ_BENCH_INDEX=path` for another
-//! index; `HOLDQ_BENCH_PROMOTIONS=N`, default 200).
+//! index; `HOLDQ_BENCH_PROMOTIONS=N`, default 200, 0 for the obsolescence
+//! alone; `HOLDQ_LOG=info` for the server's log).
 
 mod support;
 
@@ -21,18 +22,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use holdq::db;
 use holdq::domain::PackageName;
-use holdq::domain::integrity::{FutureStable, PendingRelease};
-use holdq::domain::resolve::Release;
-use holdq::service::{App, index, stable};
-use semver::Version;
+use holdq::service::{App, stable};
 use support::index_data::{
-    Row, deps_of, doubled, index_path, manifest_json, read_crates, seed, synthetic,
+    Row, deps_of, doubled, index_path, promote, read_crates, seed, synthetic,
 };
 use support::{ms, percentile};
 
 fn main() -> anyhow::Result<()> {
+    // HOLDQ_LOG=info shows the server's log, with the phases of the
+    // obsolescence.
+    if std::env::var_os("HOLDQ_LOG").is_some() {
+        holdq::cli::logging::init(Default::default());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -53,7 +55,8 @@ fn main() -> anyhow::Result<()> {
         ("synthetic 1.7M", synthetic(180_000, 1_700_000)),
     ];
     let mut baseline: Option<(Duration, Duration)> = None;
-    for (label, rows) in sizes {
+    // HOLDQ_BENCH_PROMOTIONS=0 measures only the obsolescence.
+    for (label, rows) in sizes.into_iter().filter(|_| trials > 0) {
         let (p50, p99) = rt.block_on(promotions(label, &rows, trials))?;
         let (b50, b99) = *baseline.get_or_insert((p50, p99));
         println!(
@@ -179,70 +182,11 @@ async fn promotions(
         version.patch += 1000 + i as u64;
         version.pre = semver::Prerelease::EMPTY;
         let t = Instant::now();
-        promote(&app, &row.name, &version, &deps_of(row), &blob).await?;
+        promote(&app, &row.name, &version, &deps_of(row), (&blob, "")).await?;
         samples.push(t.elapsed());
     }
     samples.sort();
     Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
-}
-
-/// One promotion as `service::verdict::promote` makes it: the archive made
-/// durable, the bases validated against stable at the locked serial, the
-/// version and its change recorded in one transaction, the model updated,
-/// the package's document written.
-async fn promote(
-    app: &App,
-    name: &str,
-    version: &Version,
-    deps: &BTreeMap<String, String>,
-    blob: &Path,
-) -> anyhow::Result<()> {
-    let pname = PackageName::parse(name)?;
-    let dependencies = deps
-        .iter()
-        .filter_map(|(d, q)| Some((PackageName::parse(d).ok()?, q.parse().ok()?)))
-        .collect();
-    let release = Release {
-        version: version.clone(),
-        dependencies,
-    };
-    let (store, blob_path, n, v) = (
-        app.stable.clone(),
-        blob.to_owned(),
-        name.to_owned(),
-        version.to_string(),
-    );
-    tokio::task::spawn_blocking(move || store.store_archive(&blob_path, &n, &v)).await??;
-    let mut tx = app.db.begin_write().await?;
-    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
-        .await?
-        .expect("seeded");
-    let serial = db::stable::lock_serial(&mut tx, app.db.for_update()).await?;
-    let me = PendingRelease {
-        upload_id: 0,
-        name: pname.clone(),
-        release: release.clone(),
-    };
-    stable::with_repo_at(app, serial, |repo| {
-        let now = FutureStable::new(repo, serial, []);
-        let closure = now.resolve_upload(&me).is_ok();
-        let dependents = now.dependents_to_rebuild(&me.name, &me.release.version, 100);
-        (closure, dependents.0.len())
-    })
-    .await?;
-    sqlx::query("INSERT INTO versions (package_id, version, sha256, size_bytes, manifest, promoted_at) VALUES ($1, $2, '', 4096, $3, $4)")
-        .bind(package.id)
-        .bind(version.to_string())
-        .bind(manifest_json(name, version, deps))
-        .bind(db::now_ms())
-        .execute(&mut *tx)
-        .await?;
-    let serial = db::stable::bump_serial(&mut tx).await?;
-    let documents = index::record_promotion(&mut tx, serial, [name]).await?;
-    tx.commit().await?;
-    stable::apply(app, serial, |repo| repo.add_release(pname, release));
-    index::publish(app, Some(documents)).await?;
-    Ok(())
 }
 
 /// The most depended-upon package of `rows` obsoleted through the service.

@@ -4,9 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use holdq::db;
 use holdq::domain::PackageName;
+use holdq::domain::integrity::{FutureStable, PendingRelease};
+use holdq::domain::resolve::Release;
+use holdq::service::{App, index, stable};
 use semver::{Version, VersionReq};
 
 /// One version as read from a dataset.
@@ -226,4 +230,66 @@ pub async fn seed(
     }
     std::process::Command::new("sync").status()?;
     Ok(ids)
+}
+
+/// One promotion as `service::verdict::promote` makes it: the archive made
+/// durable, the bases validated against stable at the locked serial, the
+/// version and its change recorded in one transaction, the model updated,
+/// the package's document written. `archive`: the file stored as its
+/// archive and the sha256 recorded for it.
+pub async fn promote(
+    app: &App,
+    name: &str,
+    version: &Version,
+    deps: &BTreeMap<String, String>,
+    (blob, sha256): (&Path, &str),
+) -> anyhow::Result<()> {
+    let pname = PackageName::parse(name)?;
+    let dependencies = deps
+        .iter()
+        .filter_map(|(d, q)| Some((PackageName::parse(d).ok()?, q.parse().ok()?)))
+        .collect();
+    let release = Release {
+        version: version.clone(),
+        dependencies,
+    };
+    let (store, blob_path, n, v) = (
+        app.stable.clone(),
+        blob.to_owned(),
+        name.to_owned(),
+        version.to_string(),
+    );
+    tokio::task::spawn_blocking(move || store.store_archive(&blob_path, &n, &v)).await??;
+    let mut tx = app.db.begin_write().await?;
+    let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
+        .await?
+        .expect("seeded");
+    let serial = db::stable::lock_serial(&mut tx, app.db.for_update()).await?;
+    let me = PendingRelease {
+        upload_id: 0,
+        name: pname.clone(),
+        release: release.clone(),
+    };
+    stable::with_repo_at(app, serial, |repo| {
+        let now = FutureStable::new(repo, serial, []);
+        let closure = now.resolve_upload(&me).is_ok();
+        let dependents = now.dependents_to_rebuild(&me.name, &me.release.version, 100);
+        (closure, dependents.0.len())
+    })
+    .await?;
+    sqlx::query("INSERT INTO versions (package_id, version, sha256, size_bytes, manifest, promoted_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(package.id)
+        .bind(version.to_string())
+        .bind(sha256)
+        .bind(std::fs::metadata(blob)?.len() as i64)
+        .bind(manifest_json(name, version, deps))
+        .bind(db::now_ms())
+        .execute(&mut *tx)
+        .await?;
+    let serial = db::stable::bump_serial(&mut tx).await?;
+    let documents = index::record_promotion(&mut tx, serial, [name]).await?;
+    tx.commit().await?;
+    stable::apply(app, serial, |repo| repo.add_release(pname, release));
+    index::publish(app, Some(documents)).await?;
+    Ok(())
 }

@@ -175,6 +175,7 @@ impl Follower {
         db::mirror::set_serial(&mut tx, head).await?;
         db::mirror::record_contact(&mut tx, &self.primary, page.serial, false).await?;
         tx.commit().await?;
+        super::verdict::failpoint("mirror-after-commit");
         self.write_files(fetched, head, false).await?;
         tracing::info!(
             stable.serial = head,
@@ -294,7 +295,9 @@ impl Follower {
         }
         let store = self.app.stable.clone();
         let (name, version) = (name.to_owned(), version.to_owned());
-        blocking(move || store.store_archive(&partial, &name, &version).map(drop)).await
+        blocking(move || store.store_archive(&partial, &name, &version).map(drop)).await?;
+        super::verdict::failpoint("mirror-after-archive");
+        Ok(())
     }
 
     /// Writes the documents to disk and marks them published at `serial`;
@@ -319,7 +322,12 @@ impl Follower {
                     .filter(|n| !kept.contains(n));
                 docs.extend(gone.map(|n| (n, None)).collect::<Vec<_>>());
             }
-            store.write_documents(&docs, &|| {})?;
+            let several = docs.len() > 1;
+            store.write_documents(&docs, &|| {
+                if several {
+                    super::verdict::failpoint("index-after-first-document");
+                }
+            })?;
             for (name, _) in docs.iter().filter(|(_, b)| b.is_none()) {
                 store.remove_package_archives(name)?;
             }
@@ -330,9 +338,15 @@ impl Follower {
         Ok(())
     }
 
-    /// Writes every mirrored document from the database to disk.
+    /// Writes every mirrored document from the database to disk, when the
+    /// disk is behind the database (a crash after a commit, or in the
+    /// middle of writing the documents).
     async fn republish(&self) -> anyhow::Result<()> {
         let serial = self.serial().await?;
+        let store = self.app.stable.clone();
+        if blocking(move || store.published_serial()).await? == serial {
+            return Ok(());
+        }
         let mut fetched = Vec::new();
         let mut after = String::new();
         let mut conn = self.app.db.pool().acquire().await?;

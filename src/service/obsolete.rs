@@ -89,6 +89,7 @@ pub async fn obsolete(
     dry_run: bool,
 ) -> Result<ObsoleteOutcome, ObsoleteError> {
     let (pname, reason, replacement) = checked_request(name, reason, replacement)?;
+    let started = std::time::Instant::now();
     let mut tx = app.db.begin_write().await?;
     let package = db::packages::lock_by_name(&mut tx, name, app.db.for_update())
         .await?
@@ -130,22 +131,19 @@ pub async fn obsolete(
         tx.rollback().await?;
         return Ok(outcome);
     }
+    let planned = started.elapsed();
     let email_ids = record(app, &mut tx, package.id, user, serial, &outcome).await?;
+    let recorded = started.elapsed();
     let touched: Vec<&str> = std::iter::once(name)
         .chain(plan.iter().map(|p| p.dependent.as_str()))
         .collect();
     let documents =
         index::record_change(&mut tx, serial, ChangeKind::Obsolescence, &touched).await?;
+    let documented = started.elapsed();
     verdict::failpoint("obsolete-before-commit");
     tx.commit().await?;
     outcome.emails = email_ids.len();
-    tracing::info!(
-        package.name = name,
-        pins = plan.len(),
-        emails = email_ids.len(),
-        stable.serial = serial,
-        "package obsoleted"
-    );
+    let committed = started.elapsed();
 
     let why = Obsolescence {
         reason: reason.into(),
@@ -159,6 +157,18 @@ pub async fn obsolete(
     });
     notify::push_new(app, &email_ids).await;
     index::publish(app, Some(documents)).await?;
+    tracing::info!(
+        package.name = name,
+        pins = plan.len(),
+        emails = email_ids.len(),
+        stable.serial = serial,
+        plan_ms = planned.as_millis() as u64,
+        pins_and_emails_ms = (recorded - planned).as_millis() as u64,
+        documents_ms = (documented - recorded).as_millis() as u64,
+        commit_ms = (committed - documented).as_millis() as u64,
+        publish_ms = (started.elapsed() - committed).as_millis() as u64,
+        "package obsoleted"
+    );
     outcome.removed = remove_unneeded(app).await?;
     Ok(outcome)
 }

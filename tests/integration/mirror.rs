@@ -1,16 +1,20 @@
 //! Mirrors (SPEC section 10): a real `holdq serve --mirror-of` process on
-//! its own SQLite follows a primary (the in-process server, on SQLite or
-//! PostgreSQL) through a proxy the test controls: it ends equal to the
-//! primary, byte for byte, after promotions, a group promotion and an
-//! obsolescence with pins; refuses an archive altered in transit; refuses
-//! uploads naming the primary; answers while the primary is down; catches
-//! up after a push within seconds when its poll is 10 minutes; and starts
-//! again from the snapshot when the primary's log was pruned.
+//! its own SQLite follows a primary that is a real `holdq serve` process
+//! too (on SQLite, or on PostgreSQL), through a proxy the test controls.
+//! The follower ends equal to the primary, byte for byte, after ten
+//! promotions, a group promotion, an obsolescence with pins and a
+//! cascading removal; refuses an archive altered in transit; refuses
+//! uploads naming the primary; answers while the primary is down; killed
+//! mid-sync (at each failpoint, and at a random archive) never serves an
+//! entry whose archive it lacks, and catches up; never shows a reader an
+//! entry it cannot download; catches up after a push within seconds when
+//! its poll is 10 minutes; and starts again from the snapshot when the
+//! primary's log was pruned.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,10 +22,11 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::process::ServerProcess;
+use crate::support::process::{ServerProcess, index_is_whole, upload_to};
 use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
@@ -29,17 +34,22 @@ on_both_databases!(
     a_follower_refuses_an_archive_altered_in_transit_and_fetches_it_again,
     a_push_makes_a_follower_with_a_ten_minute_poll_catch_up,
     a_follower_behind_a_pruned_log_starts_from_the_snapshot,
+    a_follower_killed_mid_sync_never_serves_an_entry_it_lacks_and_catches_up,
+    a_reader_of_a_syncing_follower_never_sees_an_entry_it_cannot_download,
 );
 
 /// Between the follower and the primary: forwards every request, or
-/// answers 503 while `down`, and flips a byte of the next archive while
-/// `alter` is set (once).
+/// answers 503 while `down`, flips a byte of the next archive while
+/// `alter` is set (once), holds each archive back `archive_delay_ms`, and
+/// counts the archives it passed on.
 #[derive(Clone)]
 struct Proxy {
     primary: String,
     down: Arc<AtomicBool>,
     alter: Arc<AtomicBool>,
     altered: Arc<AtomicBool>,
+    archive_delay_ms: Arc<AtomicU64>,
+    archives: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -49,6 +59,8 @@ impl Proxy {
             down: Arc::default(),
             alter: Arc::default(),
             altered: Arc::default(),
+            archive_delay_ms: Arc::default(),
+            archives: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -69,19 +81,29 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let body = axum::body::to_bytes(request.into_body(), usize::MAX)
         .await
         .unwrap();
-    let resp = reqwest::Client::new()
+    let sent = reqwest::Client::new()
         .request(method, format!("{}{path}", proxy.primary))
         .body(body)
         .send()
-        .await
-        .unwrap();
+        .await;
+    let Ok(resp) = sent else {
+        return (StatusCode::BAD_GATEWAY, "primary not reached").into_response();
+    };
     let status = resp.status();
     let headers = resp.headers().clone();
-    let mut bytes = resp.bytes().await.unwrap().to_vec();
-    if path.ends_with("/archive") && proxy.alter.swap(false, Ordering::SeqCst) {
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        proxy.altered.store(true, Ordering::SeqCst);
+    let Ok(bytes) = resp.bytes().await else {
+        return (StatusCode::BAD_GATEWAY, "primary cut off").into_response();
+    };
+    let mut bytes = bytes.to_vec();
+    if path.ends_with("/archive") {
+        let delay = proxy.archive_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        proxy.archives.fetch_add(1, Ordering::SeqCst);
+        if proxy.alter.swap(false, Ordering::SeqCst) {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            proxy.altered.store(true, Ordering::SeqCst);
+        }
     }
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
@@ -97,31 +119,155 @@ fn pkg(name: &str, version: &str, deps: &[(&str, &str)]) -> Vec<u8> {
     package_building(name, version, deps, "true", None)
 }
 
-async fn accept(app: &TestApp, body: Vec<u8>) {
-    let id = app.upload_ok(&app.operator, body).await;
-    app.drain().await;
-    assert_eq!(app.upload_view(id).await["state"], "accepted");
+/// The primary: a real `holdq serve` process (two local workers) on the
+/// database and data directory a `TestApp` made; the test reads the
+/// database through the app and uses its operator's token.
+struct Primary {
+    app: TestApp,
+    server: ServerProcess,
 }
 
-/// Starts a follower of `primary` in `dir` with `[mirror]` settings.
-async fn follower(dir: &Path, primary: &str, mirror: &str, port: Option<u16>) -> ServerProcess {
+impl Primary {
+    /// Starts the primary with `config` added to its config file.
+    async fn start(db: TestDb, config: &str) -> Self {
+        let app = TestApp::spawn(db).await;
+        let data = app.app.config.data_dir.clone();
+        let file = data.join("primary.toml");
+        let platform = holdq::config::PlatformConfig::host().name;
+        std::fs::write(
+            &file,
+            format!(
+                "[storage]\nreserve = \"16MiB\"\n{config}\n[[platform]]\nname = \"{platform}\"\nlocal_workers = 2\n"
+            ),
+        )
+        .unwrap();
+        let server =
+            ServerProcess::start_with_config(&data, &app.database_url, None, Some(&file)).await;
+        Self { app, server }
+    }
+
+    fn base(&self) -> &str {
+        &self.server.base
+    }
+
+    /// Uploads every package and waits until all are accepted.
+    async fn accept_all(&self, bodies: Vec<Vec<u8>>) {
+        let mut ids = Vec::new();
+        for body in bodies {
+            ids.push(upload_to(self.base(), &self.app.operator, body).await);
+        }
+        for id in ids {
+            self.wait_accepted(id).await;
+        }
+    }
+
+    async fn accept(&self, body: Vec<u8>) {
+        self.accept_all(vec![body]).await;
+    }
+
+    async fn wait_accepted(&self, id: i64) {
+        let state = wait_until(
+            async || {
+                let view = self
+                    .call(reqwest::Method::GET, &format!("/api/v1/uploads/{id}"), None)
+                    .await
+                    .1;
+                let state = view["state"].as_str().unwrap_or("").to_owned();
+                matches!(state.as_str(), "accepted" | "rejected").then_some(view)
+            },
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap_or_else(|| panic!("upload {id} got no verdict"));
+        assert_eq!(state["state"], "accepted", "{state:#}");
+    }
+
+    /// An operator's request to the primary: status and JSON body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base()))
+            .bearer_auth(&self.app.operator);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let resp = request.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn obsolete(&self, name: &str) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/packages/{name}/obsolete"),
+                Some(json!({ "reason": format!("{name} is old") })),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body:#}");
+        body
+    }
+
+    async fn serial(&self) -> i64 {
+        let mut conn = self.app.app.db.pool().acquire().await.unwrap();
+        holdq::db::stable::serial(&mut conn).await.unwrap()
+    }
+}
+
+/// The follower's config file in `dir`, following `primary` with `[mirror]`
+/// settings; its data directory and database URL.
+fn follower_config(dir: &Path, primary: &str, mirror: &str) -> (std::path::PathBuf, String) {
     let config = dir.join("follower.toml");
     std::fs::write(
         &config,
-        format!("mirror_of = \"{primary}\"\n[mirror]\n{mirror}\n[[platform]]\nname = \"test\"\nlocal_workers = 0\n"),
+        format!("mirror_of = \"{primary}\"\n[mirror]\n{mirror}\n[storage]\nreserve = \"16MiB\"\n[[platform]]\nname = \"test\"\nlocal_workers = 0\n"),
     )
     .unwrap();
     let data = dir.join("follower-data");
-    let url = format!("sqlite://{}/holdq.db", data.display());
     std::fs::create_dir_all(&data).unwrap();
-    let port = port.unwrap_or_else(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    });
-    ServerProcess::start_on_port(port, &data, &url, None, Some(&config)).await
+    let url = format!("sqlite://{}/holdq.db", data.display());
+    (data, url)
+}
+
+/// Starts a follower of `primary` in `dir` with `[mirror]` settings, on
+/// `port` or a free one, with `failpoint` set.
+async fn follower_at(
+    dir: &Path,
+    primary: &str,
+    mirror: &str,
+    port: Option<u16>,
+    failpoint: Option<&str>,
+) -> ServerProcess {
+    let (data, url) = follower_config(dir, primary, mirror);
+    let port = port.unwrap_or_else(free_port);
+    ServerProcess::start_on_port(
+        port,
+        &data,
+        &url,
+        failpoint,
+        Some(&dir.join("follower.toml")),
+    )
+    .await
+}
+
+async fn follower(dir: &Path, primary: &str, mirror: &str) -> ServerProcess {
+    follower_at(dir, primary, mirror, None, None).await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn get(base: &str, path: &str) -> reqwest::Response {
@@ -137,22 +283,18 @@ async fn serial_of(base: &str) -> i64 {
     status["serial"].as_i64().unwrap()
 }
 
-async fn primary_serial(app: &TestApp) -> i64 {
-    let mut conn = app.app.db.pool().acquire().await.unwrap();
-    holdq::db::stable::serial(&mut conn).await.unwrap()
-}
-
 /// Waits until the follower at `base` is at the primary's serial.
-async fn caught_up(app: &TestApp, base: &str, limit: Duration) -> bool {
-    let want = primary_serial(app).await;
+async fn caught_up(primary: &Primary, base: &str, limit: Duration) -> bool {
+    let want = primary.serial().await;
     wait_until(async || serial_of(base).await == want, limit)
         .await
         .is_some()
 }
 
 /// Every document (bytes and ETag) and every archive (bytes) of the
-/// primary is the follower's.
-async fn assert_equal(primary: &str, follower: &str) {
+/// primary is the follower's, and what the primary no longer has, the
+/// follower does not serve either.
+async fn assert_equal(primary: &str, follower: &str, gone: &[&str]) {
     let whole: Value = get(primary, "/api/v1/index").await.json().await.unwrap();
     let theirs: Value = get(follower, "/api/v1/index").await.json().await.unwrap();
     assert_eq!(whole, theirs, "the whole index");
@@ -179,72 +321,126 @@ async fn assert_equal(primary: &str, follower: &str) {
             assert_eq!(a.bytes().await.unwrap(), b.bytes().await.unwrap(), "{path}");
         }
     }
+    for name in gone {
+        let doc = get(follower, &format!("/api/v1/index/{name}")).await;
+        assert_eq!(doc.status(), StatusCode::NOT_FOUND, "{name} was removed");
+        let archive = get(follower, &format!("/api/v1/packages/{name}/1.0.0/archive")).await;
+        assert_eq!(archive.status(), StatusCode::NOT_FOUND, "{name}'s archive");
+    }
 }
 
-async fn a_follower_ends_equal_to_its_primary_byte_for_byte_and_answers_while_it_is_down(
-    db: TestDb,
-) {
-    let app = TestApp::spawn(db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (proxy, via) = Proxy::start(&app.base).await;
-    accept(&app, pkg("base", "1.0.0", &[])).await;
-    let mirror = follower(dir.path(), &via, "poll = \"2s\"", None).await;
-    for i in 1..=9 {
-        accept(&app, pkg(&format!("p{i}"), "1.0.0", &[("base", "^1")])).await;
+/// What a reader of `base` finds wrong: each entry of its whole index
+/// whose archive does not download with the sha256 the entry names, while
+/// the package's document still names it. Empty: every entry served can
+/// be fetched.
+async fn unfetchable(base: &str) -> Vec<String> {
+    let whole: Value = get(base, "/api/v1/index").await.json().await.unwrap();
+    let mut wrong = Vec::new();
+    let packages = whole["packages"].as_object().cloned().unwrap_or_default();
+    for (name, doc) in packages {
+        for v in doc["versions"].as_array().unwrap() {
+            let version = v["version"].as_str().unwrap();
+            let resp = get(base, &format!("/api/v1/packages/{name}/{version}/archive")).await;
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap();
+            let sha = hex::encode(sha2::Sha256::digest(&bytes));
+            if (status != StatusCode::OK || v["sha256"] != sha.as_str())
+                && still_names(base, &name, version).await
+            {
+                wrong.push(format!(
+                    "{name} {version} at serial {}: {status}",
+                    whole["serial"]
+                ));
+            }
+        }
     }
-    // A group: two members promoted under one serial.
-    let group: Value = app
-        .http
-        .post(app.url("/api/v1/groups"))
-        .bearer_auth(&app.operator)
-        .json(&json!({ "expected": null }))
-        .send()
-        .await
+    wrong
+}
+
+/// Whether `name`'s document at `base` still names `version`: an archive
+/// removed with its package after the reader read the index is not one it
+/// was wrongly shown.
+async fn still_names(base: &str, name: &str, version: &str) -> bool {
+    let doc = get(base, &format!("/api/v1/index/{name}")).await;
+    if doc.status() == StatusCode::NOT_FOUND {
+        return false;
+    }
+    let doc: Value = doc.json().await.unwrap();
+    doc["versions"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .iter()
+        .any(|v| v["version"] == version)
+}
+
+async fn submit_group(primary: &Primary, bodies: Vec<Vec<u8>>) {
+    let (_, group) = primary
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/groups",
+            Some(json!({ "expected": null })),
+        )
+        .await;
     let group = group["id"].as_i64().unwrap();
-    for body in [pkg("g1", "1.0.0", &[]), pkg("g2", "1.0.0", &[("g1", "^1")])] {
-        let r = app
-            .http
-            .post(app.url(&format!("/api/v1/uploads?group={group}")))
-            .bearer_auth(&app.operator)
+    let mut ids = Vec::new();
+    for body in bodies {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/uploads?group={group}", primary.base()))
+            .bearer_auth(&primary.app.operator)
             .header("content-type", "application/gzip")
             .body(body)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
     }
-    let submitted = app
-        .http
-        .post(app.url(&format!("/api/v1/groups/{group}/submit")))
-        .bearer_auth(&app.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(submitted.status(), StatusCode::OK);
-    app.drain().await;
+    let (status, body) = primary
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/groups/{group}/submit"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    for id in ids {
+        primary.wait_accepted(id).await;
+    }
+}
+
+async fn a_follower_ends_equal_to_its_primary_byte_for_byte_and_answers_while_it_is_down(
+    db: TestDb,
+) {
+    let primary = Primary::start(db, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, via) = Proxy::start(primary.base()).await;
+    primary.accept(pkg("base", "1.0.0", &[])).await;
+    let mirror = follower(dir.path(), &via, "poll = \"2s\"").await;
+    primary
+        .accept_all(
+            (1..=9)
+                .map(|i| pkg(&format!("p{i}"), "1.0.0", &[("base", "^1")]))
+                .collect(),
+        )
+        .await;
+    // A group: two members promoted under one serial.
+    submit_group(
+        &primary,
+        vec![pkg("g1", "1.0.0", &[]), pkg("g2", "1.0.0", &[("g1", "^1")])],
+    )
+    .await;
     // An obsolescence that pins its dependents.
-    let obsoleted = app
-        .http
-        .post(app.url("/api/v1/packages/base/obsolete"))
-        .bearer_auth(&app.operator)
-        .json(&json!({ "reason": "base is old" }))
-        .send()
-        .await
-        .unwrap();
+    primary.obsolete("base").await;
+    // A cascading removal: g2 has no dependents and goes at once, and with
+    // it g1, whose only dependent it was.
+    assert_eq!(primary.obsolete("g1").await["removed"], json!([]));
+    let removed = primary.obsolete("g2").await["removed"].clone();
+    assert_eq!(removed.as_array().map(Vec::len), Some(2), "{removed}");
     assert!(
-        obsoleted.status().is_success(),
-        "{:?}",
-        obsoleted.text().await
-    );
-    assert!(
-        caught_up(&app, &mirror.base, Duration::from_secs(60)).await,
+        caught_up(&primary, &mirror.base, Duration::from_secs(60)).await,
         "the follower caught up"
     );
-    assert_equal(&app.base, &mirror.base).await;
+    assert_equal(primary.base(), &mirror.base, &["g1", "g2"]).await;
     let pinned: Value = get(&mirror.base, "/api/v1/index/p1")
         .await
         .json()
@@ -255,7 +451,7 @@ async fn a_follower_ends_equal_to_its_primary_byte_for_byte_and_answers_while_it
     // Writes go to the primary.
     let (status, body) = crate::support::process::try_upload_to(
         &mirror.base,
-        &app.operator,
+        &primary.app.operator,
         pkg("late", "1.0.0", &[]),
     )
     .await;
@@ -275,53 +471,49 @@ async fn a_follower_ends_equal_to_its_primary_byte_for_byte_and_answers_while_it
     let changes = get(&mirror.base, "/api/v1/changes?since=0").await;
     assert_eq!(changes.status(), StatusCode::OK);
     // Back up, it catches up with what happened meanwhile.
-    accept(&app, pkg("p10", "1.0.0", &[])).await;
+    primary.accept(pkg("p10", "1.0.0", &[])).await;
     proxy.down.store(false, Ordering::SeqCst);
-    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
-    assert_equal(&app.base, &mirror.base).await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    assert_equal(primary.base(), &mirror.base, &["g1", "g2"]).await;
     let metrics = get(&mirror.base, "/metrics").await.text().await.unwrap();
     assert!(metrics.contains("holdq_mirror_serial "), "{metrics}");
     assert!(metrics.contains("holdq_mirror_lag_serials 0"), "{metrics}");
 }
 
 async fn a_follower_refuses_an_archive_altered_in_transit_and_fetches_it_again(db: TestDb) {
-    let app = TestApp::spawn(db).await;
+    let primary = Primary::start(db, "").await;
     let dir = tempfile::tempdir().unwrap();
-    let (proxy, via) = Proxy::start(&app.base).await;
+    let (proxy, via) = Proxy::start(primary.base()).await;
     proxy.alter.store(true, Ordering::SeqCst);
-    accept(&app, pkg("wave", "1.0.0", &[])).await;
-    let mirror = follower(
-        dir.path(),
-        &via,
-        "poll = \"1s\"\nmax_backoff = \"1s\"",
-        None,
-    )
-    .await;
-    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
+    primary.accept(pkg("wave", "1.0.0", &[])).await;
+    let mirror = follower(dir.path(), &via, "poll = \"1s\"\nmax_backoff = \"1s\"").await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
     assert!(
         proxy.altered.load(Ordering::SeqCst),
         "the proxy altered an archive"
     );
-    assert_equal(&app.base, &mirror.base).await;
+    assert_equal(primary.base(), &mirror.base, &[]).await;
 }
 
 async fn a_push_makes_a_follower_with_a_ten_minute_poll_catch_up(db: TestDb) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let app = TestApp::spawn_with(db, |c| {
-        c.mirror.peer = vec![holdq::config::MirrorPeer {
-            url: format!("http://127.0.0.1:{port}"),
-        }];
-    })
+    let port = free_port();
+    let primary = Primary::start(
+        db,
+        &format!("[[mirror.peer]]\nurl = \"http://127.0.0.1:{port}\""),
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    accept(&app, pkg("first", "1.0.0", &[])).await;
-    let mirror = follower(dir.path(), &app.base, "poll = \"10m\"", Some(port)).await;
+    primary.accept(pkg("first", "1.0.0", &[])).await;
+    let mirror = follower_at(
+        dir.path(),
+        primary.base(),
+        "poll = \"10m\"",
+        Some(port),
+        None,
+    )
+    .await;
     assert!(
-        caught_up(&app, &mirror.base, Duration::from_secs(30)).await,
+        caught_up(&primary, &mirror.base, Duration::from_secs(30)).await,
         "the first ask"
     );
     // The first ask is answered; the next is 10 minutes away.
@@ -338,33 +530,168 @@ async fn a_push_makes_a_follower_with_a_ten_minute_poll_catch_up(db: TestDb) {
     )
     .await
     .unwrap();
-    accept(&app, pkg("second", "1.0.0", &[])).await;
+    primary.accept(pkg("second", "1.0.0", &[])).await;
     assert!(
-        caught_up(&app, &mirror.base, Duration::from_secs(5)).await,
+        caught_up(&primary, &mirror.base, Duration::from_secs(5)).await,
         "the push made the follower catch up within 5 s"
     );
-    assert_equal(&app.base, &mirror.base).await;
+    assert_equal(primary.base(), &mirror.base, &[]).await;
 }
 
 async fn a_follower_behind_a_pruned_log_starts_from_the_snapshot(db: TestDb) {
-    let app = TestApp::spawn_with(db, |c| c.index.changes_kept = Duration::from_millis(1)).await;
-    for name in ["a", "b", "c"] {
-        accept(&app, pkg(name, "1.0.0", &[])).await;
-    }
+    let primary = Primary::start(db, "[index]\nchanges_kept = \"1ms\"").await;
+    primary
+        .accept_all(["a", "b", "c"].map(|n| pkg(n, "1.0.0", &[])).to_vec())
+        .await;
     wait_until(
-        async || (holdq::service::changes::prune(&app.app).await.unwrap() > 0).then_some(()),
+        async || {
+            (holdq::service::changes::prune(&primary.app.app)
+                .await
+                .unwrap()
+                > 0)
+            .then_some(())
+        },
         Duration::from_secs(10),
     )
     .await
     .expect("the log was pruned");
     let dir = tempfile::tempdir().unwrap();
-    let mirror = follower(dir.path(), &app.base, "poll = \"1s\"", None).await;
-    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
+    let mirror = follower(dir.path(), primary.base(), "poll = \"1s\"").await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
     let status: Value = get(&mirror.base, "/api/v1/mirror/status")
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(status["snapshots"], 1, "{status:#}");
-    assert_equal(&app.base, &mirror.base).await;
+    assert_equal(primary.base(), &mirror.base, &[]).await;
+}
+
+/// Killed by each failpoint of its sync (after the first archive of a
+/// page is stored, after the first of several documents is renamed, after
+/// the commit), then by SIGKILL after a random number of archives: each
+/// time the documents it left on disk name only archives it has, with
+/// their sha256, and what it serves once restarted can all be fetched;
+/// in the end it is equal to the primary.
+async fn a_follower_killed_mid_sync_never_serves_an_entry_it_lacks_and_catches_up(db: TestDb) {
+    let primary = Primary::start(db, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, via) = Proxy::start(primary.base()).await;
+    let mirror_settings = "poll = \"1s\"\nmax_backoff = \"500ms\"";
+    let (data, _) = follower_config(dir.path(), &via, mirror_settings);
+    let port = free_port();
+    let mut round = 0;
+    for failpoint in [
+        "mirror-after-archive",
+        "index-after-first-document",
+        "mirror-after-commit",
+    ] {
+        round += 1;
+        primary
+            .accept_all(
+                (1..=3)
+                    .map(|i| pkg(&format!("r{round}x{i}"), "1.0.0", &[]))
+                    .collect(),
+            )
+            .await;
+        // The primary looks down until the follower answers, so the
+        // failpoint is reached after it came up.
+        proxy.down.store(true, Ordering::SeqCst);
+        let mut mirror = follower_at(
+            dir.path(),
+            &via,
+            mirror_settings,
+            Some(port),
+            Some(failpoint),
+        )
+        .await;
+        proxy.down.store(false, Ordering::SeqCst);
+        assert!(
+            mirror.wait_exit(Duration::from_secs(60)).await,
+            "{failpoint} aborted the follower"
+        );
+        let (index, whole) = index_is_whole(&data);
+        assert!(whole, "after {failpoint}: {index:#}");
+    }
+    // SIGKILL after a random number of archives, while they come slowly.
+    primary
+        .accept_all(
+            (1..=6)
+                .map(|i| pkg(&format!("k{i}"), "1.0.0", &[]))
+                .collect(),
+        )
+        .await;
+    proxy.archive_delay_ms.store(150, Ordering::SeqCst);
+    let before = proxy.archives.load(Ordering::SeqCst);
+    let after = 1 + std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        % 5;
+    let mut mirror = follower_at(dir.path(), &via, mirror_settings, Some(port), None).await;
+    wait_until(
+        async || proxy.archives.load(Ordering::SeqCst) >= before + after,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("archives were fetched");
+    mirror.kill();
+    let (index, whole) = index_is_whole(&data);
+    assert!(whole, "killed after {after} archives: {index:#}");
+    proxy.archive_delay_ms.store(0, Ordering::SeqCst);
+
+    let mirror = follower_at(dir.path(), &via, mirror_settings, Some(port), None).await;
+    assert_eq!(unfetchable(&mirror.base).await, Vec::<String>::new());
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    assert_equal(primary.base(), &mirror.base, &[]).await;
+}
+
+/// A reader polls the follower's whole index and downloads every archive
+/// it names, again and again, while the follower syncs promotions, new
+/// versions and an obsolescence (archives held back by the proxy, to
+/// widen every window): every entry it is shown downloads, with its
+/// sha256.
+async fn a_reader_of_a_syncing_follower_never_sees_an_entry_it_cannot_download(db: TestDb) {
+    let primary = Primary::start(db, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, via) = Proxy::start(primary.base()).await;
+    proxy.archive_delay_ms.store(100, Ordering::SeqCst);
+    primary.accept(pkg("root", "1.0.0", &[])).await;
+    let mirror = follower(dir.path(), &via, "poll = \"1s\"").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (base, stop) = (mirror.base.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut rounds, mut serials, mut wrong) =
+                (0, std::collections::BTreeSet::new(), Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                serials.insert(serial_of(&base).await);
+                wrong.extend(unfetchable(&base).await);
+                rounds += 1;
+            }
+            (rounds, serials, wrong)
+        })
+    };
+    for i in 1..=4 {
+        primary
+            .accept_all(vec![
+                pkg(&format!("leaf{i}"), "1.0.0", &[("root", "^1")]),
+                pkg("root", &format!("1.{i}.0"), &[]),
+            ])
+            .await;
+    }
+    primary.obsolete("leaf1").await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    stop.store(true, Ordering::SeqCst);
+    let (rounds, serials, wrong) = reader.await.unwrap();
+    assert_eq!(
+        wrong,
+        Vec::<String>::new(),
+        "entries the reader could not download"
+    );
+    assert!(
+        serials.len() >= 3,
+        "the reader saw the follower move through {serials:?} in {rounds} rounds"
+    );
+    assert_equal(primary.base(), &mirror.base, &["leaf1"]).await;
 }
