@@ -368,3 +368,186 @@ async fn a_follower_behind_a_pruned_log_starts_from_the_snapshot(db: TestDb) {
     assert_eq!(status["snapshots"], 1, "{status:#}");
     assert_equal(&app.base, &mirror.base).await;
 }
+
+on_both_databases!(
+    a_follower_serves_the_package_pages_of_its_primary_and_still_does_while_it_is_down,
+    a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_on,
+);
+
+/// An operator's call on the primary that must succeed.
+async fn operator_call(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) {
+    let mut request = app
+        .http
+        .request(method, app.url(path))
+        .bearer_auth(&app.operator);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {:?}", r.text().await);
+}
+
+async fn text_of(base: &str, path: &str) -> (StatusCode, String) {
+    let r = get(base, path).await;
+    (r.status(), r.text().await.unwrap())
+}
+
+/// The follower's package API, dependents, package pages and listing
+/// answer what the primary's do, byte for byte (anonymous pages carry
+/// nothing of the visitor).
+async fn assert_pages_equal(primary: &str, follower: &str, names: &[&str]) {
+    let mut paths = vec!["/packages".to_owned()];
+    for name in names {
+        paths.push(format!("/api/v1/packages/{name}"));
+        paths.push(format!("/api/v1/packages/{name}/dependents"));
+        paths.push(format!("/packages/{name}"));
+    }
+    for path in &paths {
+        let (ours, theirs) = (text_of(primary, path).await, text_of(follower, path).await);
+        // A removed package has no dependents to list, on either.
+        if !path.ends_with("/dependents") {
+            assert_eq!(ours.0, StatusCode::OK, "{path} on the primary: {}", ours.1);
+        }
+        assert_eq!(theirs, ours, "{path} on the follower");
+    }
+}
+
+async fn a_follower_serves_the_package_pages_of_its_primary_and_still_does_while_it_is_down(
+    db: TestDb,
+) {
+    let app = TestApp::spawn(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, via) = Proxy::start(&app.base).await;
+    let mirror = follower(dir.path(), &via, "poll = \"1s\"", None).await;
+    let build = "mkdir -p $HOLDQ_DESTDIR/usr/bin && echo x > $HOLDQ_DESTDIR/usr/bin/wavectl";
+    accept(&app, package_building("libwave", "2.1.0", &[], build, None)).await;
+    accept(&app, pkg("player", "1.0.0", &[("libwave", "^2.1")])).await;
+    accept(&app, pkg("tool", "1.0.0", &[])).await;
+    let obsolete = |reason: &str| Some(json!({ "reason": reason }));
+    operator_call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/packages/libwave/obsolete",
+        obsolete("unmaintained upstream"),
+    )
+    .await;
+    operator_call(
+        &app,
+        reqwest::Method::DELETE,
+        "/api/v1/packages/libwave/obsolete",
+        None,
+    )
+    .await;
+    operator_call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/packages/tool/obsolete",
+        obsolete("tool is done"),
+    )
+    .await;
+    // libwave has a dependent: it stays, obsolete, and pins player.
+    operator_call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/packages/libwave/obsolete",
+        obsolete("replaced upstream"),
+    )
+    .await;
+    assert!(
+        caught_up(&app, &mirror.base, Duration::from_secs(60)).await,
+        "the follower caught up"
+    );
+    let names = ["libwave", "player", "tool"];
+    assert_pages_equal(&app.base, &mirror.base, &names).await;
+
+    // What the follower shows is what the primary recorded.
+    let view: Value = get(&mirror.base, "/api/v1/packages/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["dependents"], json!(["player"]), "{view:#}");
+    let events: Vec<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert!(events.len() >= 3, "obsoleted, undone, obsoleted: {view:#}");
+    assert_eq!(view["state"], "obsolete", "{view:#}");
+    let player: Value = get(&mirror.base, "/api/v1/packages/player")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(player["pins"]["libwave"].is_string(), "{player:#}");
+    // tool had no dependents: obsoleted, it was removed.
+    let tool: Value = get(&mirror.base, "/api/v1/packages/tool")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tool["state"], "removed", "{tool:#}");
+    let archive = get(&mirror.base, "/api/v1/packages/tool/1.0.0/archive").await;
+    assert_eq!(archive.status(), StatusCode::NOT_FOUND);
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(
+        page.contains("usr&#x2f;bin&#x2f;wavectl"),
+        "executables: {page}"
+    );
+    assert!(page.contains("/packages/player"), "dependents: {page}");
+    assert!(page.contains("unmaintained upstream"), "history: {page}");
+    assert!(page.contains("id=\"obsolete\""), "the banner: {page}");
+    let (_, page) = text_of(&mirror.base, "/packages/player").await;
+    assert!(page.contains("→ 2.1.0"), "resolved version: {page}");
+    let (_, listing) = text_of(&mirror.base, "/packages").await;
+    assert!(listing.contains("/packages/libwave\""), "{listing}");
+    assert!(listing.contains("/packages/player\""), "{listing}");
+    assert!(!listing.contains("/packages/tool\""), "{listing}");
+    let (_, found) = text_of(&mirror.base, "/packages?q=player").await;
+    assert!(found.contains("/packages/player\""), "{found}");
+    assert!(!found.contains("/packages/libwave\""), "{found}");
+
+    // The primary goes down: the follower's pages stand.
+    proxy.down.store(true, Ordering::SeqCst);
+    assert_pages_equal(&app.base, &mirror.base, &names).await;
+    assert_equal(&app.base, &mirror.base).await;
+}
+
+async fn a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_on(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    accept(&app, pkg("libwave", "1.0.0", &[])).await;
+    let mirror = follower(dir.path(), &app.base, "poll = \"1s\"", None).await;
+    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(
+        page.contains("No stable package depends on libwave"),
+        "{page}"
+    );
+    let before: Value = get(&mirror.base, "/api/v1/index/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    // Promoting player changes libwave's dependents, not its document.
+    accept(&app, pkg("player", "1.0.0", &[("libwave", "^1")])).await;
+    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
+    let after: Value = get(&mirror.base, "/api/v1/index/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before, after, "libwave's document did not change");
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(page.contains("<a href=\"/packages/player\">"), "{page}");
+    let view: Value = get(&mirror.base, "/api/v1/packages/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["dependents"], json!(["player"]), "{view:#}");
+    assert_eq!(view["dependents_count"], 1, "{view:#}");
+    assert_pages_equal(&app.base, &mirror.base, &["libwave", "player"]).await;
+}
