@@ -372,6 +372,7 @@ async fn a_follower_behind_a_pruned_log_starts_from_the_snapshot(db: TestDb) {
 on_both_databases!(
     a_follower_serves_the_package_pages_of_its_primary_and_still_does_while_it_is_down,
     a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_on,
+    a_follower_started_from_the_snapshot_serves_the_same_package_pages,
 );
 
 /// An operator's call on the primary that must succeed.
@@ -550,4 +551,38 @@ async fn a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_
     assert_eq!(view["dependents"], json!(["player"]), "{view:#}");
     assert_eq!(view["dependents_count"], 1, "{view:#}");
     assert_pages_equal(&app.base, &mirror.base, &["libwave", "player"]).await;
+}
+
+async fn a_follower_started_from_the_snapshot_serves_the_same_package_pages(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.index.changes_kept = Duration::from_millis(1)).await;
+    let build = "mkdir -p $HOLDQ_DESTDIR/usr/bin && echo x > $HOLDQ_DESTDIR/usr/bin/wavectl";
+    accept(&app, package_building("libwave", "2.1.0", &[], build, None)).await;
+    accept(&app, pkg("player", "1.0.0", &[("libwave", "^2.1")])).await;
+    operator_call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/packages/libwave/obsolete",
+        Some(json!({ "reason": "replaced upstream" })),
+    )
+    .await;
+    wait_until(
+        async || (holdq::service::changes::prune(&app.app).await.unwrap() > 0).then_some(()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the log was pruned");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = follower(dir.path(), &app.base, "poll = \"1s\"", None).await;
+    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
+    let status: Value = get(&mirror.base, "/api/v1/mirror/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["snapshots"], 1, "{status:#}");
+    assert_pages_equal(&app.base, &mirror.base, &["libwave", "player"]).await;
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(page.contains("usr&#x2f;bin&#x2f;wavectl"), "{page}");
+    assert!(page.contains("replaced upstream"), "{page}");
+    assert!(page.contains("<a href=\"/packages/player\">"), "{page}");
 }
