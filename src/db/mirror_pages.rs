@@ -82,6 +82,20 @@ pub async fn dependents(conn: &mut Conn, name: &str) -> sqlx::Result<Vec<String>
     Ok(rows.into_iter().map(|(n,)| n).collect())
 }
 
+/// Up to `limit` names, after `after`, of mirrored documents that have no
+/// record (mirrored before records were).
+pub async fn without_page(conn: &mut Conn, after: &str, limit: i64) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT d.name FROM mirror_documents d LEFT JOIN mirror_pages p ON p.name = d.name \
+         WHERE p.name IS NULL AND d.name > $1 ORDER BY d.name LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
 /// Forgets every record and dependency (before applying a snapshot).
 pub async fn clear(conn: &mut Conn) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM mirror_pages")

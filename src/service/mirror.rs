@@ -83,6 +83,9 @@ impl Follower {
         if let Err(e) = self.republish().await {
             tracing::error!(error = %format!("{e:#}"), "the mirrored index could not be put on disk");
         }
+        if let Err(e) = self.backfill_pages().await {
+            tracing::warn!(error = %format!("{e:#}"), "the package pages of older mirrored documents were not filled in; the next change to each package fills its page");
+        }
         let max = self.app.config.mirror.max_backoff;
         let mut pause = Duration::from_millis(200);
         loop {

@@ -373,6 +373,7 @@ on_both_databases!(
     a_follower_serves_the_package_pages_of_its_primary_and_still_does_while_it_is_down,
     a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_on,
     a_follower_started_from_the_snapshot_serves_the_same_package_pages,
+    a_follower_fills_in_the_pages_of_documents_it_mirrored_before_it_kept_them,
 );
 
 /// An operator's call on the primary that must succeed.
@@ -585,4 +586,41 @@ async fn a_follower_started_from_the_snapshot_serves_the_same_package_pages(db: 
     assert!(page.contains("usr&#x2f;bin&#x2f;wavectl"), "{page}");
     assert!(page.contains("replaced upstream"), "{page}");
     assert!(page.contains("<a href=\"/packages/player\">"), "{page}");
+}
+
+async fn a_follower_fills_in_the_pages_of_documents_it_mirrored_before_it_kept_them(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    accept(&app, pkg("libwave", "1.0.0", &[])).await;
+    accept(&app, pkg("player", "1.0.0", &[("libwave", "^1")])).await;
+    let mut mirror = follower(dir.path(), &app.base, "poll = \"1s\"", None).await;
+    assert!(caught_up(&app, &mirror.base, Duration::from_secs(60)).await);
+    let port = mirror.port();
+    mirror.kill();
+    // As a follower mirrored before it kept records: documents only.
+    {
+        let url = format!(
+            "sqlite://{}/holdq.db",
+            dir.path().join("follower-data").display()
+        );
+        let old = holdq::db::Db::connect(&url).await.unwrap();
+        for table in ["mirror_pages", "mirror_dependencies"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(old.pool())
+                .await
+                .unwrap();
+        }
+        old.pool().close().await;
+    }
+    let mirror = follower(dir.path(), &app.base, "poll = \"1s\"", Some(port)).await;
+    let filled = wait_until(
+        async || {
+            let (_, page) = text_of(&mirror.base, "/packages").await;
+            page.contains("/packages/libwave\"").then_some(())
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(filled.is_some(), "the listing was filled in");
+    assert_pages_equal(&app.base, &mirror.base, &["libwave", "player"]).await;
 }

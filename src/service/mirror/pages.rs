@@ -57,6 +57,43 @@ impl Follower {
         Ok(Some(record))
     }
 
+    /// Fills in what a follower mirrored before it kept records lacks: the
+    /// record and dependencies of each document that has no record. (A
+    /// record read now may be a step ahead of the document; see [`shown`].)
+    pub(super) async fn backfill_pages(&self) -> anyhow::Result<()> {
+        let mut after = String::new();
+        loop {
+            let mut fetched = Vec::new();
+            {
+                let mut conn = self.app.db.pool().acquire().await?;
+                let names = db::mirror_pages::without_page(&mut conn, &after, 100).await?;
+                let Some(last) = names.last() else {
+                    return Ok(());
+                };
+                after = last.clone();
+                for name in names {
+                    if let Some(d) = db::mirror::document(&mut conn, &name).await? {
+                        let document = serde_json::from_str(&d.body)?;
+                        fetched.push(Fetched {
+                            name,
+                            document: Some((d.body.into_bytes(), document)),
+                        });
+                    }
+                }
+            }
+            let records = self.records(&fetched).await?;
+            let mut tx = self.app.db.begin_write().await?;
+            for (f, record) in fetched.iter().zip(&records) {
+                put(&mut tx, f, record.as_ref()).await?;
+            }
+            tx.commit().await?;
+            tracing::info!(
+                packages = fetched.len(),
+                "mirror filled in the package pages of documents mirrored before"
+            );
+        }
+    }
+
     /// Deletes the archives of the versions no document names any more
     /// (a version removed from a package that stays). Only after the
     /// documents naming what is kept are on disk.
