@@ -12,6 +12,7 @@ pub mod events;
 pub mod groups;
 pub mod metrics;
 pub mod mirror;
+pub mod mirror_pages;
 pub mod operators;
 pub mod outbox;
 pub mod packages;

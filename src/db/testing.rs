@@ -44,3 +44,11 @@ pub async fn find(conn: &mut Conn, name: &str, version: &str) -> sqlx::Result<Op
     .fetch_optional(conn)
     .await
 }
+
+/// Upload `id` when it is in the testing channel.
+pub async fn of_upload(conn: &mut Conn, id: i64) -> sqlx::Result<Option<TestingRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} AND u.id = $1")))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}

@@ -1,5 +1,6 @@
 //! The stable repository, readable without a token (the index is
-//! `http::index`): `GET /packages/{name}`, `GET /packages/{name}/{version}/archive`.
+//! `http::index`): `GET /packages/{name}`, its `record` (what its pages
+//! show, for followers), `GET /packages/{name}/{version}/archive`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,6 +13,7 @@ use crate::service::App;
 use crate::service::authz::Action;
 use crate::service::obsolete::{self, Dependents, ObsoleteOutcome};
 use crate::service::stable::{self, PackageView, StableError};
+use crate::service::web::packages::{self, PackageRecord};
 
 pub(super) fn routes() -> Vec<Entry> {
     vec![
@@ -20,6 +22,12 @@ pub(super) fn routes() -> Vec<Entry> {
             "/api/v1/packages/{name}",
             Action::ReadStable,
             show_package,
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/packages/{name}/record",
+            Action::ReadStable,
+            show_package_record,
         ),
         entry(
             Method::GET,
@@ -62,6 +70,15 @@ async fn show_package(
     Path(name): Path<String>,
 ) -> Result<Json<PackageView>, ApiError> {
     Ok(Json(stable::package(&app, &name).await?))
+}
+
+/// `GET /packages/{name}/record`: everything its pages show, as one
+/// record (what a follower mirrors).
+async fn show_package_record(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<PackageRecord>, ApiError> {
+    Ok(Json(packages::record(&app, &name).await?))
 }
 
 async fn download_archive(

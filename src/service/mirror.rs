@@ -9,7 +9,9 @@
 //! verifies its sha256, and only then records the documents, the changes
 //! and the new serial in one transaction, and writes the documents to disk
 //! (Debian's two-stage sync: archives first, index last, so no document it
-//! serves names an archive it lacks). Too far behind (`410`), it starts
+//! serves names an archive it lacks). With the documents go the records
+//! its package pages show ([`pages`]); archives no document names any more
+//! are removed after the files. Too far behind (`410`), it starts
 //! again from the primary's snapshot. A push only wakes it: it trusts
 //! nothing in it and asks its own primary.
 
@@ -29,6 +31,8 @@ use super::changes::ChangesPage;
 use super::index::{IndexDocument, sha256_hex, to_bytes};
 use super::stable::StableError;
 use crate::db;
+
+pub mod pages;
 
 /// The longest a long-poll of the primary is held open.
 const LONGEST_POLL: Duration = Duration::from_secs(60);
@@ -78,6 +82,9 @@ impl Follower {
     pub async fn run(self, shutdown: CancellationToken) {
         if let Err(e) = self.republish().await {
             tracing::error!(error = %format!("{e:#}"), "the mirrored index could not be put on disk");
+        }
+        if let Err(e) = self.backfill_pages().await {
+            tracing::warn!(error = %format!("{e:#}"), "the package pages of older mirrored documents were not filled in; the next change to each package fills its page");
         }
         let max = self.app.config.mirror.max_backoff;
         let mut pause = Duration::from_millis(200);
@@ -164,9 +171,11 @@ impl Follower {
             fetched.push(self.document(name).await?);
         }
         self.fetch_archives(&fetched).await?;
+        let records = self.records(&fetched).await?;
         let mut tx = self.app.db.begin_write().await?;
-        for f in &fetched {
+        for (f, record) in fetched.iter().zip(&records) {
             put(&mut tx, f).await?;
+            pages::put(&mut tx, f, record.as_ref()).await?;
         }
         for c in &page.changes {
             let packages = serde_json::to_string(&c.packages)?;
@@ -176,7 +185,9 @@ impl Follower {
         db::mirror::record_contact(&mut tx, &self.primary, page.serial, false).await?;
         tx.commit().await?;
         super::verdict::failpoint("mirror-after-commit");
+        let kept = pages::kept_versions(&fetched);
         self.write_files(fetched, head, false).await?;
+        self.sweep_archives(kept).await?;
         tracing::info!(
             stable.serial = head,
             mirror.primary_serial = page.serial,
@@ -208,15 +219,20 @@ impl Follower {
             })
             .collect();
         self.fetch_archives(&fetched).await?;
+        let records = self.records(&fetched).await?;
         let mut tx = self.app.db.begin_write().await?;
         db::mirror::clear(&mut tx).await?;
-        for f in &fetched {
+        db::mirror_pages::clear(&mut tx).await?;
+        for (f, record) in fetched.iter().zip(&records) {
             put(&mut tx, f).await?;
+            pages::put(&mut tx, f, record.as_ref()).await?;
         }
         db::mirror::set_serial(&mut tx, snapshot.serial).await?;
         db::mirror::record_contact(&mut tx, &self.primary, snapshot.serial, true).await?;
         tx.commit().await?;
+        let kept = pages::kept_versions(&fetched);
         self.write_files(fetched, snapshot.serial, true).await?;
+        self.sweep_archives(kept).await?;
         tracing::info!(
             stable.serial = snapshot.serial,
             "mirror started again from the primary's snapshot"

@@ -276,6 +276,9 @@ impl From<sqlx::Error> for StableError {
 }
 
 pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> {
+    if super::mirror::primary_of(app).is_some() {
+        return Ok(super::mirror::pages::record(app, name).await?.package);
+    }
     let Ok(pname) = PackageName::parse(name) else {
         return Err(StableError::NoSuchPackage(name.into()));
     };
@@ -325,6 +328,9 @@ pub async fn dependents_of(
     name: &str,
     transitive: bool,
 ) -> Result<Vec<String>, StableError> {
+    if super::mirror::primary_of(app).is_some() {
+        return super::mirror::pages::dependents_of(app, name, transitive).await;
+    }
     let pname = PackageName::parse(name).map_err(|_| StableError::NoSuchPackage(name.into()))?;
     let found = with_repo(app, |repo| {
         repo.contains(&pname).then(|| {

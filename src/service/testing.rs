@@ -109,3 +109,26 @@ pub async fn archive(
         })?;
     Ok((app.storage.blob_path(&row.sha256), view(row)))
 }
+
+/// What the page of an upload in the channel says of it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TestingBanner {
+    /// [`UNCHECKED`].
+    pub unchecked: &'static str,
+    /// Where to download it (relative to the server; with an API token).
+    pub archive: String,
+}
+
+/// The banner of upload `id`'s page when it is in the channel (the page
+/// is shown to whoever may see the queue, as the channel is).
+pub async fn banner(app: &App, id: i64) -> Result<Option<TestingBanner>, sqlx::Error> {
+    if !app.config.testing.publish {
+        return Ok(None);
+    }
+    let mut conn = app.db.pool().acquire().await?;
+    let row = db::testing::of_upload(&mut conn, id).await?;
+    Ok(row.map(|row| TestingBanner {
+        unchecked: UNCHECKED,
+        archive: view(row).archive,
+    }))
+}

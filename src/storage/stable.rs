@@ -104,6 +104,45 @@ impl StableStore {
         }
     }
 
+    /// Deletes the archives of `name` whose version is not in `kept` (a
+    /// follower's, once no document names them); returns their versions.
+    pub fn remove_archives_except(
+        &self,
+        name: &str,
+        kept: &std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<Vec<String>> {
+        let dir = self.root.join("archives").join(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        let prefix = format!("{name}-");
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let file = entry.file_name();
+            // Anything else there (a copy being placed) is not an archive.
+            let Some(version) = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|f| f.strip_suffix(".tar.gz"))
+            else {
+                continue;
+            };
+            if !kept.contains(version) {
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                removed.push(version.to_owned());
+            }
+        }
+        if !removed.is_empty() {
+            sync_dir(&dir)?;
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
     /// Where the per-package index documents live.
     pub fn index_dir(&self) -> PathBuf {
         self.root.join("index")
@@ -221,5 +260,36 @@ impl StableStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).context("cannot remove the old stable/index.json"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_archives_of_versions_not_kept_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StableStore::open(dir.path()).unwrap();
+        let blob = dir.path().join("blob");
+        fs::write(&blob, b"archive").unwrap();
+        for version in ["1.0.0", "1.1.0", "2.0.0"] {
+            store.store_archive(&blob, "a-b", version).unwrap();
+        }
+        // Not an archive of a version: left alone.
+        let other = store.root().join("archives/a-b/.tmp-copy");
+        fs::write(&other, b"being placed").unwrap();
+        let kept = ["1.1.0".to_owned()].into_iter().collect();
+        let removed = store.remove_archives_except("a-b", &kept).unwrap();
+        assert_eq!(removed, ["1.0.0", "2.0.0"]);
+        assert!(store.archive_path("a-b", "1.1.0").is_file());
+        assert!(!store.archive_path("a-b", "1.0.0").exists());
+        assert!(other.is_file());
+        assert!(
+            store
+                .remove_archives_except("missing", &kept)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

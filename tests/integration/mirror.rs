@@ -130,7 +130,18 @@ struct Primary {
 impl Primary {
     /// Starts the primary with `config` added to its config file.
     async fn start(db: TestDb, config: &str) -> Self {
-        let app = TestApp::spawn(db).await;
+        Self::start_with(db, config, |_| {}).await
+    }
+
+    /// [`Primary::start`], the test's own app (what the test reads the
+    /// database with, and runs maintenance such as pruning through) with
+    /// its configuration changed by `tweak` to say the same.
+    async fn start_with(
+        db: TestDb,
+        config: &str,
+        tweak: impl FnOnce(&mut holdq::config::Config),
+    ) -> Self {
+        let app = TestApp::spawn_with(db, tweak).await;
         let data = app.app.config.data_dir.clone();
         let file = data.join("primary.toml");
         let platform = holdq::config::PlatformConfig::host().name;
@@ -539,7 +550,10 @@ async fn a_push_makes_a_follower_with_a_ten_minute_poll_catch_up(db: TestDb) {
 }
 
 async fn a_follower_behind_a_pruned_log_starts_from_the_snapshot(db: TestDb) {
-    let primary = Primary::start(db, "[index]\nchanges_kept = \"1ms\"").await;
+    let primary = Primary::start_with(db, "[index]\nchanges_kept = \"1ms\"", |c| {
+        c.index.changes_kept = Duration::from_millis(1)
+    })
+    .await;
     primary
         .accept_all(["a", "b", "c"].map(|n| pkg(n, "1.0.0", &[])).to_vec())
         .await;
@@ -694,4 +708,286 @@ async fn a_reader_of_a_syncing_follower_never_sees_an_entry_it_cannot_download(d
         "the reader saw the follower move through {serials:?} in {rounds} rounds"
     );
     assert_equal(primary.base(), &mirror.base, &["leaf1"]).await;
+}
+
+on_both_databases!(
+    a_follower_serves_the_package_pages_of_its_primary_and_still_does_while_it_is_down,
+    a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_on,
+    a_follower_started_from_the_snapshot_serves_the_same_package_pages,
+    a_follower_fills_in_the_pages_of_documents_it_mirrored_before_it_kept_them,
+);
+
+/// An operator's call on the primary that must succeed.
+async fn operator_call(
+    primary: &Primary,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) {
+    let (status, body) = primary.call(method, path, body).await;
+    assert!(status.is_success(), "{path}: {status} {body:#}");
+}
+
+async fn text_of(base: &str, path: &str) -> (StatusCode, String) {
+    let r = get(base, path).await;
+    (r.status(), r.text().await.unwrap())
+}
+
+/// The follower's package API, dependents, package pages and listing
+/// answer what the primary's do, byte for byte (anonymous pages carry
+/// nothing of the visitor).
+async fn assert_pages_equal(primary: &str, follower: &str, names: &[&str]) {
+    let mut paths = vec!["/packages".to_owned()];
+    for name in names {
+        paths.push(format!("/api/v1/packages/{name}"));
+        paths.push(format!("/api/v1/packages/{name}/dependents"));
+        paths.push(format!("/packages/{name}"));
+    }
+    for path in &paths {
+        let (ours, theirs) = (text_of(primary, path).await, text_of(follower, path).await);
+        // A removed package has no dependents to list, on either.
+        if !path.ends_with("/dependents") {
+            assert_eq!(ours.0, StatusCode::OK, "{path} on the primary: {}", ours.1);
+        }
+        assert_eq!(theirs, ours, "{path} on the follower");
+    }
+}
+
+async fn a_follower_serves_the_package_pages_of_its_primary_and_still_does_while_it_is_down(
+    db: TestDb,
+) {
+    let primary = Primary::start(db, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, via) = Proxy::start(primary.base()).await;
+    let mirror = follower(dir.path(), &via, "poll = \"1s\"").await;
+    let build = "mkdir -p $HOLDQ_DESTDIR/usr/bin && echo x > $HOLDQ_DESTDIR/usr/bin/wavectl";
+    primary
+        .accept(package_building("libwave", "2.1.0", &[], build, None))
+        .await;
+    primary
+        .accept(pkg("player", "1.0.0", &[("libwave", "^2.1")]))
+        .await;
+    primary.accept(pkg("tool", "1.0.0", &[])).await;
+    let obsolete = |reason: &str| Some(json!({ "reason": reason }));
+    operator_call(
+        &primary,
+        reqwest::Method::POST,
+        "/api/v1/packages/libwave/obsolete",
+        obsolete("unmaintained upstream"),
+    )
+    .await;
+    operator_call(
+        &primary,
+        reqwest::Method::DELETE,
+        "/api/v1/packages/libwave/obsolete",
+        None,
+    )
+    .await;
+    operator_call(
+        &primary,
+        reqwest::Method::POST,
+        "/api/v1/packages/tool/obsolete",
+        obsolete("tool is done"),
+    )
+    .await;
+    // libwave has a dependent: it stays, obsolete, and pins player.
+    operator_call(
+        &primary,
+        reqwest::Method::POST,
+        "/api/v1/packages/libwave/obsolete",
+        obsolete("replaced upstream"),
+    )
+    .await;
+    assert!(
+        caught_up(&primary, &mirror.base, Duration::from_secs(60)).await,
+        "the follower caught up"
+    );
+    let names = ["libwave", "player", "tool"];
+    assert_pages_equal(primary.base(), &mirror.base, &names).await;
+
+    // What the follower shows is what the primary recorded.
+    let view: Value = get(&mirror.base, "/api/v1/packages/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["dependents"], json!(["player"]), "{view:#}");
+    let events: Vec<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert!(events.len() >= 3, "obsoleted, undone, obsoleted: {view:#}");
+    assert_eq!(view["state"], "obsolete", "{view:#}");
+    let player: Value = get(&mirror.base, "/api/v1/packages/player")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(player["pins"]["libwave"].is_string(), "{player:#}");
+    // tool had no dependents: obsoleted, it was removed.
+    let tool: Value = get(&mirror.base, "/api/v1/packages/tool")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tool["state"], "removed", "{tool:#}");
+    let archive = get(&mirror.base, "/api/v1/packages/tool/1.0.0/archive").await;
+    assert_eq!(archive.status(), StatusCode::NOT_FOUND);
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(
+        page.contains("usr&#x2f;bin&#x2f;wavectl"),
+        "executables: {page}"
+    );
+    assert!(page.contains("/packages/player"), "dependents: {page}");
+    assert!(page.contains("unmaintained upstream"), "history: {page}");
+    assert!(page.contains("id=\"obsolete\""), "the banner: {page}");
+    let (_, page) = text_of(&mirror.base, "/packages/player").await;
+    assert!(page.contains("→ 2.1.0"), "resolved version: {page}");
+    let (_, listing) = text_of(&mirror.base, "/packages").await;
+    assert!(listing.contains("/packages/libwave\""), "{listing}");
+    assert!(listing.contains("/packages/player\""), "{listing}");
+    assert!(!listing.contains("/packages/tool\""), "{listing}");
+    let (_, found) = text_of(&mirror.base, "/packages?q=player").await;
+    assert!(found.contains("/packages/player\""), "{found}");
+    assert!(!found.contains("/packages/libwave\""), "{found}");
+
+    // The primary goes down: the follower's pages stand.
+    proxy.down.store(true, Ordering::SeqCst);
+    assert_pages_equal(primary.base(), &mirror.base, &names).await;
+    assert_equal(primary.base(), &mirror.base, &["tool"]).await;
+}
+
+async fn a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_on(db: TestDb) {
+    let primary = Primary::start(db, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    primary.accept(pkg("libwave", "1.0.0", &[])).await;
+    let mirror = follower(dir.path(), primary.base(), "poll = \"1s\"").await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(
+        page.contains("No stable package depends on libwave"),
+        "{page}"
+    );
+    let before: Value = get(&mirror.base, "/api/v1/index/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    // Promoting player changes libwave's dependents, not its document.
+    primary
+        .accept(pkg("player", "1.0.0", &[("libwave", "^1")]))
+        .await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    let after: Value = get(&mirror.base, "/api/v1/index/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before, after, "libwave's document did not change");
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(page.contains("<a href=\"/packages/player\">"), "{page}");
+    let view: Value = get(&mirror.base, "/api/v1/packages/libwave")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["dependents"], json!(["player"]), "{view:#}");
+    assert_eq!(view["dependents_count"], 1, "{view:#}");
+    assert_pages_equal(primary.base(), &mirror.base, &["libwave", "player"]).await;
+}
+
+async fn a_follower_started_from_the_snapshot_serves_the_same_package_pages(db: TestDb) {
+    let primary = Primary::start_with(db, "[index]\nchanges_kept = \"1ms\"", |c| {
+        c.index.changes_kept = Duration::from_millis(1)
+    })
+    .await;
+    let build = "mkdir -p $HOLDQ_DESTDIR/usr/bin && echo x > $HOLDQ_DESTDIR/usr/bin/wavectl";
+    primary
+        .accept(package_building("libwave", "2.1.0", &[], build, None))
+        .await;
+    primary
+        .accept(pkg("player", "1.0.0", &[("libwave", "^2.1")]))
+        .await;
+    operator_call(
+        &primary,
+        reqwest::Method::POST,
+        "/api/v1/packages/libwave/obsolete",
+        Some(json!({ "reason": "replaced upstream" })),
+    )
+    .await;
+    wait_until(
+        async || {
+            (holdq::service::changes::prune(&primary.app.app)
+                .await
+                .unwrap()
+                > 0)
+            .then_some(())
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the log was pruned");
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = follower(dir.path(), primary.base(), "poll = \"1s\"").await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    let status: Value = get(&mirror.base, "/api/v1/mirror/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["snapshots"], 1, "{status:#}");
+    assert_pages_equal(primary.base(), &mirror.base, &["libwave", "player"]).await;
+    let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
+    assert!(page.contains("usr&#x2f;bin&#x2f;wavectl"), "{page}");
+    assert!(page.contains("replaced upstream"), "{page}");
+    assert!(page.contains("<a href=\"/packages/player\">"), "{page}");
+}
+
+async fn a_follower_fills_in_the_pages_of_documents_it_mirrored_before_it_kept_them(db: TestDb) {
+    let primary = Primary::start(db, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    primary.accept(pkg("libwave", "1.0.0", &[])).await;
+    primary
+        .accept(pkg("player", "1.0.0", &[("libwave", "^1")]))
+        .await;
+    let mut mirror = follower(dir.path(), primary.base(), "poll = \"1s\"").await;
+    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
+    let port = mirror.port();
+    mirror.kill();
+    // As a follower mirrored before it kept records: documents only.
+    {
+        let url = format!(
+            "sqlite://{}/holdq.db",
+            dir.path().join("follower-data").display()
+        );
+        let old = holdq::db::Db::connect(&url).await.unwrap();
+        for table in ["mirror_pages", "mirror_dependencies"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(old.pool())
+                .await
+                .unwrap();
+        }
+        old.pool().close().await;
+    }
+    let mirror = follower_at(
+        dir.path(),
+        primary.base(),
+        "poll = \"1s\"",
+        Some(port),
+        None,
+    )
+    .await;
+    let filled = wait_until(
+        async || {
+            let (_, page) = text_of(&mirror.base, "/packages").await;
+            page.contains("/packages/libwave\"").then_some(())
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(filled.is_some(), "the listing was filled in");
+    assert_pages_equal(primary.base(), &mirror.base, &["libwave", "player"]).await;
 }

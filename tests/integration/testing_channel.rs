@@ -191,3 +191,44 @@ async fn fetch_from_the_testing_channel_warns_of_each_unchecked_package(db: Test
     assert!(dir.path().join("out/app/package.toml").is_file());
     assert!(dir.path().join("out/lib/package.toml").is_file());
 }
+
+on_both_databases!(an_upload_in_the_testing_channel_has_a_banner_on_its_page_until_rejected);
+
+async fn an_upload_in_the_testing_channel_has_a_banner_on_its_page_until_rejected(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.testing.publish = true).await;
+    let maintainer = app.user("ada@example.org").await;
+    let id = still_building(&app, package_building("wave", "1.0.0", &[], "true", None)).await;
+    let mut browser = crate::support::web::WebClient::new(&app);
+    browser.sign_in(&maintainer).await;
+    let page = format!("/uploads/{id}");
+    let seen = browser.get(&page).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert!(seen.body.contains("id=\"testing\""), "{}", seen.body);
+    assert!(
+        seen.body.contains(
+            "In the testing channel:</strong> downloadable, not in stable; checks running"
+        ),
+        "{}",
+        seen.body
+    );
+    assert!(
+        seen.body
+            .contains("&#x2f;api&#x2f;v1&#x2f;testing&#x2f;wave&#x2f;1.0.0&#x2f;archive")
+            || seen.body.contains("/api/v1/testing/wave/1.0.0/archive"),
+        "the download link: {}",
+        seen.body
+    );
+
+    let cancelled = app
+        .http
+        .post(app.url(&format!("/api/v1/uploads/{id}/cancel")))
+        .bearer_auth(&app.operator)
+        .json(&json!({ "why": "not this one" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success());
+    let seen = browser.get(&page).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert!(!seen.body.contains("id=\"testing\""), "{}", seen.body);
+}

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db;
 use crate::domain::metadata::BuildMetadata;
-use crate::service::App;
-use crate::service::stable::{self, PackageView, StableError};
+use crate::service::stable::{self, IndexVersion, PackageView, StableError};
+use crate::service::{App, mirror};
 
 /// Packages shown per page.
 pub const PAGE: i64 = 50;
@@ -77,12 +77,24 @@ pub async fn list_packages(
     let after = after.as_str();
     let page = page.clamp(1, 10_000);
     let backend = app.db.backend();
+    let offset = (page - 1) * PAGE;
     let mut conn = app.db.pool().acquire().await?;
-    let total = db::web::count_packages(&mut conn, backend).await?;
-    let mut rows = if words.is_empty() {
-        db::web::list_packages(&mut conn, backend, after, PAGE + 1).await?
+    // A follower lists what it mirrored; it keeps no search index, so its
+    // search is a plain match of the words in names and descriptions.
+    let (total, mut rows) = if mirror::primary_of(app).is_some() {
+        let rows = if words.is_empty() {
+            db::mirror_pages::list(&mut conn, after, PAGE + 1).await?
+        } else {
+            db::mirror_pages::search(&mut conn, &words, offset, PAGE + 1).await?
+        };
+        (db::mirror_pages::count(&mut conn).await?, rows)
     } else {
-        db::web::search_packages(&mut conn, backend, &words, (page - 1) * PAGE, PAGE + 1).await?
+        let rows = if words.is_empty() {
+            db::web::list_packages(&mut conn, backend, after, PAGE + 1).await?
+        } else {
+            db::web::search_packages(&mut conn, backend, &words, offset, PAGE + 1).await?
+        };
+        (db::web::count_packages(&mut conn, backend).await?, rows)
     };
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
@@ -100,7 +112,7 @@ pub async fn list_packages(
 }
 
 /// One stable version with what its builds recorded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionPage {
     pub version: String,
     pub promoted_at: String,
@@ -110,7 +122,7 @@ pub struct VersionPage {
 }
 
 /// A dependency and the version its build resolved it to.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dependency {
     pub name: String,
     pub requirement: String,
@@ -118,7 +130,7 @@ pub struct Dependency {
 }
 
 /// What one platform's build of a version recorded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BuildPage {
     pub platform: String,
     pub duration_ms: u64,
@@ -169,13 +181,24 @@ fn build_page(platform: String, metadata: Option<&str>) -> BuildPage {
     }
 }
 
-/// The page of package `name`, with page `dependents_page` (from 1) of
-/// its dependents.
-pub async fn package_page(
-    app: &App,
-    name: &str,
-    dependents_page: usize,
-) -> Result<PackagePage, StableError> {
+/// Everything a package's pages show, as one record: what
+/// `GET /api/v1/packages/{name}/record` answers, and what a follower keeps
+/// of each package beside its index document.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackageRecord {
+    pub package: PackageView,
+    pub description: String,
+    pub license: String,
+    /// Newest first.
+    pub versions: Vec<VersionPage>,
+}
+
+/// The record of package `name`: from the stable tables on a primary, from
+/// the mirrored documents and records on a follower.
+pub async fn record(app: &App, name: &str) -> Result<PackageRecord, StableError> {
+    if mirror::primary_of(app).is_some() {
+        return mirror::pages::record(app, name).await;
+    }
     let package = stable::package(app, name).await?;
     let (builds, manifest) = {
         let mut conn = app.db.pool().acquire().await?;
@@ -192,16 +215,40 @@ pub async fn package_page(
             .or_default()
             .push((b.platform, b.metadata));
     }
-    let versions = package
-        .versions
+    let versions = version_pages(&package.versions, |version| {
+        let builds = by_version.remove(version).unwrap_or_default();
+        let resolved = builds
+            .iter()
+            .find_map(|(_, m)| BuildMetadata::parse(m.as_deref()).resolved)
+            .unwrap_or_default();
+        let builds = builds
+            .into_iter()
+            .map(|(p, m)| build_page(p, m.as_deref()))
+            .collect();
+        (builds, resolved)
+    });
+    Ok(PackageRecord {
+        description: manifest
+            .as_ref()
+            .map(|m| m.description.clone())
+            .unwrap_or_default(),
+        license: manifest.map(|m| m.license).unwrap_or_default(),
+        versions,
+        package,
+    })
+}
+
+/// The pages of `versions` (lowest first), newest first, each with the
+/// builds and resolved dependencies `builds_of` finds for it.
+pub fn version_pages(
+    versions: &[IndexVersion],
+    mut builds_of: impl FnMut(&str) -> (Vec<BuildPage>, BTreeMap<String, String>),
+) -> Vec<VersionPage> {
+    versions
         .iter()
         .rev()
         .map(|v| {
-            let builds = by_version.remove(&v.version).unwrap_or_default();
-            let resolved: BTreeMap<String, String> = builds
-                .iter()
-                .find_map(|(_, m)| BuildMetadata::parse(m.as_deref()).resolved)
-                .unwrap_or_default();
+            let (builds, resolved) = builds_of(&v.version);
             VersionPage {
                 version: v.version.clone(),
                 promoted_at: v.promoted_at.clone(),
@@ -215,13 +262,21 @@ pub async fn package_page(
                         requirement: req.clone(),
                     })
                     .collect(),
-                builds: builds
-                    .into_iter()
-                    .map(|(p, m)| build_page(p, m.as_deref()))
-                    .collect(),
+                builds,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The page of package `name`, with page `dependents_page` (from 1) of
+/// its dependents.
+pub async fn package_page(
+    app: &App,
+    name: &str,
+    dependents_page: usize,
+) -> Result<PackagePage, StableError> {
+    let record = record(app, name).await?;
+    let package = record.package;
     let pages = package.dependents.len().div_ceil(DEPENDENTS_PAGE).max(1);
     let page = dependents_page.clamp(1, pages);
     let dependents = package
@@ -232,12 +287,9 @@ pub async fn package_page(
         .cloned()
         .collect();
     Ok(PackagePage {
-        description: manifest
-            .as_ref()
-            .map(|m| m.description.clone())
-            .unwrap_or_default(),
-        license: manifest.map(|m| m.license).unwrap_or_default(),
-        versions,
+        description: record.description,
+        license: record.license,
+        versions: record.versions,
         dependents,
         dependents_page: page,
         dependents_pages: pages,

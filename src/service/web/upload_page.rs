@@ -15,6 +15,7 @@ use crate::domain::metadata::BuildMetadata;
 use crate::service::authz::{self, Action, AuthzError, Viewer};
 use crate::service::notify::log_tail;
 use crate::service::queue::{self, CheckView, QueueError, UploadView};
+use crate::service::testing::{self, TestingBanner};
 use crate::service::users::User;
 use crate::service::{App, format_time, passmark};
 
@@ -35,6 +36,8 @@ pub struct UploadPage {
     /// The failed checks an operator may retry (per platform).
     pub failing_labels: Vec<String>,
     pub timeline: Vec<Moment>,
+    /// In the testing channel: downloadable, marked unchecked.
+    pub testing: Option<TestingBanner>,
 }
 
 /// One kind of check across the platforms.
@@ -104,6 +107,7 @@ pub async fn upload_page(app: &App, viewer: Viewer<'_>, id: i64) -> Result<Uploa
         }
     };
     let timeline = timeline(app, &upload).await?;
+    let testing = testing::banner(app, id).await?;
     let (platforms, rows) = matrix(&upload);
     Ok(UploadPage {
         status: status::status_line(&upload, &capacity),
@@ -120,6 +124,7 @@ pub async fn upload_page(app: &App, viewer: Viewer<'_>, id: i64) -> Result<Uploa
         platforms,
         rows,
         timeline,
+        testing,
         upload,
     })
 }
