@@ -594,13 +594,14 @@ async fn a_follower_killed_mid_sync_never_serves_an_entry_it_lacks_and_catches_u
     let mirror_settings = "poll = \"1s\"\nmax_backoff = \"500ms\"";
     let (data, _) = follower_config(dir.path(), &via, mirror_settings);
     let port = free_port();
-    let mut round = 0;
-    for failpoint in [
+    for (round, failpoint) in [
         "mirror-after-archive",
         "index-after-first-document",
         "mirror-after-commit",
-    ] {
-        round += 1;
+    ]
+    .into_iter()
+    .enumerate()
+    {
         primary
             .accept_all(
                 (1..=3)
