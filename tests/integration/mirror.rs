@@ -281,8 +281,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+// One client per thread for every read: a new one per request (what
+// `reqwest::get` makes) costs more than the request, and the reader below
+// must read often to find a window. Per thread, because a test's runtime
+// (and the connections its client pooled) ends with the test.
+thread_local! {
+    static CLIENT: reqwest::Client = reqwest::Client::new();
+}
+
 async fn get(base: &str, path: &str) -> reqwest::Response {
-    reqwest::get(format!("{base}{path}")).await.unwrap()
+    let client = CLIENT.with(reqwest::Client::clone);
+    client.get(format!("{base}{path}")).send().await.unwrap()
 }
 
 async fn serial_of(base: &str) -> i64 {
