@@ -157,6 +157,15 @@ impl Primary {
         Self { app, server }
     }
 
+    /// A primary whose changes log keeps a change for 1 ms: any follower
+    /// that starts after its log was pruned has to start from the snapshot.
+    async fn keeping_changes_a_moment(db: TestDb) -> Self {
+        Self::start_with(db, "[index]\nchanges_kept = \"1ms\"", |c| {
+            c.index.changes_kept = Duration::from_millis(1)
+        })
+        .await
+    }
+
     fn base(&self) -> &str {
         &self.server.base
     }
@@ -301,6 +310,31 @@ async fn serial_of(base: &str) -> i64 {
         .await
         .unwrap();
     status["serial"].as_i64().unwrap()
+}
+
+/// Prunes the primary's log, then starts a follower in `dir`, which must
+/// start from the snapshot (once) and catch up.
+async fn follower_from_the_snapshot(primary: &Primary, dir: &Path) -> ServerProcess {
+    wait_until(
+        async || {
+            let pruned = holdq::service::changes::prune(&primary.app.app)
+                .await
+                .unwrap();
+            (pruned > 0).then_some(())
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the log was pruned");
+    let mirror = follower(dir, primary.base(), "poll = \"1s\"").await;
+    assert!(caught_up(primary, &mirror.base, Duration::from_secs(60)).await);
+    let status: Value = get(&mirror.base, "/api/v1/mirror/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["snapshots"], 1, "{status:#}");
+    mirror
 }
 
 /// Waits until the follower at `base` is at the primary's serial.
@@ -559,34 +593,12 @@ async fn a_push_makes_a_follower_with_a_ten_minute_poll_catch_up(db: TestDb) {
 }
 
 async fn a_follower_behind_a_pruned_log_starts_from_the_snapshot(db: TestDb) {
-    let primary = Primary::start_with(db, "[index]\nchanges_kept = \"1ms\"", |c| {
-        c.index.changes_kept = Duration::from_millis(1)
-    })
-    .await;
+    let primary = Primary::keeping_changes_a_moment(db).await;
     primary
         .accept_all(["a", "b", "c"].map(|n| pkg(n, "1.0.0", &[])).to_vec())
         .await;
-    wait_until(
-        async || {
-            (holdq::service::changes::prune(&primary.app.app)
-                .await
-                .unwrap()
-                > 0)
-            .then_some(())
-        },
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("the log was pruned");
     let dir = tempfile::tempdir().unwrap();
-    let mirror = follower(dir.path(), primary.base(), "poll = \"1s\"").await;
-    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
-    let status: Value = get(&mirror.base, "/api/v1/mirror/status")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["snapshots"], 1, "{status:#}");
+    let mirror = follower_from_the_snapshot(&primary, dir.path()).await;
     assert_equal(primary.base(), &mirror.base, &[]).await;
 }
 
@@ -910,10 +922,7 @@ async fn a_follower_lists_a_new_dependent_on_the_page_of_the_package_it_depends_
 }
 
 async fn a_follower_started_from_the_snapshot_serves_the_same_package_pages(db: TestDb) {
-    let primary = Primary::start_with(db, "[index]\nchanges_kept = \"1ms\"", |c| {
-        c.index.changes_kept = Duration::from_millis(1)
-    })
-    .await;
+    let primary = Primary::keeping_changes_a_moment(db).await;
     let build = "mkdir -p $HOLDQ_DESTDIR/usr/bin && echo x > $HOLDQ_DESTDIR/usr/bin/wavectl";
     primary
         .accept(package_building("libwave", "2.1.0", &[], build, None))
@@ -928,27 +937,8 @@ async fn a_follower_started_from_the_snapshot_serves_the_same_package_pages(db: 
         Some(json!({ "reason": "replaced upstream" })),
     )
     .await;
-    wait_until(
-        async || {
-            (holdq::service::changes::prune(&primary.app.app)
-                .await
-                .unwrap()
-                > 0)
-            .then_some(())
-        },
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("the log was pruned");
     let dir = tempfile::tempdir().unwrap();
-    let mirror = follower(dir.path(), primary.base(), "poll = \"1s\"").await;
-    assert!(caught_up(&primary, &mirror.base, Duration::from_secs(60)).await);
-    let status: Value = get(&mirror.base, "/api/v1/mirror/status")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["snapshots"], 1, "{status:#}");
+    let mirror = follower_from_the_snapshot(&primary, dir.path()).await;
     assert_pages_equal(primary.base(), &mirror.base, &["libwave", "player"]).await;
     let (_, page) = text_of(&mirror.base, "/packages/libwave").await;
     assert!(page.contains("usr&#x2f;bin&#x2f;wavectl"), "{page}");
