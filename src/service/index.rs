@@ -431,6 +431,17 @@ async fn every_document(app: &App, conn: &mut Conn) -> anyhow::Result<Vec<String
     Ok(names)
 }
 
+/// What `StableStore::write_documents` calls after each rename: the
+/// failpoint `index-after-first-document` when a change writes several
+/// (the crash tests abort there, leaving some documents new, some old).
+pub fn after_each_document(documents: usize) -> impl Fn() {
+    move || {
+        if documents > 1 {
+            super::verdict::failpoint("index-after-first-document");
+        }
+    }
+}
+
 /// Writes documents, after checking that every archive they name is there
 /// (a document never names a missing archive); `last` sets the serial on
 /// disk afterwards.
@@ -447,14 +458,9 @@ async fn write(app: &App, serial: i64, files: Vec<DocumentFile>, last: bool) -> 
                 );
             }
         }
-        let several = files.len() > 1;
         let docs: Vec<(String, Option<Vec<u8>>)> =
             files.into_iter().map(|f| (f.name, f.bytes)).collect();
-        store.write_documents(&docs, &|| {
-            if several {
-                super::verdict::failpoint("index-after-first-document");
-            }
-        })?;
+        store.write_documents(&docs, &after_each_document(docs.len()))?;
         if last {
             store.set_published_serial(serial)?;
             tracing::info!(

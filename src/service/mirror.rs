@@ -338,12 +338,7 @@ impl Follower {
                     .filter(|n| !kept.contains(n));
                 docs.extend(gone.map(|n| (n, None)).collect::<Vec<_>>());
             }
-            let several = docs.len() > 1;
-            store.write_documents(&docs, &|| {
-                if several {
-                    super::verdict::failpoint("index-after-first-document");
-                }
-            })?;
+            store.write_documents(&docs, &super::index::after_each_document(docs.len()))?;
             for (name, _) in docs.iter().filter(|(_, b)| b.is_none()) {
                 store.remove_package_archives(name)?;
             }

@@ -26,7 +26,7 @@ use sha2::Digest;
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::process::{ServerProcess, index_is_whole, upload_to};
+use crate::support::process::{ServerProcess, free_port, index_is_whole, upload_to};
 use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
@@ -280,14 +280,6 @@ async fn follower_at(
 
 async fn follower(dir: &Path, primary: &str, mirror: &str) -> ServerProcess {
     follower_at(dir, primary, mirror, None, None).await
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // One client per thread for every read: a new one per request (what
