@@ -44,6 +44,13 @@ pub const HALT_CHANNEL: &str = "holdq_halt";
 /// announced (long-polls of the changes log wake on it).
 pub const STABLE_CHANNEL: &str = "holdq_stable";
 
+/// Parameters bound by one statement of a batch (names in an `IN (...)`
+/// list, rows of a multi-row insert): few statements for thousands of rows
+/// (PostgreSQL scans a joined table once per statement rather than look up
+/// thousands of keys), under SQLite's limit of 32,766 and PostgreSQL's of
+/// 65,535.
+pub const BATCH: usize = 5000;
+
 /// A transaction owned by one use case.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -62,6 +69,17 @@ impl Backend {
             Ok(Self::Postgres)
         } else {
             anyhow::bail!("unsupported database URL {}", redact_url(url))
+        }
+    }
+}
+
+impl Backend {
+    /// Which database a connection talks to.
+    pub fn of_conn(conn: &Conn) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
         }
     }
 }

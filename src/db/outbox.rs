@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Conn, now_ms};
+use super::{Backend, Conn, now_ms};
 use crate::domain::delivery::DeliveryState;
 
 #[derive(Clone, Debug, FromRow)]
@@ -114,56 +114,56 @@ pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<Outb
     .await
 }
 
-/// Queues many emails, a hundred per statement; returns the ids of those
-/// whose event key was new.
+/// Inserts emails (one already there for its event and recipient is kept,
+/// not duplicated); returns the ids of those inserted. The rows go as one
+/// JSON parameter per thousand, unpacked by the database: an obsolescence
+/// queues thousands, and a statement of thousands of parameters costs the
+/// driver more than the database takes to insert them.
 pub async fn insert_many(conn: &mut Conn, emails: &[NewEmail<'_>]) -> sqlx::Result<Vec<i64>> {
+    let sql = match Backend::of_conn(conn) {
+        Backend::Postgres => {
+            "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, \
+             message_id, state, attempts, next_attempt_at, created_at) \
+             SELECT r.event_key, r.kind, r.upload_id, r.to_addr, r.subject, r.text_body, r.html_body, \
+             r.message_id, 'pending', 0, $2, $2 FROM json_to_recordset($1::json) AS r(event_key TEXT, \
+             kind TEXT, upload_id BIGINT, to_addr TEXT, subject TEXT, text_body TEXT, html_body TEXT, \
+             message_id TEXT) \
+             ON CONFLICT (event_key) DO NOTHING RETURNING id"
+        }
+        // `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert's.
+        Backend::Sqlite => {
+            "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, \
+             message_id, state, attempts, next_attempt_at, created_at) \
+             SELECT value ->> 'event_key', value ->> 'kind', value ->> 'upload_id', value ->> 'to_addr', \
+             value ->> 'subject', value ->> 'text_body', value ->> 'html_body', value ->> 'message_id', \
+             'pending', 0, $2, $2 FROM json_each($1) WHERE true \
+             ON CONFLICT (event_key) DO NOTHING RETURNING id"
+        }
+    };
     let now = now_ms();
     let mut ids = Vec::with_capacity(emails.len());
-    for chunk in emails.chunks(100) {
-        let mut sql = String::from(
-            "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, message_id, \
-             state, attempts, next_attempt_at, created_at) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let b = i * 9;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 9
-            ));
-        }
-        sql.push_str(" ON CONFLICT (event_key) DO NOTHING RETURNING id");
-        let mut query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            query = query
-                .bind(e.event_key)
-                .bind(e.kind)
-                .bind(e.upload_id)
-                .bind(e.to_addr)
-                .bind(e.subject)
-                .bind(e.text_body)
-                .bind(e.html_body)
-                .bind(e.message_id)
-                .bind(now);
-        }
-        ids.extend(
-            query
-                .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|(id,)| id),
-        );
+    for chunk in emails.chunks(1000) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "event_key": e.event_key,
+                    "kind": e.kind,
+                    "upload_id": e.upload_id,
+                    "to_addr": e.to_addr,
+                    "subject": e.subject,
+                    "text_body": e.text_body,
+                    "html_body": e.html_body,
+                    "message_id": e.message_id,
+                })
+            })
+            .collect();
+        let rows: Vec<(i64,)> = sqlx::query_as(sql)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?;
+        ids.extend(rows.into_iter().map(|(id,)| id));
     }
     Ok(ids)
 }

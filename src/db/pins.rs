@@ -125,7 +125,7 @@ pub async fn insert_many(
     pins: &[NewPin<'_>],
 ) -> sqlx::Result<()> {
     let now = now_ms();
-    for chunk in pins.chunks(200) {
+    for chunk in pins.chunks(super::BATCH / 5) {
         let mut sql = String::from(
             "INSERT INTO pins (dependent_id, dependency_id, max_version, requirement, created_at) VALUES ",
         );
@@ -167,7 +167,7 @@ pub async fn ids_of(
     names: &[&str],
 ) -> sqlx::Result<std::collections::HashMap<String, i64>> {
     let mut out = std::collections::HashMap::new();
-    for chunk in names.chunks(500) {
+    for chunk in names.chunks(super::BATCH) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT name, id FROM packages WHERE name IN ({})",
@@ -182,22 +182,28 @@ pub async fn ids_of(
     Ok(out)
 }
 
-/// The manifests of the named packages' versions: (name, version) -> manifest JSON.
+/// The manifests of the given (package name, version) pairs: (name,
+/// version) -> manifest JSON. Only those versions are read, not every
+/// version of each package.
 pub async fn manifests_of(
     conn: &mut Conn,
-    names: &[&str],
+    versions: &[(&str, &str)],
 ) -> sqlx::Result<std::collections::HashMap<(String, String), String>> {
     let mut out = std::collections::HashMap::new();
-    for chunk in names.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+    for chunk in versions.chunks(super::BATCH / 2) {
+        let pairs: Vec<String> = (1..=chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i - 1, 2 * i))
+            .collect();
+        // A VALUES list's columns are column1, column2 on both databases.
         let sql = format!(
-            "SELECT p.name, v.version, v.manifest FROM versions v JOIN packages p ON p.id = v.package_id \
-             WHERE p.name IN ({})",
-            marks.join(", ")
+            "SELECT p.name, v.version, v.manifest FROM (VALUES {}) AS w \
+             JOIN packages p ON p.name = w.column1 \
+             JOIN versions v ON v.package_id = p.id AND v.version = w.column2",
+            pairs.join(", ")
         );
         let mut query = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
-        for name in chunk {
-            query = query.bind(*name);
+        for (name, version) in chunk {
+            query = query.bind(*name).bind(*version);
         }
         for (name, version, manifest) in query.fetch_all(&mut *conn).await? {
             out.insert((name, version), manifest);
@@ -209,7 +215,7 @@ pub async fn manifests_of(
 /// The pins on the named dependents' requirements.
 pub async fn of_dependents(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<PinRow>> {
     let mut out = Vec::new();
-    for chunk in names.chunks(500) {
+    for chunk in names.chunks(super::BATCH) {
         let sql = format!(
             "SELECT a.name AS dependent, b.name AS dependency, p.max_version, p.requirement \
              FROM pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \

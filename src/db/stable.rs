@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Conn, now_ms};
+use super::{Backend, Conn, now_ms};
 use crate::domain::PackageState;
 
 /// One stable version, with its package's name and state.
@@ -135,20 +135,47 @@ pub fn marks(n: usize) -> String {
 }
 
 /// How many names one `IN (...)` query binds.
-const CHUNK: usize = 500;
+const CHUNK: usize = super::BATCH;
 
-/// The stable versions (with manifests) of the named packages, by package
-/// name then insertion; a few hundred names per query.
-pub async fn versions_of_many(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<StableRow>> {
+/// One stable version as an index document lists it, read by
+/// [`version_lists`].
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ListedVersion {
+    pub version: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub promoted_at: i64,
+    /// From the manifest: name -> requirement.
+    #[serde(default)]
+    pub dependencies: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The stable versions of the named packages, one row per package: its
+/// name and a JSON array of [`ListedVersion`]s, in no particular order,
+/// built by the database (an obsolescence reads the versions of thousands
+/// of packages: one row each, and the manifests read where they are, cost
+/// a fraction of a row a version decoded by the driver).
+pub async fn version_lists(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<(String, String)>> {
+    let aggregate = match Backend::of_conn(conn) {
+        Backend::Postgres => {
+            "json_agg(json_build_object('version', v.version, 'sha256', v.sha256, \
+             'size_bytes', v.size_bytes, 'promoted_at', v.promoted_at, \
+             'dependencies', v.manifest::json -> 'dependencies'))::text"
+        }
+        Backend::Sqlite => {
+            "json_group_array(json_object('version', v.version, 'sha256', v.sha256, \
+             'size_bytes', v.size_bytes, 'promoted_at', v.promoted_at, \
+             'dependencies', json(v.manifest -> '$.dependencies')))"
+        }
+    };
     let mut out = Vec::new();
     for chunk in names.chunks(CHUNK) {
         let sql = format!(
-            "SELECT v.package_id, p.name, p.state AS package_state, v.version, v.sha256, v.size_bytes, \
-             v.manifest, v.promoted_at FROM versions v JOIN packages p ON p.id = v.package_id \
-             WHERE p.name IN ({}) ORDER BY p.name, v.id",
+            "SELECT p.name, {aggregate} FROM versions v JOIN packages p ON p.id = v.package_id \
+             WHERE p.name IN ({}) GROUP BY p.name",
             marks(chunk.len())
         );
-        let mut query = sqlx::query_as::<_, StableRow>(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
         for name in chunk {
             query = query.bind(*name);
         }

@@ -18,7 +18,7 @@ use sha2::Digest;
 
 use super::stable::{IndexVersion, ObsoleteView};
 use super::{App, format_time};
-use crate::db::{self, Conn, stable::StableRow};
+use crate::db::{self, Conn};
 use crate::domain::graph::{Obsolescence, StableRepo};
 use crate::domain::resolve::Release;
 use crate::domain::{PackageName, PackageState};
@@ -70,6 +70,12 @@ impl ChangeKind {
             Self::Removal => "removal",
         }
     }
+
+    /// Whether the change can add a version to the index (and so name an
+    /// archive no document named before).
+    pub fn adds_versions(self) -> bool {
+        matches!(self, Self::Promotion | Self::GroupPromotion)
+    }
 }
 
 /// The documents a committed change wrote, to be put on disk.
@@ -111,12 +117,6 @@ pub struct Touched {
     pub sha256: Option<String>,
 }
 
-/// The dependencies of a version, from its stored manifest (only that
-/// field is read: this runs for every version a change touches).
-fn dependencies_of(row: &StableRow) -> BTreeMap<String, String> {
-    dependencies_in(&row.manifest)
-}
-
 /// The dependencies named by a stored manifest (JSON).
 pub fn dependencies_in(manifest: &str) -> BTreeMap<String, String> {
     #[derive(Deserialize)]
@@ -129,14 +129,14 @@ pub fn dependencies_in(manifest: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn version_of(row: &StableRow) -> IndexVersion {
+fn version_of(name: &str, v: db::stable::ListedVersion) -> IndexVersion {
     IndexVersion {
-        version: row.version.clone(),
-        sha256: row.sha256.clone(),
-        size_bytes: row.size_bytes,
-        dependencies: dependencies_of(row),
-        archive: StableStore::archive_rel(&row.name, &row.version),
-        promoted_at: format_time(row.promoted_at),
+        archive: StableStore::archive_rel(name, &v.version),
+        version: v.version,
+        sha256: v.sha256,
+        size_bytes: v.size_bytes,
+        dependencies: v.dependencies.unwrap_or_default(),
+        promoted_at: format_time(v.promoted_at),
     }
 }
 
@@ -148,11 +148,14 @@ pub async fn documents(
     at: Option<i64>,
 ) -> anyhow::Result<Vec<Built>> {
     let heads = db::stable::document_heads(conn, names).await?;
-    let rows = db::stable::versions_of_many(conn, names).await?;
+    let lists = db::stable::version_lists(conn, names).await?;
     let pins = db::pins::of_dependents(conn, names).await?;
-    let mut versions: BTreeMap<&str, Vec<IndexVersion>> = BTreeMap::new();
-    for row in &rows {
-        versions.entry(&row.name).or_default().push(version_of(row));
+    let mut versions: BTreeMap<String, Vec<IndexVersion>> = BTreeMap::new();
+    for (name, list) in lists {
+        let listed: Vec<db::stable::ListedVersion> = serde_json::from_str(&list)
+            .with_context(|| format!("the stable versions of {name} are unreadable"))?;
+        let list = listed.into_iter().map(|v| version_of(&name, v)).collect();
+        versions.insert(name, list);
     }
     let mut pinned: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     for pin in &pins {
@@ -292,7 +295,12 @@ pub async fn record_change(
     let ids = |list: &[&Built]| -> Vec<i64> { list.iter().filter_map(|b| b.package_id).collect() };
     db::stable::set_documents(tx, serial, &ids(&kept)).await?;
     db::stable::drop_documents(tx, &ids(&gone)).await?;
-    let files: Vec<DocumentFile> = built.into_iter().map(DocumentFile::from).collect();
+    let mut files: Vec<DocumentFile> = built.into_iter().map(DocumentFile::from).collect();
+    if !kind.adds_versions() {
+        // Its documents name only archives that earlier documents named:
+        // thousands of pinned dependents are not checked again.
+        files.iter_mut().for_each(|f| f.archives.clear());
+    }
     let touched: Vec<Touched> = files
         .iter()
         .map(|f| Touched {
@@ -355,7 +363,11 @@ const PAGE: usize = 1000;
 
 async fn publish_locked(app: &App, pending: Option<Pending>) -> anyhow::Result<i64> {
     let store = app.stable.clone();
-    let on_disk = blocking(move || store.published_serial()).await?;
+    let on_disk = blocking(move || {
+        store.sweep_index_once()?;
+        store.published_serial()
+    })
+    .await?;
     if let Some(p) = pending
         && p.serial == on_disk + 1
     {
@@ -460,7 +472,9 @@ async fn write(app: &App, serial: i64, files: Vec<DocumentFile>, last: bool) -> 
         }
         let docs: Vec<(String, Option<Vec<u8>>)> =
             files.into_iter().map(|f| (f.name, f.bytes)).collect();
-        store.write_documents(&docs, &after_each_document(docs.len()))?;
+        store
+            .write_documents(&docs, &after_each_document(docs.len()))?
+            .discard_soon();
         if last {
             store.set_published_serial(serial)?;
             tracing::info!(

@@ -338,7 +338,9 @@ impl Follower {
                     .filter(|n| !kept.contains(n));
                 docs.extend(gone.map(|n| (n, None)).collect::<Vec<_>>());
             }
-            store.write_documents(&docs, &super::index::after_each_document(docs.len()))?;
+            store
+                .write_documents(&docs, &super::index::after_each_document(docs.len()))?
+                .discard_soon();
             for (name, _) in docs.iter().filter(|(_, b)| b.is_none()) {
                 store.remove_package_archives(name)?;
             }

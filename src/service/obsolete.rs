@@ -155,8 +155,11 @@ pub async fn obsolete(
             repo.pin(pin.dependent.clone(), pname.clone(), pin.max.clone());
         }
     });
-    notify::push_new(app, &email_ids).await;
     index::publish(app, Some(documents)).await?;
+    let published = started.elapsed();
+    // After the documents: thousands of emails enqueued at once would
+    // compete with writing them, and they are in the outbox already.
+    notify::push_new(app, &email_ids).await;
     tracing::info!(
         package.name = name,
         pins = plan.len(),
@@ -166,7 +169,7 @@ pub async fn obsolete(
         pins_and_emails_ms = (recorded - planned).as_millis() as u64,
         documents_ms = (documented - recorded).as_millis() as u64,
         commit_ms = (committed - documented).as_millis() as u64,
-        publish_ms = (started.elapsed() - committed).as_millis() as u64,
+        publish_ms = (published - committed).as_millis() as u64,
         "package obsoleted"
     );
     outcome.removed = remove_unneeded(app).await?;
@@ -217,7 +220,16 @@ async fn record(
     // Everything the pins and emails need, in a few queries.
     let names: Vec<&str> = plan.iter().map(|p| p.dependent.as_str()).collect();
     let ids = db::pins::ids_of(tx, &names).await?;
-    let manifests = db::pins::manifests_of(tx, &names).await?;
+    let versions: Vec<(String, String)> = plan
+        .iter()
+        .filter(|p| !p.dependent_obsolete)
+        .map(|p| (p.dependent.to_string(), p.version.to_string()))
+        .collect();
+    let wanted: Vec<(&str, &str)> = versions
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let manifests = db::pins::manifests_of(tx, &wanted).await?;
     let (maxes, requirements): (Vec<String>, Vec<String>) = plan
         .iter()
         .map(|p| (p.max.to_string(), p.requirement.to_string()))

@@ -314,8 +314,9 @@ async fn promote(
             );
         }
     });
-    notify::push_new(app, &emails).await;
     super::index::publish(app, Some(documents)).await?;
+    // The email says accepted once the index says so.
+    notify::push_new(app, &emails).await;
     // A new version may have dropped a dependency on an obsolete package.
     super::obsolete::remove_unneeded(app).await?;
     Ok(())

@@ -14,7 +14,7 @@ use crate::on_both_databases;
 use crate::support::archives::package_building;
 use crate::support::index::{assert_documents_match, assert_log_matches_serial, documents_on_disk};
 use crate::support::process::{ServerProcess, index_is_whole};
-use crate::support::{TestApp, TestDb};
+use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
     every_document_matches_the_database_after_each_kind_of_stable_change,
@@ -24,6 +24,7 @@ on_both_databases!(
     a_pruned_log_answers_gone_and_the_snapshot_is_where_to_start_again,
     a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repairs,
     another_server_catches_its_model_up_from_the_changes_log,
+    an_obsolescence_of_many_dependents_writes_every_document_in_one_batch,
 );
 
 /// A package whose build passes.
@@ -48,6 +49,14 @@ async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCod
         .await
         .unwrap();
     (r.status(), r.json().await.unwrap_or_default())
+}
+
+/// Obsoletes `name` with `request`; returns the answer, which must be 200.
+async fn obsolete(app: &TestApp, token: &str, name: &str, request: Value) -> Value {
+    let path = format!("/api/v1/packages/{name}/obsolete");
+    let (status, body) = post(app, token, &path, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
 }
 
 async fn matches(app: &TestApp) {
@@ -138,14 +147,13 @@ async fn every_document_matches_the_database_after_each_kind_of_stable_change(db
     matches(&app).await;
 
     // Obsolescence: the package and its pinned dependents, nothing else.
-    let (status, body) = post(
+    obsolete(
         &app,
         &op,
-        "/api/v1/packages/a/obsolete",
+        "a",
         json!({ "reason": "old", "replacement": "e" }),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let change = last_change(&app).await;
     assert_eq!(
         (change["kind"].as_str(), touched(&change)),
@@ -430,14 +438,7 @@ async fn another_server_catches_its_model_up_from_the_changes_log(db: TestDb) {
     // The first server changes stable four times behind the other's back.
     accept(&app, &op, pkg("a", "1.1.0", &[])).await;
     accept(&app, &op, pkg("d", "1.0.0", &[("a", "^1")])).await;
-    let (status, body) = post(
-        &app,
-        &op,
-        "/api/v1/packages/a/obsolete",
-        json!({ "reason": "old" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    obsolete(&app, &op, "a", json!({ "reason": "old" })).await;
 
     assert!(
         holdq::service::stable::catch_up(&other).await.unwrap(),
@@ -456,5 +457,65 @@ async fn another_server_catches_its_model_up_from_the_changes_log(db: TestDb) {
     assert_eq!(
         caught,
         json!({ "a_dependents": ["b", "d"], "a_latest": "1.1.0", "a_obsolete": true, "b_pin": "1.1.0", "d": true })
+    );
+}
+
+/// The files of the index directory that are not documents (temporary
+/// files, old documents swapped out and not yet deleted).
+fn leftovers(app: &TestApp) -> Vec<String> {
+    std::fs::read_dir(app.app.stable.index_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| !f.ends_with(".json") || f.starts_with('.'))
+        .collect()
+}
+
+/// An obsolescence pinning more dependents than are synced one by one:
+/// the batched write (all written, the filesystem synced once, all
+/// swapped in, the old ones deleted in the background), the emails queued
+/// in one statement, every document as the tables say.
+async fn an_obsolescence_of_many_dependents_writes_every_document_in_one_batch(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let op = app.operator.clone();
+    accept(&app, &op, pkg("a", "1.0.0", &[])).await;
+    let dependents: Vec<String> = (0..40).map(|i| format!("d{i:02}")).collect();
+    let mut ids = Vec::new();
+    for name in &dependents {
+        ids.push(app.upload_ok(&op, pkg(name, "1.0.0", &[("a", "^1")])).await);
+    }
+    app.drain().await;
+    for id in ids {
+        assert_eq!(app.upload_view(id).await["state"], "accepted");
+    }
+    let before: Vec<u64> = dependents.iter().map(|d| inode(&app, d)).collect();
+
+    let body = obsolete(&app, &op, "a", json!({ "reason": "superseded" })).await;
+    assert_eq!(body["pins"].as_array().unwrap().len(), 40, "{body}");
+    assert_eq!(body["emails"], 40, "{body}");
+
+    let change = last_change(&app).await;
+    let mut expected: Vec<&str> = dependents.iter().map(String::as_str).collect();
+    expected.insert(0, "a");
+    assert_eq!(
+        (change["kind"].as_str(), touched(&change)),
+        (Some("obsolescence"), expected)
+    );
+    matches(&app).await;
+    let on_disk = documents_on_disk(&app.app.config.data_dir);
+    for (d, old) in dependents.iter().zip(before) {
+        assert_eq!(on_disk[d]["pins"]["a"], "^1, <=1.0.0", "{d}");
+        assert_ne!(inode(&app, d), old, "{d} was rewritten whole");
+    }
+    let (queued,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE kind = 'dependency_obsoleted'")
+            .fetch_one(app.app.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(queued, 40);
+    let cleaned = wait_until(async || leftovers(&app).is_empty(), Duration::from_secs(30)).await;
+    assert!(
+        cleaned.is_some(),
+        "left in the index: {:?}",
+        leftovers(&app)
     );
 }
