@@ -220,14 +220,13 @@ async fn record(
     // Everything the pins and emails need, in a few queries.
     let names: Vec<&str> = plan.iter().map(|p| p.dependent.as_str()).collect();
     let ids = db::pins::ids_of(tx, &names).await?;
-    let versions: Vec<(String, String)> = plan
+    // Only the emailed versions' manifests: their maintainers.
+    let versions: Vec<String> = plan.iter().map(|p| p.version.to_string()).collect();
+    let wanted: Vec<(&str, &str)> = plan
         .iter()
-        .filter(|p| !p.dependent_obsolete)
-        .map(|p| (p.dependent.to_string(), p.version.to_string()))
-        .collect();
-    let wanted: Vec<(&str, &str)> = versions
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .zip(&versions)
+        .filter(|(p, _)| !p.dependent_obsolete)
+        .map(|(p, v)| (p.dependent.as_str(), v.as_str()))
         .collect();
     let manifests = db::pins::manifests_of(tx, &wanted).await?;
     let (maxes, requirements): (Vec<String>, Vec<String>) = plan

@@ -58,8 +58,8 @@ fn swap(new: &Path, dest: &Path) -> std::io::Result<bool> {
     fs::rename(new, dest).map(|()| false)
 }
 
-/// Old documents a write swapped out, under temporary names (which a
-/// repair sweeps, should a crash leave any).
+/// Old documents a write swapped out, under temporary names (which the
+/// first publish of the next process sweeps, should a crash leave any).
 #[must_use = "the old documents stay on disk until discarded"]
 #[derive(Debug)]
 pub struct Replaced(Vec<PathBuf>);
