@@ -11,10 +11,8 @@
 //! through `service::obsolete` (pins, emails queued, index documents of
 //! every dependent written), on SQLite and, with
 //! `HOLDQ_TEST_POSTGRES_URL`, on PostgreSQL, then undone, a few times
-//! (`HOLDQ_BENCH_OBSOLESCENCES`, default 5): the median, and beside it the
-//! files' floor, the same documents written again alone the same way (this
-//! disk's metadata speed varies several times from minute to minute).
-//! Goal: under 2 s.
+//! (`HOLDQ_BENCH_OBSOLESCENCES`, default 5): the median, the fastest and
+//! the slowest. Goal: under 2 s.
 //!
 //! Run: `cargo bench --bench index` (`HOLDQ_BENCH_INDEX=path` for another
 //! index; `HOLDQ_BENCH_PROMOTIONS=N`, default 200, 0 for the obsolescence
@@ -186,9 +184,8 @@ async fn promotions(
     let picked: HashSet<&str> = names.into_iter().step_by(every).take(trials).collect();
     let only_picked = |n: &str| picked.contains(n);
     let (app, _) = seeded(label, dir.path(), rows, (None, &only_picked)).await?;
-    // The documents of the seeded packages are not written (only those a
-    // promotion touches are): the disk claims the seeded serial.
-    app.stable.set_published_serial(1)?;
+    // The documents of the seeded packages are not filled in (only those
+    // a promotion touches are written).
     let blob = dir.path().join("blob.tar.gz");
     std::fs::write(&blob, vec![7u8; 4096])?;
     let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
@@ -226,9 +223,9 @@ async fn obsolete_top(rows: &[Row], server: Option<&str>) -> anyhow::Result<temp
     let label = format!("crates.io on {backend}");
     let (app, _) = seeded(&label, dir.path(), rows, (server, &|_| true)).await?;
     let t = Instant::now();
-    stable::publish_index(&app).await?;
+    let written = holdq::service::index::write_unwritten(&app).await?;
     println!(
-        "index: {backend}: the whole index written (first start) in {:.1} s",
+        "index: {backend}: the whole index ({written} documents) written into the database (first start) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let (operator, _) = holdq::service::users::add_user(
@@ -255,11 +252,11 @@ async fn obsolete_top(rows: &[Row], server: Option<&str>) -> anyhow::Result<temp
         .and_then(|n| n.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let (mut times, mut floors) = (Vec::new(), Vec::new());
+    let mut times = Vec::new();
     for trial in 1..=trials {
-        // What the last trial left running (its emails being enqueued, its
-        // old documents being deleted) is waited for, and the writes before
-        // flushed: the obsolescence pays for its own work only.
+        // What the last trial left running (its emails being enqueued) is
+        // waited for, and the writes before flushed: the obsolescence pays
+        // for its own work only.
         settle(&app).await?;
         nix::unistd::sync();
         let t = Instant::now();
@@ -267,30 +264,23 @@ async fn obsolete_top(rows: &[Row], server: Option<&str>) -> anyhow::Result<temp
             holdq::service::obsolete::obsolete(&app, &user, top.as_str(), "benchmark", None, false)
                 .await?;
         let obsoleted = t.elapsed();
-        settle(&app).await?;
-        let floor = rewrite_documents(&app, &top, &outcome)?;
         println!(
-            "index: {backend}: obsolete {top} ({trial}/{trials}): {} pins, {} emails queued, {} index documents written, in {:.2} s; the same documents written alone after it: {:.2} s",
+            "index: {backend}: obsolete {top} ({trial}/{trials}): {} pins, {} emails queued, {} index documents written, in {:.2} s",
             outcome.pins.len(),
             outcome.emails,
             outcome.pins.len() + 1,
             obsoleted.as_secs_f64(),
-            floor.as_secs_f64(),
         );
         times.push(obsoleted);
-        floors.push(floor);
+        settle(&app).await?;
         holdq::service::obsolete::undo(&app, &user, top.as_str()).await?;
     }
     times.sort();
-    floors.sort();
-    let (median, floor) = (percentile(&times, 0.5), percentile(&floors, 0.5));
     println!(
-        "index: {backend}: obsolete {top}: median {:.2} s of {trials} (goal < 2 s), fastest {:.2} s, slowest {:.2} s; of which the files' floor (median) {:.2} s ({:.2}x)",
-        median.as_secs_f64(),
+        "index: {backend}: obsolete {top}: median {:.2} s of {trials} (goal < 2 s), fastest {:.2} s, slowest {:.2} s",
+        percentile(&times, 0.5).as_secs_f64(),
         times[0].as_secs_f64(),
         times[times.len() - 1].as_secs_f64(),
-        floor.as_secs_f64(),
-        floor.as_secs_f64() / median.as_secs_f64(),
     );
     if let Some(server) = server {
         drop_database(app, server).await?;
@@ -299,54 +289,25 @@ async fn obsolete_top(rows: &[Row], server: Option<&str>) -> anyhow::Result<temp
 }
 
 /// Waits until the background work of the trials before is done: every
-/// email in the outbox has its job, and every old document swapped out is
-/// deleted.
+/// email in the outbox has its job.
 async fn settle(app: &App) -> anyhow::Result<()> {
     let jobs = match app.db.backend() {
         holdq::db::Backend::Sqlite => "SELECT COUNT(*) FROM Jobs",
         holdq::db::Backend::Postgres => "SELECT COUNT(*) FROM apalis.jobs",
     };
-    let index = app.stable.index_dir();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (queued,): (i64,) = sqlx::query_as(jobs).fetch_one(app.db.pool()).await?;
         let (emails,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
             .fetch_one(app.db.pool())
             .await?;
-        let swapped_out = std::fs::read_dir(&index)?
-            .filter_map(Result::ok)
-            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"));
-        if queued >= emails && !swapped_out {
+        if queued >= emails {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the background work of the trial before did not finish: {queued} jobs for {emails} emails, old documents left: {swapped_out}"
+            "the background work of the trial before did not finish: {queued} jobs for {emails} emails"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Writes the documents the obsolescence wrote once more, as they are,
-/// the same way (written, synced, swapped in): what the files alone cost
-/// on this filesystem now.
-fn rewrite_documents(
-    app: &App,
-    top: &PackageName,
-    outcome: &holdq::service::obsolete::ObsoleteOutcome,
-) -> anyhow::Result<Duration> {
-    let names = std::iter::once(top.to_string())
-        .chain(outcome.pins.iter().map(|p| p.dependent.to_string()));
-    let docs = names
-        .map(|n| {
-            Ok((
-                n.clone(),
-                Some(std::fs::read(app.stable.document_path(&n))?),
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    nix::unistd::sync();
-    let t = Instant::now();
-    app.stable.write_documents(&docs, &|| {})?.discard_soon();
-    Ok(t.elapsed())
 }

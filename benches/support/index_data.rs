@@ -167,9 +167,9 @@ pub fn deps_of(row: &Row) -> BTreeMap<String, String> {
 }
 
 /// Writes `rows` into the server's database as stable (packages, versions,
-/// and their index documents at serial 1, with an empty stand-in archive
-/// per version of the packages `archives` admits: a document is written
-/// only when every archive it names is there), as if promoted; returns the
+/// and their index documents' rows at serial 1 without a body yet, with an
+/// empty stand-in archive per version of the packages `archives` admits: a
+/// promotion checks every archive its document names), as if promoted; returns the
 /// package ids. Rows whose package name is invalid are left out. Ends with
 /// a `sync`, so that flushing the seed is not the first timed step's cost.
 pub async fn seed(
@@ -219,8 +219,23 @@ pub async fn seed(
         }
         q.execute(&mut *tx).await?;
     }
+    // Each package's document row at serial 1, its body to be filled in
+    // (`service::index::write_unwritten`) or rewritten by a change.
     let all: Vec<i64> = ids.values().copied().collect();
-    holdq::db::stable::set_documents(&mut tx, 1, &all).await?;
+    for chunk in all.chunks(1000) {
+        let sql = format!(
+            "INSERT INTO index_documents (package_id, serial) VALUES {}",
+            (1..=chunk.len())
+                .map(|i| format!("(${i}, 1)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
     holdq::db::stable::bump_serial(&mut tx).await?;
     tx.commit().await?;
     for row in valid.iter().filter(|r| archives(&r.name)) {
@@ -287,9 +302,9 @@ pub async fn promote(
         .execute(&mut *tx)
         .await?;
     let serial = db::stable::bump_serial(&mut tx).await?;
-    let documents = index::record_promotion(&mut tx, serial, [name]).await?;
+    index::record_promotion(app, &mut tx, serial, [name]).await?;
     tx.commit().await?;
     stable::apply(app, serial, |repo| repo.add_release(pname, release));
-    index::publish(app, Some(documents)).await?;
+    index::publish(app, serial).await;
     Ok(())
 }

@@ -5,14 +5,8 @@ use sqlx::FromRow;
 
 use super::{Conn, now_ms};
 
-/// A mirrored index document.
-#[derive(Clone, Debug, FromRow)]
-pub struct MirrorDocument {
-    pub name: String,
-    pub serial: i64,
-    pub sha256: String,
-    pub body: String,
-}
+/// A mirrored index document: the primary's bytes, as it served them.
+pub use super::stable::StoredDocument as MirrorDocument;
 
 /// Where the follower stands against its primary.
 #[derive(Clone, Debug, FromRow)]

@@ -1,7 +1,7 @@
 //! Max-version pins recorded on the dependents of obsolete packages, and
 //! the obsolescence columns of packages.
 
-use super::{Conn, now_ms};
+use super::{Backend, Conn, now_ms};
 use crate::domain::PackageState;
 
 /// A pin as stored: dependent, dependency, highest admitted version, and the
@@ -118,68 +118,58 @@ pub struct NewPin<'a> {
     pub requirement: &'a str,
 }
 
-/// Records many pins on `dependency_id`, a few hundred per statement.
+/// Records many pins on `dependency_id`, thousands in one parameter.
 pub async fn insert_many(
     conn: &mut Conn,
     dependency_id: i64,
     pins: &[NewPin<'_>],
 ) -> sqlx::Result<()> {
+    let rows = super::json_rows(
+        Backend::of_conn(conn),
+        1,
+        &[
+            ("dependent_id", "BIGINT"),
+            ("max_version", "TEXT"),
+            ("requirement", "TEXT"),
+        ],
+    );
+    // `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert's.
+    let sql = format!(
+        "INSERT INTO pins (dependent_id, dependency_id, max_version, requirement, created_at) \
+         SELECT r.dependent_id, $2, r.max_version, r.requirement, $3 FROM {rows} AS r WHERE true \
+         ON CONFLICT (dependent_id, dependency_id) DO UPDATE SET max_version = excluded.max_version, \
+         requirement = excluded.requirement"
+    );
     let now = now_ms();
-    for chunk in pins.chunks(super::BATCH / 5) {
-        let mut sql = String::from(
-            "INSERT INTO pins (dependent_id, dependency_id, max_version, requirement, created_at) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let b = i * 5;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            ));
-        }
-        sql.push_str(
-            " ON CONFLICT (dependent_id, dependency_id) DO UPDATE SET max_version = excluded.max_version, \
-             requirement = excluded.requirement",
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for pin in chunk {
-            query = query
-                .bind(pin.dependent_id)
-                .bind(dependency_id)
-                .bind(pin.max_version)
-                .bind(pin.requirement)
-                .bind(now);
-        }
-        query.execute(&mut *conn).await?;
+    for chunk in pins.chunks(super::BATCH) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "dependent_id": p.dependent_id,
+                    "max_version": p.max_version,
+                    "requirement": p.requirement,
+                })
+            })
+            .collect();
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(dependency_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
-/// Ids of the named packages, a few hundred names per query.
+/// Ids of the named packages.
 pub async fn ids_of(
     conn: &mut Conn,
     names: &[&str],
 ) -> sqlx::Result<std::collections::HashMap<String, i64>> {
-    let mut out = std::collections::HashMap::new();
-    for chunk in names.chunks(super::BATCH) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT name, id FROM packages WHERE name IN ({})",
-            marks.join(", ")
-        );
-        let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
-        for name in chunk {
-            query = query.bind(*name);
-        }
-        out.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(out)
+    let sql = "SELECT name, id FROM packages WHERE name IN {names}";
+    let rows: Vec<(String, i64)> = super::fetch_for_names(conn, sql, names).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The manifests of the given (package name, version) pairs: (name,
@@ -189,46 +179,40 @@ pub async fn manifests_of(
     conn: &mut Conn,
     versions: &[(&str, &str)],
 ) -> sqlx::Result<std::collections::HashMap<(String, String), String>> {
-    let mut out = std::collections::HashMap::new();
-    for chunk in versions.chunks(super::BATCH / 2) {
-        let pairs: Vec<String> = (1..=chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i - 1, 2 * i))
-            .collect();
-        // A VALUES list's columns are column1, column2 on both databases.
-        let sql = format!(
-            "SELECT p.name, v.version, v.manifest FROM (VALUES {}) AS w \
-             JOIN packages p ON p.name = w.column1 \
-             JOIN versions v ON v.package_id = p.id AND v.version = w.column2",
-            pairs.join(", ")
-        );
-        let mut query = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
-        for (name, version) in chunk {
-            query = query.bind(*name).bind(*version);
-        }
-        for (name, version, manifest) in query.fetch_all(&mut *conn).await? {
-            out.insert((name, version), manifest);
-        }
-    }
-    Ok(out)
+    let wanted = super::json_rows(
+        Backend::of_conn(conn),
+        1,
+        &[("name", "TEXT"), ("version", "TEXT")],
+    );
+    let sql = format!(
+        "SELECT p.name, v.version, v.manifest FROM {wanted} AS w \
+         JOIN packages p ON p.name = w.name \
+         JOIN versions v ON v.package_id = p.id AND v.version = w.version"
+    );
+    let rows: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|(name, version)| serde_json::json!({ "name": name, "version": version }))
+        .collect();
+    let found: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(found
+        .into_iter()
+        .map(|(name, version, manifest)| ((name, version), manifest))
+        .collect())
 }
 
 /// The pins on the named dependents' requirements.
 pub async fn of_dependents(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<PinRow>> {
-    let mut out = Vec::new();
-    for chunk in names.chunks(super::BATCH) {
-        let sql = format!(
-            "SELECT a.name AS dependent, b.name AS dependency, p.max_version, p.requirement \
-             FROM pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \
-             WHERE a.name IN ({}) ORDER BY a.name, b.name",
-            super::stable::marks(chunk.len())
-        );
-        let mut query = sqlx::query_as::<_, PinRow>(sqlx::AssertSqlSafe(sql));
-        for name in chunk {
-            query = query.bind(*name);
-        }
-        out.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(out)
+    super::fetch_for_names(
+        conn,
+        "SELECT a.name AS dependent, b.name AS dependency, p.max_version, p.requirement \
+         FROM pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \
+         WHERE a.name IN {names} ORDER BY a.name, b.name",
+        names,
+    )
+    .await
 }
 
 /// The names of the packages pinned on `dependency_id`.

@@ -168,20 +168,11 @@ pub async fn version_lists(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<
              'dependencies', json(v.manifest -> '$.dependencies')))"
         }
     };
-    let mut out = Vec::new();
-    for chunk in names.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT p.name, {aggregate} FROM versions v JOIN packages p ON p.id = v.package_id \
-             WHERE p.name IN ({}) GROUP BY p.name",
-            marks(chunk.len())
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-        for name in chunk {
-            query = query.bind(*name);
-        }
-        out.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(out)
+    let sql = format!(
+        "SELECT p.name, {aggregate} FROM versions v JOIN packages p ON p.id = v.package_id \
+         WHERE p.name IN {{names}} GROUP BY p.name"
+    );
+    super::fetch_for_names(conn, &sql, names).await
 }
 
 /// What a package's index document says besides its versions: its state,
@@ -199,59 +190,129 @@ pub struct DocumentHead {
 
 /// The document heads of the named packages (those that exist).
 pub async fn document_heads(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<DocumentHead>> {
-    let mut out = Vec::new();
-    for chunk in names.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT p.id AS package_id, p.name, p.state, p.obsolete_reason, p.replacement, d.serial \
-             FROM packages p LEFT JOIN index_documents d ON d.package_id = p.id \
-             WHERE p.name IN ({}) ORDER BY p.name",
-            marks(chunk.len())
-        );
-        let mut query = sqlx::query_as::<_, DocumentHead>(sqlx::AssertSqlSafe(sql));
-        for name in chunk {
-            query = query.bind(*name);
-        }
-        out.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(out)
+    super::fetch_for_names(
+        conn,
+        "SELECT p.id AS package_id, p.name, p.state, p.obsolete_reason, p.replacement, d.serial \
+         FROM packages p LEFT JOIN index_documents d ON d.package_id = p.id \
+         WHERE p.name IN {names} ORDER BY p.name",
+        names,
+    )
+    .await
 }
 
-/// The names of up to `limit` packages with a document, in name order,
-/// after `after`: how the whole index is read page by page in one snapshot.
-pub async fn documented_after(
+/// A package's index document as stored: the serial it last changed at,
+/// the sha256 of its bytes (its `ETag`) and the bytes.
+#[derive(Clone, Debug, FromRow)]
+pub struct StoredDocument {
+    pub name: String,
+    pub serial: i64,
+    pub sha256: String,
+    pub body: String,
+}
+
+/// A document to store for a package: [`put_documents`].
+pub struct NewDocument<'a> {
+    pub package_id: i64,
+    pub serial: i64,
+    pub sha256: &'a str,
+    pub body: &'a str,
+}
+
+/// Documents per statement of [`put_documents`] (a few megabytes of JSON).
+const DOCUMENTS_PER_STATEMENT: usize = 1000;
+
+/// Stores the documents `docs` (in the transaction of the change that
+/// made them, so that a reader sees every document of one change or none),
+/// a thousand in one JSON parameter.
+pub async fn put_documents(conn: &mut Conn, docs: &[NewDocument<'_>]) -> sqlx::Result<()> {
+    let rows = super::json_rows(
+        Backend::of_conn(conn),
+        1,
+        &[
+            ("package_id", "BIGINT"),
+            ("serial", "BIGINT"),
+            ("sha256", "TEXT"),
+            ("body", "TEXT"),
+        ],
+    );
+    // `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert's.
+    let sql = format!(
+        "INSERT INTO index_documents (package_id, serial, sha256, body) \
+         SELECT r.package_id, r.serial, r.sha256, r.body FROM {rows} AS r WHERE true \
+         ON CONFLICT (package_id) DO UPDATE SET serial = excluded.serial, \
+         sha256 = excluded.sha256, body = excluded.body"
+    );
+    for chunk in docs.chunks(DOCUMENTS_PER_STATEMENT) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "package_id": d.package_id,
+                    "serial": d.serial,
+                    "sha256": d.sha256,
+                    "body": d.body,
+                })
+            })
+            .collect();
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The stored document of the package `name`.
+pub async fn document(conn: &mut Conn, name: &str) -> sqlx::Result<Option<StoredDocument>> {
+    sqlx::query_as(
+        "SELECT p.name, d.serial, d.sha256, d.body FROM index_documents d \
+         JOIN packages p ON p.id = d.package_id WHERE p.name = $1 AND d.body IS NOT NULL",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The stored document bodies of the named packages (those that have one).
+pub async fn bodies_of(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<(String, String)>> {
+    super::fetch_for_names(
+        conn,
+        "SELECT p.name, d.body FROM index_documents d JOIN packages p ON p.id = d.package_id \
+         WHERE p.name IN {names} AND d.body IS NOT NULL",
+        names,
+    )
+    .await
+}
+
+/// Up to `limit` stored documents by package name, after `after`: how the
+/// whole index is read page by page from one snapshot.
+pub async fn documents_after(
     conn: &mut Conn,
     after: &str,
     limit: i64,
-) -> sqlx::Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT p.name FROM index_documents d JOIN packages p ON p.id = d.package_id \
-         WHERE p.name > $1 ORDER BY p.name LIMIT $2",
+) -> sqlx::Result<Vec<StoredDocument>> {
+    sqlx::query_as(
+        "SELECT p.name, d.serial, d.sha256, d.body FROM index_documents d \
+         JOIN packages p ON p.id = d.package_id WHERE p.name > $1 AND d.body IS NOT NULL \
+         ORDER BY p.name LIMIT $2",
     )
     .bind(after)
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(n,)| n).collect())
+    .await
 }
 
-/// Records that the documents of `package_ids` changed at `serial`.
-pub async fn set_documents(conn: &mut Conn, serial: i64, package_ids: &[i64]) -> sqlx::Result<()> {
-    for chunk in package_ids.chunks(CHUNK) {
-        let values: Vec<String> = (1..=chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i - 1, 2 * i))
-            .collect();
-        let sql = format!(
-            "INSERT INTO index_documents (package_id, serial) VALUES {} \
-             ON CONFLICT (package_id) DO UPDATE SET serial = excluded.serial",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(*id).bind(serial);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+/// Up to `limit` packages whose document has no body yet (it was a file,
+/// before the documents moved into the database), by name.
+pub async fn unwritten_documents(conn: &mut Conn, limit: i64) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.name FROM index_documents d JOIN packages p ON p.id = d.package_id \
+         WHERE d.body IS NULL ORDER BY p.name LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
 }
 
 /// Forgets the documents of `package_ids` (removed packages).

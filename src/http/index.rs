@@ -80,7 +80,7 @@ async fn stream_index(State(app): State<App>) -> Response {
         .into_response()
 }
 
-/// `GET /index/{name}`: the package's document as published, with its
+/// `GET /index/{name}`: the package's document as stored, with its
 /// sha256 as `ETag`; `304 Not Modified` when `If-None-Match` names it.
 async fn show_document(
     State(app): State<App>,
@@ -94,32 +94,21 @@ async fn show_document(
             format!("no stable package {name:?}: not a package name"),
         ));
     }
-    let store = app.stable.clone();
-    let path = store.document_path(&name);
-    let (serial, bytes) = tokio::task::spawn_blocking(move || {
-        // The serial first: the document read after it is at least as new.
-        let serial = store.published_serial()?;
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok((serial, Some(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((serial, None)),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.into()))?
-    .map_err(ApiError::internal)?;
-    let Some(bytes) = bytes else {
+    let (serial, document) = crate::service::index::stored(&app, &name)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(document) = document else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no stable package {name:?}"),
         ));
     };
-    let etag = format!("\"{}\"", crate::service::index::sha256_hex(&bytes));
+    let etag = format!("\"{}\"", document.sha256);
     let mut response = if if_none_match(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        ([(header::CONTENT_TYPE, "application/json")], document.body).into_response()
     };
     let headers = response.headers_mut();
     headers.insert(

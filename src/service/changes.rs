@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::index::{self, Touched};
+use super::index::Touched;
 use super::{App, format_time};
 use crate::db;
 
@@ -59,33 +59,28 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// server on SQLite's file, or a lost notification).
 const POLL: Duration = Duration::from_secs(1);
 
-/// The changes after `since`, at most `limit`, up to the serial the index
-/// on disk is at (so that each one listed can be read).
+/// The changes after `since`, at most `limit` (each one's documents are
+/// stored with it, so every one listed can be read).
 pub async fn list(app: &App, since: i64, limit: i64) -> Result<ChangesPage, ChangesError> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ChangesError::BadLimit(limit));
     }
-    let store = app.stable.clone();
-    let published = tokio::task::spawn_blocking(move || store.published_serial())
-        .await
-        .map_err(anyhow::Error::new)??;
     let mut tx = app.db.begin_read().await?;
     let serial = db::stable::serial(&mut tx).await?;
     if since > serial {
         return Err(ChangesError::Ahead { since, serial });
     }
-    let head = published.min(serial);
     let mut rows = db::changes::after(&mut tx, since, limit + 1).await?;
     let oldest = db::changes::oldest(&mut tx).await?;
     tx.commit().await?;
-    if since < head && rows.first().is_none_or(|c| c.serial != since + 1) {
+    if since < serial && rows.first().is_none_or(|c| c.serial != since + 1) {
         return Err(ChangesError::Gone {
             since,
             kept_from: oldest.map_or(serial, |o| o - 1),
         });
     }
-    rows.retain(|c| c.serial <= head);
-    let more = rows.len() as i64 > limit || rows.last().is_some_and(|c| c.serial < head);
+    rows.retain(|c| c.serial <= serial);
+    let more = rows.len() as i64 > limit || rows.last().is_some_and(|c| c.serial < serial);
     rows.truncate(limit as usize);
     let changes = rows
         .into_iter()
@@ -99,7 +94,7 @@ pub async fn list(app: &App, since: i64, limit: i64) -> Result<ChangesPage, Chan
         })
         .collect::<Result<_, ChangesError>>()?;
     Ok(ChangesPage {
-        serial: head,
+        serial,
         changes,
         more,
     })
@@ -215,43 +210,21 @@ async fn stream_into(
     let mut first = true;
     let mirrored = super::mirror::primary_of(app).is_some();
     loop {
-        if mirrored {
-            // A follower serves its primary's documents as they came.
-            let page = db::mirror::documents_after(&mut snapshot, &after, STREAM_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.name.clone();
-            for d in page {
-                if !std::mem::take(&mut first) {
-                    piece.push(b',');
-                }
-                piece.extend(serde_json::to_vec(&d.name)?);
-                piece.push(b':');
-                piece.extend(d.body.as_bytes());
-            }
-            if out
-                .send(Ok(std::mem::take(&mut piece).into()))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
-            continue;
-        }
-        let names = db::stable::documented_after(&mut snapshot, &after, STREAM_PAGE).await?;
-        let Some(last) = names.last() else { break };
-        after = last.clone();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        for built in index::documents(&mut snapshot, &names, None).await? {
-            let Some(document) = built.document else {
-                continue;
-            };
-            if !first {
+        // A follower serves its primary's documents as they came.
+        let page = if mirrored {
+            db::mirror::documents_after(&mut snapshot, &after, STREAM_PAGE).await?
+        } else {
+            db::stable::documents_after(&mut snapshot, &after, STREAM_PAGE).await?
+        };
+        let Some(last) = page.last() else { break };
+        after = last.name.clone();
+        for d in page {
+            if !std::mem::take(&mut first) {
                 piece.push(b',');
             }
-            first = false;
-            piece.extend(serde_json::to_vec(&built.name)?);
+            piece.extend(serde_json::to_vec(&d.name)?);
             piece.push(b':');
-            piece.extend(index::to_bytes(&document));
+            piece.extend(d.body.as_bytes());
         }
         if out
             .send(Ok(std::mem::take(&mut piece).into()))

@@ -2,12 +2,14 @@
 //! per package, built from that package's rows only, so a change costs
 //! what it touches and not the size of the repository.
 //!
-//! Each stable change records, in its own transaction, the serial its
-//! documents changed at (`index_documents`) and a row of the changes log
-//! with their hashes ([`record_change`]); after the commit the documents are
-//! written to disk ([`publish`]), which also repairs, at start-up, what a
-//! crash between the commit and the files left behind. Readers that need
-//! one consistent view read it from one database snapshot ([`stream`]).
+//! Each stable change writes, in its own transaction, the new documents of
+//! the packages it touched (`index_documents`: the bytes, their sha256 and
+//! the serial) and a row of the changes log with their hashes
+//! ([`record_change`]); after the commit, [`publish`] wakes whoever waits
+//! for a change. A document is therefore exactly as old as the database:
+//! a crash leaves every document of a change old or every one new, and a
+//! reader of one snapshot sees one stable repository
+//! ([`super::changes::stream`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,37 +80,6 @@ impl ChangeKind {
     }
 }
 
-/// The documents a committed change wrote, to be put on disk.
-#[derive(Debug)]
-pub struct Pending {
-    serial: i64,
-    files: Vec<DocumentFile>,
-}
-
-/// A document to write (`bytes: None`: to delete), with the archives it
-/// names, which must be on disk first.
-#[derive(Debug)]
-struct DocumentFile {
-    name: String,
-    bytes: Option<Vec<u8>>,
-    archives: Vec<String>,
-}
-
-impl From<Built> for DocumentFile {
-    fn from(b: Built) -> Self {
-        let archives = b
-            .document
-            .iter()
-            .flat_map(|d| d.versions.iter().map(|v| v.archive.clone()))
-            .collect();
-        Self {
-            bytes: b.document.as_ref().map(to_bytes),
-            name: b.name,
-            archives,
-        }
-    }
-}
-
 /// A package touched by a change and the sha256 of its new document
 /// (`None`: its document went).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,23 +111,74 @@ fn version_of(name: &str, v: db::stable::ListedVersion) -> IndexVersion {
     }
 }
 
+/// Where [`documents`] takes the packages' versions from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionsFrom {
+    /// The `versions` table (and each manifest's dependencies).
+    Tables,
+    /// The stored documents, where there are any: a change that adds no
+    /// version (an obsolescence pinning thousands of dependents) leaves
+    /// every version list as it was, and reading it back costs a fraction
+    /// of decoding every manifest again.
+    StoredDocuments,
+}
+
+/// The versions of `names` from the tables, by package.
+async fn table_versions(
+    conn: &mut Conn,
+    names: &[&str],
+) -> anyhow::Result<BTreeMap<String, Vec<IndexVersion>>> {
+    let mut versions = BTreeMap::new();
+    for (name, list) in db::stable::version_lists(conn, names).await? {
+        let listed: Vec<db::stable::ListedVersion> = serde_json::from_str(&list)
+            .with_context(|| format!("the stable versions of {name} are unreadable"))?;
+        let list = listed.into_iter().map(|v| version_of(&name, v)).collect();
+        versions.insert(name, list);
+    }
+    Ok(versions)
+}
+
+/// The versions of `names` as `from` says, by package.
+async fn versions_of(
+    conn: &mut Conn,
+    names: &[&str],
+    from: VersionsFrom,
+) -> anyhow::Result<BTreeMap<String, Vec<IndexVersion>>> {
+    if from == VersionsFrom::Tables {
+        return table_versions(conn, names).await;
+    }
+    #[derive(Deserialize)]
+    struct Versions {
+        versions: Vec<IndexVersion>,
+    }
+    let mut versions = BTreeMap::new();
+    for (name, body) in db::stable::bodies_of(conn, names).await? {
+        let stored: Versions = serde_json::from_str(&body)
+            .with_context(|| format!("the stored document of {name} is unreadable"))?;
+        versions.insert(name, stored.versions);
+    }
+    let unstored: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !versions.contains_key(*n))
+        .collect();
+    if !unstored.is_empty() {
+        versions.extend(table_versions(conn, &unstored).await?);
+    }
+    Ok(versions)
+}
+
 /// The documents of `names` as the database holds them: each at the serial
 /// it last changed at, or at `at` (a change being recorded).
 pub async fn documents(
     conn: &mut Conn,
     names: &[&str],
     at: Option<i64>,
+    from: VersionsFrom,
 ) -> anyhow::Result<Vec<Built>> {
     let heads = db::stable::document_heads(conn, names).await?;
-    let lists = db::stable::version_lists(conn, names).await?;
+    let mut versions = versions_of(conn, names, from).await?;
     let pins = db::pins::of_dependents(conn, names).await?;
-    let mut versions: BTreeMap<String, Vec<IndexVersion>> = BTreeMap::new();
-    for (name, list) in lists {
-        let listed: Vec<db::stable::ListedVersion> = serde_json::from_str(&list)
-            .with_context(|| format!("the stable versions of {name} are unreadable"))?;
-        let list = listed.into_iter().map(|v| version_of(&name, v)).collect();
-        versions.insert(name, list);
-    }
     let mut pinned: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     for pin in &pins {
         pinned.entry(&pin.dependent).or_default().insert(
@@ -280,127 +302,148 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Records a stable change at `serial` inside its transaction: the new
 /// documents of the packages it touched, and its row of the changes log.
-/// Returns the documents to [`publish`] after the commit.
+/// A change that adds versions checks first that every archive its
+/// documents name is on disk (a document never names a missing archive).
 pub async fn record_change(
+    app: &App,
     tx: &mut db::Tx,
     serial: i64,
     kind: ChangeKind,
     names: &[&str],
-) -> anyhow::Result<Pending> {
+) -> anyhow::Result<()> {
     let mut names = names.to_vec();
     names.sort_unstable();
     names.dedup();
-    let built = documents(tx, &names, Some(serial)).await?;
-    let (kept, gone): (Vec<&Built>, Vec<&Built>) = built.iter().partition(|b| b.document.is_some());
-    let ids = |list: &[&Built]| -> Vec<i64> { list.iter().filter_map(|b| b.package_id).collect() };
-    db::stable::set_documents(tx, serial, &ids(&kept)).await?;
-    db::stable::drop_documents(tx, &ids(&gone)).await?;
-    let mut files: Vec<DocumentFile> = built.into_iter().map(DocumentFile::from).collect();
-    if !kind.adds_versions() {
-        // Its documents name only archives that earlier documents named:
-        // thousands of pinned dependents are not checked again.
-        files.iter_mut().for_each(|f| f.archives.clear());
+    let from = if kind.adds_versions() {
+        VersionsFrom::Tables
+    } else {
+        VersionsFrom::StoredDocuments
+    };
+    let built = documents(tx, &names, Some(serial), from).await?;
+    if kind.adds_versions() {
+        // Only such a change can name an archive no document named before:
+        // the thousands of dependents an obsolescence pins are not checked.
+        let archives: Vec<String> = built
+            .iter()
+            .filter_map(|b| b.document.as_ref())
+            .flat_map(|d| d.versions.iter().map(|v| v.archive.clone()))
+            .collect();
+        let store = app.stable.clone();
+        blocking(move || {
+            for rel in &archives {
+                let path = store.root().join(rel);
+                anyhow::ensure!(
+                    path.is_file(),
+                    "stable archive {} is missing; the change is not recorded",
+                    path.display()
+                );
+            }
+            Ok(())
+        })
+        .await?;
     }
-    let touched: Vec<Touched> = files
+    let touched = put(tx, &built, |_| serial).await?;
+    db::changes::insert(tx, serial, kind.as_str(), &serde_json::to_string(&touched)?).await?;
+    Ok(())
+}
+
+/// Stores the documents of `built` (each at the serial `serial_of` says)
+/// and forgets those of the packages that have none any more; returns
+/// each package with the sha256 of its new document.
+async fn put(
+    tx: &mut db::Tx,
+    built: &[Built],
+    serial_of: impl Fn(&IndexDocument) -> i64,
+) -> anyhow::Result<Vec<Touched>> {
+    let mut bodies = Vec::new();
+    let mut gone = Vec::new();
+    let mut touched = Vec::with_capacity(built.len());
+    for b in built {
+        let mut sha256 = None;
+        match (&b.document, b.package_id) {
+            (Some(document), Some(id)) => {
+                let body = String::from_utf8(to_bytes(document)).expect("JSON is UTF-8");
+                let sha = sha256_hex(body.as_bytes());
+                sha256 = Some(sha.clone());
+                bodies.push((id, serial_of(document), sha, body));
+            }
+            (None, Some(id)) => gone.push(id),
+            (_, None) => {}
+        }
+        touched.push(Touched {
+            name: b.name.clone(),
+            sha256,
+        });
+    }
+    let docs: Vec<db::stable::NewDocument> = bodies
         .iter()
-        .map(|f| Touched {
-            name: f.name.clone(),
-            sha256: f.bytes.as_deref().map(sha256_hex),
+        .map(|(id, serial, sha256, body)| db::stable::NewDocument {
+            package_id: *id,
+            serial: *serial,
+            sha256,
+            body,
         })
         .collect();
-    db::changes::insert(tx, serial, kind.as_str(), &serde_json::to_string(&touched)?).await?;
-    Ok(Pending { serial, files })
+    db::stable::put_documents(tx, &docs).await?;
+    db::stable::drop_documents(tx, &gone).await?;
+    Ok(touched)
 }
 
 /// [`record_change`] for a promotion of one upload or of a group.
 pub async fn record_promotion(
+    app: &App,
     tx: &mut db::Tx,
     serial: i64,
     names: impl IntoIterator<Item = &str>,
-) -> anyhow::Result<Pending> {
+) -> anyhow::Result<()> {
     let names: Vec<&str> = names.into_iter().collect();
     let kind = if names.len() > 1 {
         ChangeKind::GroupPromotion
     } else {
         ChangeKind::Promotion
     };
-    record_change(tx, serial, kind, &names).await
+    record_change(app, tx, serial, kind, &names).await
 }
 
-/// Makes the documents on disk match the database: those of `pending`
-/// when it is the one change the disk lacks (the common case, right after
-/// its commit), else those of every change since the serial on disk, or
-/// all of them when the log no longer reaches that far (first start).
-/// Then wakes whoever waits for a change. Returns the serial on disk.
-pub async fn publish(app: &App, pending: Option<Pending>) -> anyhow::Result<i64> {
-    let published = {
-        let _one_writer = app.index_lock.lock().await;
-        // Several servers may share one database and one stable directory:
-        // on PostgreSQL one index writer at a time across all of them.
-        let cross_server = match app.db.backend() {
-            db::Backend::Postgres => {
-                let mut lock = app.db.pool().begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7263001)")
-                    .execute(&mut *lock)
-                    .await?;
-                Some(lock)
-            }
-            db::Backend::Sqlite => None,
-        };
-        let published = publish_locked(app, pending).await;
-        if let Some(lock) = cross_server {
-            lock.commit().await?;
+/// Tells whoever waits for a change that the one at `serial` is committed
+/// (its documents with it): this process's long-polls, the other servers'
+/// and the configured mirrors.
+pub async fn publish(app: &App, serial: i64) {
+    super::changes::announce(app, serial).await;
+    super::mirror::push(app, serial);
+}
+
+/// Documents written per transaction when filling in old ones.
+const PAGE: i64 = 1000;
+
+/// Fills in the documents that have no body yet, from the tables: those
+/// of a data directory from before the documents moved into the database,
+/// whose files under `stable/index/` are then deleted. Returns how many it
+/// wrote; nothing to do costs one indexed query.
+pub async fn write_unwritten(app: &App) -> anyhow::Result<usize> {
+    let mut written = 0;
+    loop {
+        let mut tx = app.db.begin_write().await?;
+        let names = db::stable::unwritten_documents(&mut tx, PAGE).await?;
+        if names.is_empty() {
+            tx.commit().await?;
+            break;
         }
-        published?
-    };
-    super::changes::announce(app, published).await;
-    super::mirror::push(app, published);
-    Ok(published)
-}
-
-/// Pages of documents read and written at once by a repair.
-const PAGE: usize = 1000;
-
-async fn publish_locked(app: &App, pending: Option<Pending>) -> anyhow::Result<i64> {
-    let store = app.stable.clone();
-    let on_disk = blocking(move || {
-        store.sweep_index_once()?;
-        store.published_serial()
-    })
-    .await?;
-    if let Some(p) = pending
-        && p.serial == on_disk + 1
-    {
-        write(app, p.serial, p.files, true).await?;
-        return Ok(p.serial);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let built = documents(&mut tx, &names, None, VersionsFrom::Tables).await?;
+        put(&mut tx, &built, |d| d.serial).await?;
+        tx.commit().await?;
+        written += names.len();
     }
-    let mut tx = app.db.begin_read().await?;
-    let serial = db::stable::serial(&mut tx).await?;
-    if on_disk >= serial {
-        return Ok(on_disk);
-    }
-    let names = match touched_between(&mut tx, on_disk, serial).await? {
-        Some(names) => names,
-        None => every_document(app, &mut tx).await?,
-    };
     let store = app.stable.clone();
-    blocking(move || store.sweep_index()).await?;
-    for page in names.chunks(PAGE) {
-        let page: Vec<&str> = page.iter().map(String::as_str).collect();
-        let built = documents(&mut tx, &page, None).await?;
-        let files = built.into_iter().map(DocumentFile::from).collect();
-        write(app, serial, files, false).await?;
+    blocking(move || store.remove_legacy_index()).await?;
+    if written > 0 {
+        tracing::info!(
+            documents = written,
+            "stable index documents written into the database"
+        );
     }
-    tx.commit().await?;
-    let store = app.stable.clone();
-    blocking(move || store.set_published_serial(serial)).await?;
-    tracing::info!(
-        stable.serial = serial,
-        stable.from = on_disk,
-        documents = names.len(),
-        "stable index repaired"
-    );
-    Ok(serial)
+    Ok(written)
 }
 
 /// The packages the changes after `from` through `to` touched, or `None`
@@ -427,71 +470,28 @@ pub async fn touched_between(
     Ok(Some(names))
 }
 
-/// Every package with a document in the database or on disk.
-async fn every_document(app: &App, conn: &mut Conn) -> anyhow::Result<Vec<String>> {
-    let store = app.stable.clone();
-    let mut names = blocking(move || store.documented()).await?;
-    let mut after = String::new();
-    loop {
-        let page = db::stable::documented_after(conn, &after, PAGE as i64).await?;
-        let Some(last) = page.last() else { break };
-        after = last.clone();
-        names.extend(page);
-    }
-    names.sort_unstable();
-    names.dedup();
-    Ok(names)
-}
-
-/// What `StableStore::write_documents` calls after each rename: the
-/// failpoint `index-after-first-document` when a change writes several
-/// (the crash tests abort there, leaving some documents new, some old).
-pub fn after_each_document(documents: usize) -> impl Fn() {
-    move || {
-        if documents > 1 {
-            super::verdict::failpoint("index-after-first-document");
-        }
-    }
-}
-
-/// Writes documents, after checking that every archive they name is there
-/// (a document never names a missing archive); `last` sets the serial on
-/// disk afterwards.
-async fn write(app: &App, serial: i64, files: Vec<DocumentFile>, last: bool) -> anyhow::Result<()> {
-    let store = app.stable.clone();
-    blocking(move || {
-        for file in &files {
-            for rel in &file.archives {
-                let path = store.root().join(rel);
-                anyhow::ensure!(
-                    path.is_file(),
-                    "stable archive {} is missing; index not published",
-                    path.display()
-                );
-            }
-        }
-        let docs: Vec<(String, Option<Vec<u8>>)> =
-            files.into_iter().map(|f| (f.name, f.bytes)).collect();
-        store
-            .write_documents(&docs, &after_each_document(docs.len()))?
-            .discard_soon();
-        if last {
-            store.set_published_serial(serial)?;
-            tracing::info!(
-                stable.serial = serial,
-                documents = docs.len(),
-                "stable index published"
-            );
-        }
-        Ok(())
-    })
-    .await
-}
-
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<R> + Send + 'static,
 ) -> anyhow::Result<R> {
     tokio::task::spawn_blocking(f)
         .await
         .context("index writer panicked")?
+}
+
+/// The stored document of `name` (on a follower, its primary's copy) and
+/// the stable serial, read from one snapshot: the document is at most as
+/// new as the serial.
+pub async fn stored(
+    app: &App,
+    name: &str,
+) -> anyhow::Result<(i64, Option<db::stable::StoredDocument>)> {
+    let mut snapshot = app.db.begin_read().await?;
+    let serial = db::stable::serial(&mut snapshot).await?;
+    let document = if super::mirror::primary_of(app).is_some() {
+        db::mirror::document(&mut snapshot, name).await?
+    } else {
+        db::stable::document(&mut snapshot, name).await?
+    };
+    snapshot.commit().await?;
+    Ok((serial, document))
 }

@@ -76,13 +76,9 @@ impl Follower {
         })
     }
 
-    /// Puts the documents the database holds on disk (what a crash between
-    /// a commit and the files left undone), then follows the primary until
-    /// `shutdown`, retrying with a growing pause while it does not answer.
+    /// Follows the primary until `shutdown`, retrying with a growing pause
+    /// while it does not answer.
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Err(e) = self.republish().await {
-            tracing::error!(error = %format!("{e:#}"), "the mirrored index could not be put on disk");
-        }
         if let Err(e) = self.backfill_pages().await {
             tracing::warn!(error = %format!("{e:#}"), "the package pages of older mirrored documents were not filled in; the next change to each package fills its page");
         }
@@ -158,7 +154,8 @@ impl Follower {
     }
 
     /// Applies a page of changes: documents read, archives fetched and
-    /// verified, then one transaction, then the files.
+    /// verified, then one transaction (documents, changes and serial), then
+    /// the archives no document names any more are deleted.
     async fn apply_page(&self, page: &ChangesPage) -> anyhow::Result<()> {
         let head = page.changes.last().map_or(page.serial, |c| c.serial);
         let names: BTreeSet<&str> = page
@@ -186,7 +183,7 @@ impl Follower {
         tx.commit().await?;
         super::verdict::failpoint("mirror-after-commit");
         let kept = pages::kept_versions(&fetched);
-        self.write_files(fetched, head, false).await?;
+        self.after_commit(&fetched, head, false).await?;
         self.sweep_archives(kept).await?;
         tracing::info!(
             stable.serial = head,
@@ -231,7 +228,7 @@ impl Follower {
         db::mirror::record_contact(&mut tx, &self.primary, snapshot.serial, true).await?;
         tx.commit().await?;
         let kept = pages::kept_versions(&fetched);
-        self.write_files(fetched, snapshot.serial, true).await?;
+        self.after_commit(&fetched, snapshot.serial, true).await?;
         self.sweep_archives(kept).await?;
         tracing::info!(
             stable.serial = snapshot.serial,
@@ -316,67 +313,39 @@ impl Follower {
         Ok(())
     }
 
-    /// Writes the documents to disk and marks them published at `serial`;
-    /// `whole`: the documents are the whole index (others on disk go).
-    async fn write_files(
+    /// After the commit: deletes the archives of the packages whose
+    /// document went (`whole`: of every package the documents do not
+    /// name), and wakes whoever waits for a change.
+    async fn after_commit(
         &self,
-        fetched: Vec<Fetched>,
+        fetched: &[Fetched],
         serial: i64,
         whole: bool,
     ) -> anyhow::Result<()> {
+        let mut gone: Vec<String> = fetched
+            .iter()
+            .filter(|f| f.document.is_none())
+            .map(|f| f.name.clone())
+            .collect();
+        let named: BTreeSet<String> = fetched
+            .iter()
+            .filter(|f| f.document.is_some())
+            .map(|f| f.name.clone())
+            .collect();
         let store = self.app.stable.clone();
         blocking(move || {
-            let mut docs: Vec<(String, Option<Vec<u8>>)> = fetched
-                .into_iter()
-                .map(|f| (f.name, f.document.map(|(bytes, _)| bytes)))
-                .collect();
             if whole {
-                let kept: BTreeSet<String> = docs.iter().map(|(n, _)| n.clone()).collect();
-                let gone = store
-                    .documented()?
-                    .into_iter()
-                    .filter(|n| !kept.contains(n));
-                docs.extend(gone.map(|n| (n, None)).collect::<Vec<_>>());
+                let archived = store.archived_packages()?;
+                gone.extend(archived.into_iter().filter(|n| !named.contains(n)));
             }
-            store
-                .write_documents(&docs, &super::index::after_each_document(docs.len()))?
-                .discard_soon();
-            for (name, _) in docs.iter().filter(|(_, b)| b.is_none()) {
+            for name in &gone {
                 store.remove_package_archives(name)?;
             }
-            store.set_published_serial(serial)
+            Ok(())
         })
         .await?;
         super::changes::announce(&self.app, serial).await;
         Ok(())
-    }
-
-    /// Writes every mirrored document from the database to disk, when the
-    /// disk is behind the database (a crash after a commit, or in the
-    /// middle of writing the documents).
-    async fn republish(&self) -> anyhow::Result<()> {
-        let serial = self.serial().await?;
-        let store = self.app.stable.clone();
-        if blocking(move || store.published_serial()).await? == serial {
-            return Ok(());
-        }
-        let mut fetched = Vec::new();
-        let mut after = String::new();
-        let mut conn = self.app.db.pool().acquire().await?;
-        loop {
-            let page = db::mirror::documents_after(&mut conn, &after, 500).await?;
-            let Some(last) = page.last() else { break };
-            after = last.name.clone();
-            for d in page {
-                let document = serde_json::from_str(&d.body)?;
-                fetched.push(Fetched {
-                    name: d.name,
-                    document: Some((d.body.into_bytes(), document)),
-                });
-            }
-        }
-        drop(conn);
-        self.write_files(fetched, serial, true).await
     }
 }
 
@@ -462,7 +431,7 @@ pub fn push(app: &App, serial: i64) {
 pub struct MirrorStatus {
     /// The primary followed; `None`: this server is no follower.
     pub primary: Option<String>,
-    /// The stable serial this server serves (its documents on disk).
+    /// The stable serial this server serves.
     pub serial: i64,
     /// The primary's serial when it last answered, and when that was.
     pub primary_serial: Option<i64>,
@@ -478,11 +447,8 @@ pub struct MirrorStatus {
 
 /// This server's mirror status.
 pub async fn status(app: &App) -> anyhow::Result<MirrorStatus> {
-    let store = app.stable.clone();
-    let published = blocking(move || store.published_serial()).await?;
     let mut conn = app.db.pool().acquire().await?;
-    // What is served: the documents on disk follow the commit.
-    let serial = db::stable::serial(&mut conn).await?.min(published);
+    let serial = db::stable::serial(&mut conn).await?;
     let state = db::mirror::state(&mut conn).await?;
     let now = db::now_ms();
     Ok(MirrorStatus {

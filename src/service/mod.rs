@@ -64,8 +64,6 @@ pub struct App {
     pub wake: Arc<tokio::sync::Notify>,
     /// This process's model of the stable repository.
     pub stable_cache: stable::StableCache,
-    /// One index writer at a time in this process.
-    pub index_lock: Arc<tokio::sync::Mutex<()>>,
     /// The serial the stable index was last published at, by this process
     /// or (announced) another: what long-polls of the changes log wait on.
     pub stable_serial: Arc<tokio::sync::watch::Sender<i64>>,
@@ -104,7 +102,6 @@ impl App {
             templates,
             mailer,
             wake: Arc::new(tokio::sync::Notify::new()),
-            index_lock: Arc::new(tokio::sync::Mutex::new(())),
             stable_cache: Arc::default(),
             stable_serial: Arc::new(tokio::sync::watch::Sender::new(0)),
             mirror_pushed: Arc::new(tokio::sync::Notify::new()),

@@ -137,8 +137,7 @@ pub async fn obsolete(
     let touched: Vec<&str> = std::iter::once(name)
         .chain(plan.iter().map(|p| p.dependent.as_str()))
         .collect();
-    let documents =
-        index::record_change(&mut tx, serial, ChangeKind::Obsolescence, &touched).await?;
+    index::record_change(app, &mut tx, serial, ChangeKind::Obsolescence, &touched).await?;
     let documented = started.elapsed();
     verdict::failpoint("obsolete-before-commit");
     tx.commit().await?;
@@ -155,10 +154,10 @@ pub async fn obsolete(
             repo.pin(pin.dependent.clone(), pname.clone(), pin.max.clone());
         }
     });
-    index::publish(app, Some(documents)).await?;
+    index::publish(app, serial).await;
     let published = started.elapsed();
-    // After the documents: thousands of emails enqueued at once would
-    // compete with writing them, and they are in the outbox already.
+    // The emails are in the outbox already: thousands enqueued at once
+    // go after the commit, off the transaction.
     notify::push_new(app, &email_ids).await;
     tracing::info!(
         package.name = name,
@@ -329,7 +328,7 @@ pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteErro
     )
     .await?;
     let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
-    let documents = index::record_change(&mut tx, serial, ChangeKind::Undo, &touched).await?;
+    index::record_change(app, &mut tx, serial, ChangeKind::Undo, &touched).await?;
     tx.commit().await?;
     stable::apply(app, serial, |repo| {
         repo.clear_obsolete(&pname);
@@ -338,7 +337,7 @@ pub async fn undo(app: &App, user: &User, name: &str) -> Result<(), ObsoleteErro
             repo.unpin(&d, &pname);
         }
     });
-    index::publish(app, Some(documents)).await?;
+    index::publish(app, serial).await;
     tracing::info!(
         package.name = name,
         pins_lifted = lifted,
@@ -390,11 +389,10 @@ pub async fn remove_unneeded(app: &App) -> anyhow::Result<Vec<String>> {
             )
             .await?;
             let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
-            let documents =
-                index::record_change(&mut tx, serial, ChangeKind::Removal, &touched).await?;
+            index::record_change(app, &mut tx, serial, ChangeKind::Removal, &touched).await?;
             tx.commit().await?;
             stable::apply(app, serial, |repo| repo.remove_package(&name));
-            index::publish(app, Some(documents)).await?;
+            index::publish(app, serial).await;
             let store = app.stable.clone();
             let n = name.to_string();
             tokio::task::spawn_blocking(move || store.remove_package_archives(&n)).await??;

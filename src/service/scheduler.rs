@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{App, checks, faults, notify, stable, verdict};
+use super::{App, checks, faults, notify, verdict};
 use crate::config::PlatformConfig;
 use crate::db;
 use crate::domain::check::CheckState;
@@ -164,9 +164,10 @@ async fn registry_set_current(app: &App, name: &str, check: Option<i64>) {
 }
 
 /// Re-enqueues the build checks that should have a job, decides uploads
-/// whose checks are all final, and publishes the index if it lags.
+/// whose checks are all final, and fills in index documents written
+/// before they moved into the database.
 pub async fn reconcile(app: &App) -> anyhow::Result<()> {
-    stable::publish_index(app).await?;
+    super::index::write_unwritten(app).await?;
     super::changes::prune(app).await?;
     super::groups::expire(app).await?;
     super::tus::sweep(app).await?;

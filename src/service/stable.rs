@@ -160,7 +160,8 @@ pub async fn catch_up(app: &App) -> anyhow::Result<bool> {
         return Ok(false);
     };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let built = super::index::documents(&mut tx, &names, None).await?;
+    let built =
+        super::index::documents(&mut tx, &names, None, super::index::VersionsFrom::Tables).await?;
     tx.commit().await?;
     let mut guard = app.stable_cache.write().expect("stable cache lock");
     let Some(model) = guard.as_mut().filter(|m| m.serial == from) else {
@@ -229,13 +230,6 @@ pub struct ObsoleteView {
     pub replacement: Option<String>,
 }
 
-/// Makes the index documents on disk match the database when they are
-/// behind (at start-up, to finish what a crash interrupted); returns the
-/// serial on disk afterwards.
-pub async fn publish_index(app: &App) -> anyhow::Result<i64> {
-    super::index::publish(app, None).await
-}
-
 /// A package as `GET /api/v1/packages/{name}` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PackageView {
@@ -292,7 +286,7 @@ pub async fn package(app: &App, name: &str) -> Result<PackageView, StableError> 
         return Err(StableError::NoSuchPackage(name.into()));
     }
     let history = db::events::of_package(&mut tx, info.id).await?;
-    let entry = super::index::documents(&mut tx, &[name], None)
+    let entry = super::index::documents(&mut tx, &[name], None, super::index::VersionsFrom::Tables)
         .await?
         .pop()
         .and_then(|b| b.document);

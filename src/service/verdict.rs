@@ -282,7 +282,7 @@ async fn promote(
     }
     let serial = db::stable::bump_serial(&mut tx).await?;
     let names = members.iter().map(|m| m.upload.name.as_str());
-    let documents = super::index::record_promotion(&mut tx, serial, names).await?;
+    super::index::record_promotion(app, &mut tx, serial, names).await?;
     let mut emails = Vec::new();
     for (m, o) in members.iter().zip(outcomes) {
         emails.extend(queue_verdict_email(app, &mut tx, m, o).await?);
@@ -314,7 +314,7 @@ async fn promote(
             );
         }
     });
-    super::index::publish(app, Some(documents)).await?;
+    super::index::publish(app, serial).await;
     // The email says accepted once the index says so.
     notify::push_new(app, &emails).await;
     // A new version may have dropped a dependency on an obsolete package.

@@ -12,7 +12,7 @@ use crate::support::{TestApp, TestDb, wait_until};
 
 on_both_databases!(
     a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_upload_is_accepted_on_restart,
-    a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart,
+    a_crash_after_the_commit_leaves_the_promotion_with_its_document,
 );
 
 /// Sets up a database and data dir (through a `TestApp` that then stops
@@ -69,7 +69,7 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
         "the failpoint aborted the server"
     );
     // The old stable repository: no index entry, and the upload not lost.
-    let (index, whole) = index_is_whole(&data);
+    let (index, whole) = index_is_whole(&url, &data).await;
     assert!(whole);
     assert!(index["packages"]["alpha"].is_null(), "{index}");
     assert_eq!(state_of(&app, id).await, "checking");
@@ -78,7 +78,7 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
     wait_accepted(&app, id).await;
     let shown = wait_until(
         async || {
-            let (index, whole) = index_is_whole(&data);
+            let (index, whole) = index_is_whole(&url, &data).await;
             assert!(whole, "{index}");
             index["packages"]["alpha"]["versions"][0]["version"] == "1.0.0"
         },
@@ -88,9 +88,9 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
     assert!(
         shown.is_some(),
         "the index never showed alpha: {}",
-        index_is_whole(&data).0
+        index_is_whole(&url, &data).await.0
     );
-    assert_documents_match(app.app.db.pool(), &data).await;
+    assert_documents_match(app.app.db.pool()).await;
     assert_eq!(
         count(
             &app,
@@ -120,7 +120,7 @@ async fn a_crash_after_the_archive_is_stored_leaves_the_old_stable_and_the_uploa
     );
 }
 
-async fn a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart(db: TestDb) {
+async fn a_crash_after_the_commit_leaves_the_promotion_with_its_document(db: TestDb) {
     let (app, token) = prepared(db).await;
     let data = app.app.config.data_dir.clone();
     let url = app.database_url.clone();
@@ -136,24 +136,34 @@ async fn a_crash_after_the_commit_is_repaired_by_publishing_the_index_on_restart
         server.wait_exit(Duration::from_secs(60)).await,
         "the failpoint aborted the server"
     );
-    // Committed with its change, but the index on disk is still the old
-    // one, and whole.
+    // Committed with its change and its document (written in the same
+    // transaction): nothing is left for a restart to repair.
     assert_eq!(state_of(&app, id).await, "accepted");
     assert_log_matches_serial(app.app.db.pool()).await;
-    let (index, whole) = index_is_whole(&data);
-    assert!(whole);
-    assert!(index["packages"]["beta"].is_null(), "{index}");
+    let (index, whole) = index_is_whole(&url, &data).await;
+    assert!(whole, "{index}");
+    assert_eq!(
+        index["packages"]["beta"]["versions"][0]["version"], "1.0.0",
+        "{index}"
+    );
+    assert_documents_match(app.app.db.pool()).await;
 
-    let _server = ServerProcess::start(&data, &url, None).await;
-    // Start-up reconcile publishes before serving.
-    let (index, whole) = index_is_whole(&data);
+    let server = ServerProcess::start(&data, &url, None).await;
+    // What the restarted server serves is that document.
+    let served = reqwest::get(format!("{}/api/v1/index/beta", server.base))
+        .await
+        .unwrap();
+    assert_eq!(served.status(), reqwest::StatusCode::OK);
+    let served: serde_json::Value = served.json().await.unwrap();
+    let (index, whole) = index_is_whole(&url, &data).await;
+    assert_eq!(served, index["packages"]["beta"]);
     assert!(whole, "{index}");
     assert_eq!(
         index["packages"]["beta"]["versions"][0]["version"], "1.0.0",
         "{index}"
     );
     assert_eq!(index["serial"], 1);
-    assert_documents_match(app.app.db.pool(), &data).await;
+    assert_documents_match(app.app.db.pool()).await;
     assert_eq!(
         count(
             &app,

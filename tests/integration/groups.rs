@@ -299,7 +299,7 @@ async fn a_crash_in_the_middle_of_a_group_promotion_leaves_all_or_none(db: TestD
         server.wait_exit(Duration::from_secs(60)).await,
         "the failpoint aborted the server"
     );
-    let (index, whole) = index_is_whole(&data);
+    let (index, whole) = index_is_whole(&url, &data).await;
     assert!(whole);
     assert!(
         index["packages"]["x"].is_null() && index["packages"]["y"].is_null(),

@@ -1,10 +1,10 @@
 //! The per-package stable index and the changes log (SPEC section 10):
 //! each document matches the database after every kind of stable change,
 //! only touched documents are rewritten, ETag and 304, the changes after a
-//! serial (paged, long-polled, 410 once pruned), the streamed snapshot, and
-//! a crash in the middle of writing documents.
+//! serial (paged, long-polled, 410 once pruned), the streamed snapshot, a
+//! crash after a change's documents are written and before its commit,
+//! and readers that see every document of a large change or none.
 
-use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::on_both_databases;
 use crate::support::archives::package_building;
-use crate::support::index::{assert_documents_match, assert_log_matches_serial, documents_on_disk};
+use crate::support::index::{assert_documents_match, assert_log_matches_serial, stored_documents};
 use crate::support::process::{ServerProcess, index_is_whole};
-use crate::support::{TestApp, TestDb, wait_until};
+use crate::support::{TestApp, TestDb};
 
 on_both_databases!(
     every_document_matches_the_database_after_each_kind_of_stable_change,
@@ -22,9 +22,11 @@ on_both_databases!(
     changes_since_a_serial_list_exactly_the_later_ones_in_pages,
     a_long_poll_returns_when_a_promotion_happens,
     a_pruned_log_answers_gone_and_the_snapshot_is_where_to_start_again,
-    a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repairs,
+    a_crash_before_the_commit_leaves_every_document_old,
     another_server_catches_its_model_up_from_the_changes_log,
-    an_obsolescence_of_many_dependents_writes_every_document_in_one_batch,
+    an_obsolescence_of_many_dependents_is_seen_whole_or_not_at_all,
+    thousands_of_documents_are_stored_in_batches_and_read_back,
+    the_document_files_of_an_older_release_move_into_the_database,
 );
 
 /// A package whose build passes.
@@ -60,13 +62,20 @@ async fn obsolete(app: &TestApp, token: &str, name: &str, request: Value) -> Val
 }
 
 async fn matches(app: &TestApp) {
-    assert_documents_match(app.app.db.pool(), &app.app.config.data_dir).await;
+    assert_documents_match(app.app.db.pool()).await;
 }
 
-/// The inode of a package's document: a rewrite renames a new file over it.
-fn inode(app: &TestApp, name: &str) -> u64 {
-    let path = app.app.stable.document_path(name);
-    std::fs::metadata(path).unwrap().ino()
+/// The serial at which a package's stored document was last written.
+async fn written_at(app: &TestApp, name: &str) -> i64 {
+    let (serial,): (i64,) = sqlx::query_as(
+        "SELECT d.serial FROM index_documents d JOIN packages p ON p.id = d.package_id \
+         WHERE p.name = $1",
+    )
+    .bind(name)
+    .fetch_one(app.app.db.pool())
+    .await
+    .unwrap();
+    serial
 }
 
 async fn last_change(app: &TestApp) -> Value {
@@ -126,10 +135,13 @@ async fn every_document_matches_the_database_after_each_kind_of_stable_change(db
     matches(&app).await;
 
     // A promotion rewrites its own package's document only.
-    let (a_before, e_before) = (inode(&app, "a"), inode(&app, "e"));
+    let (a_before, e_before) = (written_at(&app, "a").await, written_at(&app, "e").await);
     accept(&app, &op, pkg("c", "1.0.0", &[("a", "^1")])).await;
     assert_eq!(touched(&last_change(&app).await), ["c"]);
-    assert_eq!((inode(&app, "a"), inode(&app, "e")), (a_before, e_before));
+    assert_eq!(
+        (written_at(&app, "a").await, written_at(&app, "e").await),
+        (a_before, e_before)
+    );
     matches(&app).await;
 
     promote_group(
@@ -159,7 +171,7 @@ async fn every_document_matches_the_database_after_each_kind_of_stable_change(db
         (change["kind"].as_str(), touched(&change)),
         (Some("obsolescence"), vec!["a", "b", "c"])
     );
-    assert_eq!(inode(&app, "e"), e_before);
+    assert_eq!(written_at(&app, "e").await, e_before);
     matches(&app).await;
 
     let undo = app
@@ -198,13 +210,14 @@ async fn every_document_matches_the_database_after_each_kind_of_stable_change(db
         removal["packages"],
         json!([{ "name": "c", "sha256": null }, { "name": "d", "sha256": removal["packages"][1]["sha256"] }])
     );
-    assert!(!app.app.stable.document_path("c").exists());
+    let gone = app.get(None, "/api/v1/index/c").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
     matches(&app).await;
 
-    // The whole index, streamed, is the documents on disk.
+    // The whole index, streamed, is the stored documents.
     let whole = app.get(None, "/api/v1/index").await.body;
-    let on_disk = documents_on_disk(&app.app.config.data_dir);
-    assert_eq!(whole["packages"], serde_json::to_value(&on_disk).unwrap());
+    let stored = stored_documents(app.app.db.pool()).await;
+    assert_eq!(whole["packages"], serde_json::to_value(&stored).unwrap());
     assert_eq!(whole["serial"], removal["serial"]);
 }
 
@@ -366,17 +379,21 @@ async fn wait_pruned(app: &TestApp) {
     assert_eq!(n, 1);
 }
 
-async fn a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repairs(db: TestDb) {
+/// Aborted after the obsolescence wrote its documents and before it
+/// committed: every document is the old one (they were written in the
+/// transaction), the log matches the serial, and the restarted server
+/// obsoletes it whole.
+async fn a_crash_before_the_commit_leaves_every_document_old(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let op = app.operator.clone();
     accept(&app, &op, pkg("a", "1.0.0", &[])).await;
     accept(&app, &op, pkg("b", "1.0.0", &[("a", "^1")])).await;
     accept(&app, &op, pkg("c", "1.0.0", &[("a", "^1")])).await;
     let data = app.app.config.data_dir.clone();
-    let before = documents_on_disk(&data);
+    let before = stored_documents(app.app.db.pool()).await;
 
     let mut server =
-        ServerProcess::start(&data, &app.database_url, Some("index-after-first-document")).await;
+        ServerProcess::start(&data, &app.database_url, Some("obsolete-before-commit")).await;
     let result = reqwest::Client::new()
         .post(format!("{}/api/v1/packages/a/obsolete", server.base))
         .bearer_auth(&op)
@@ -389,25 +406,27 @@ async fn a_crash_between_two_documents_leaves_each_old_or_new_and_restart_repair
         "the failpoint aborted the server"
     );
 
-    // Committed: the log matches the serial. On disk one document is new,
-    // the others old, each whole.
     assert_log_matches_serial(app.app.db.pool()).await;
-    let (index, whole) = index_is_whole(&data);
+    let (index, whole) = index_is_whole(&app.database_url, &data).await;
     assert!(whole, "{index}");
-    assert_eq!(index["serial"], 3, "the disk does not claim the new serial");
-    let mut new = 0;
-    for (name, document) in documents_on_disk(&data) {
-        if document != before[&name] {
-            assert_eq!(document["serial"], 4, "{name}: {document}");
-            new += 1;
-        }
-    }
-    assert_eq!(new, 1, "the abort came after the first document");
-
-    let _restarted = ServerProcess::start(&data, &app.database_url, None).await;
+    assert_eq!(index["serial"], 3);
+    assert_eq!(stored_documents(app.app.db.pool()).await, before);
     matches(&app).await;
-    assert_eq!(index_is_whole(&data).0["serial"], 4);
-    assert_eq!(documents_on_disk(&data)["b"]["pins"]["a"], "^1, <=1.0.0");
+
+    let restarted = ServerProcess::start(&data, &app.database_url, None).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/packages/a/obsolete", restarted.base))
+        .bearer_auth(&op)
+        .json(&json!({ "reason": "old" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    matches(&app).await;
+    let after = stored_documents(app.app.db.pool()).await;
+    assert_eq!(after["b"]["pins"]["a"], "^1, <=1.0.0");
+    assert_eq!(after["c"]["pins"]["a"], "^1, <=1.0.0");
+    assert_eq!(after["a"]["serial"], 4);
 }
 
 /// What a model says of the packages of this test, for comparing two.
@@ -460,21 +479,20 @@ async fn another_server_catches_its_model_up_from_the_changes_log(db: TestDb) {
     );
 }
 
-/// The files of the index directory that are not documents (temporary
-/// files, old documents swapped out and not yet deleted).
-fn leftovers(app: &TestApp) -> Vec<String> {
-    std::fs::read_dir(app.app.stable.index_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|f| !f.ends_with(".json") || f.starts_with('.'))
-        .collect()
+/// How many of `names` the streamed whole index shows pinned on `a`.
+async fn pinned_in_stream(app: &TestApp, names: &[String]) -> (i64, usize) {
+    let whole = app.get(None, "/api/v1/index").await.body;
+    let pinned = names
+        .iter()
+        .filter(|d| !whole["packages"][d.as_str()]["pins"]["a"].is_null())
+        .count();
+    (whole["serial"].as_i64().unwrap(), pinned)
 }
 
-/// An obsolescence pinning more dependents than are synced one by one:
-/// the batched write (all written, the filesystem synced once, all
-/// swapped in, the old ones deleted in the background), the emails queued
-/// in one statement, every document as the tables say.
-async fn an_obsolescence_of_many_dependents_writes_every_document_in_one_batch(db: TestDb) {
+/// An obsolescence pinning forty dependents: one change, every document as
+/// the tables say, the emails queued; and readers of the whole index while
+/// it runs see every dependent pinned or none (one snapshot, one change).
+async fn an_obsolescence_of_many_dependents_is_seen_whole_or_not_at_all(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let op = app.operator.clone();
     accept(&app, &op, pkg("a", "1.0.0", &[])).await;
@@ -487,9 +505,34 @@ async fn an_obsolescence_of_many_dependents_writes_every_document_in_one_batch(d
     for id in ids {
         assert_eq!(app.upload_view(id).await["state"], "accepted");
     }
-    let before: Vec<u64> = dependents.iter().map(|d| inode(&app, d)).collect();
+    let serial_before = last_change(&app).await["serial"].as_i64().unwrap();
 
-    let body = obsolete(&app, &op, "a", json!({ "reason": "superseded" })).await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reader = async {
+        let mut seen = Vec::new();
+        // At least one read after the change, whatever the timing.
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+            seen.push(pinned_in_stream(&app, &dependents).await);
+            if finished {
+                return seen;
+            }
+        }
+    };
+    let obsoleting = async {
+        let body = obsolete(&app, &op, "a", json!({ "reason": "superseded" })).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        body
+    };
+    let (seen, body) = tokio::join!(reader, obsoleting);
+    for (serial, pinned) in &seen {
+        let want = if *serial > serial_before { 40 } else { 0 };
+        assert_eq!(
+            *pinned, want,
+            "a reader at serial {serial} saw {pinned} of 40 pinned"
+        );
+    }
+    assert_eq!(seen.last().unwrap(), &(serial_before + 1, 40));
     assert_eq!(body["pins"].as_array().unwrap().len(), 40, "{body}");
     assert_eq!(body["emails"], 40, "{body}");
 
@@ -501,10 +544,12 @@ async fn an_obsolescence_of_many_dependents_writes_every_document_in_one_batch(d
         (Some("obsolescence"), expected)
     );
     matches(&app).await;
-    let on_disk = documents_on_disk(&app.app.config.data_dir);
-    for (d, old) in dependents.iter().zip(before) {
-        assert_eq!(on_disk[d]["pins"]["a"], "^1, <=1.0.0", "{d}");
-        assert_ne!(inode(&app, d), old, "{d} was rewritten whole");
+    for d in &dependents {
+        assert_eq!(
+            written_at(&app, d).await,
+            serial_before + 1,
+            "{d} was rewritten"
+        );
     }
     let (queued,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE kind = 'dependency_obsoleted'")
@@ -512,10 +557,102 @@ async fn an_obsolescence_of_many_dependents_writes_every_document_in_one_batch(d
             .await
             .unwrap();
     assert_eq!(queued, 40);
-    let cleaned = wait_until(async || leftovers(&app).is_empty(), Duration::from_secs(30)).await;
-    assert!(
-        cleaned.is_some(),
-        "left in the index: {:?}",
-        leftovers(&app)
-    );
+}
+
+/// More documents than one statement stores (an obsolescence of a package
+/// with thousands of dependents), stored and replaced through the
+/// database layer: each one read back as written, none lost at a batch's
+/// edge.
+async fn thousands_of_documents_are_stored_in_batches_and_read_back(db: TestDb) {
+    use holdq::db::stable::{NewDocument, document, documents_after, put_documents};
+    let app = TestApp::spawn(db).await;
+    let n = 2_345;
+    let names: Vec<String> = (0..n).map(|i| format!("p{i:04}")).collect();
+    let mut tx = app.app.db.begin_write().await.unwrap();
+    let mut ids = Vec::new();
+    for name in &names {
+        let (id,): (i64,) =
+            sqlx::query_as("INSERT INTO packages (name, created_at) VALUES ($1, 0) RETURNING id")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        ids.push(id);
+    }
+    for round in 1..=2_i64 {
+        let bodies: Vec<(String, String)> = names
+            .iter()
+            .map(|n| {
+                let body = json!({ "name": n, "round": round }).to_string();
+                (
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
+                    body,
+                )
+            })
+            .collect();
+        let docs: Vec<NewDocument> = ids
+            .iter()
+            .zip(&bodies)
+            .map(|(id, (sha256, body))| NewDocument {
+                package_id: *id,
+                serial: round,
+                sha256,
+                body,
+            })
+            .collect();
+        put_documents(&mut tx, &docs).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut conn = app.app.db.pool().acquire().await.unwrap();
+    let mut read = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = documents_after(&mut conn, &after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.name.clone();
+        read.extend(page);
+    }
+    assert_eq!(read.len(), n);
+    for (d, name) in read.iter().zip(&names) {
+        assert_eq!(&d.name, name);
+        assert_eq!(d.serial, 2);
+        assert_eq!(d.body, json!({ "name": name, "round": 2 }).to_string());
+    }
+    let one = document(&mut conn, "p1000").await.unwrap().unwrap();
+    assert_eq!(one.body, read[1000].body);
+    assert!(document(&mut conn, "nope").await.unwrap().is_none());
+}
+
+/// A data directory of the release before, whose documents were files
+/// (`index_documents` rows without a body, `stable/index/`): the server
+/// writes each document from the tables and deletes the files.
+async fn the_document_files_of_an_older_release_move_into_the_database(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let op = app.operator.clone();
+    accept(&app, &op, pkg("a", "1.0.0", &[])).await;
+    accept(&app, &op, pkg("b", "1.0.0", &[("a", "^1")])).await;
+    let before = stored_documents(app.app.db.pool()).await;
+    sqlx::query("UPDATE index_documents SET body = NULL, sha256 = NULL")
+        .execute(app.app.db.pool())
+        .await
+        .unwrap();
+    let stable = app.app.config.data_dir.join("stable");
+    std::fs::create_dir_all(stable.join("index")).unwrap();
+    std::fs::write(stable.join("index/a.json"), before["a"].to_string()).unwrap();
+    std::fs::write(stable.join("index-serial"), "2").unwrap();
+    let missing = app.get(None, "/api/v1/index/a").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let written = holdq::service::index::write_unwritten(&app.app)
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+    assert_eq!(stored_documents(app.app.db.pool()).await, before);
+    matches(&app).await;
+    assert!(!stable.join("index").exists() && !stable.join("index-serial").exists());
+    assert_eq!(app.get(None, "/api/v1/index/b").await.body, before["b"]);
+    let again = holdq::service::index::write_unwritten(&app.app)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
 }

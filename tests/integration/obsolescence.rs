@@ -376,7 +376,7 @@ async fn a_crash_in_the_middle_of_an_obsolescence_leaves_it_not_done(db: TestDb)
             .await
             .is_empty()
     );
-    let (index, whole) = index_is_whole(&data);
+    let (index, whole) = index_is_whole(&app.database_url, &data).await;
     assert!(whole);
     assert!(index["packages"]["a"]["obsolete"].is_null());
 }

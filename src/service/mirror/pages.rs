@@ -96,7 +96,7 @@ impl Follower {
 
     /// Deletes the archives of the versions no document names any more
     /// (a version removed from a package that stays). Only after the
-    /// documents naming what is kept are on disk.
+    /// documents naming what is kept are committed.
     pub(super) async fn sweep_archives(
         &self,
         kept: Vec<(String, BTreeSet<String>)>,

@@ -1,33 +1,48 @@
-//! The per-package stable index checked from outside: the documents on
-//! disk, and what each should say rebuilt straight from the database's
-//! tables by this module's own queries (not by the code that writes them).
+//! The per-package stable index checked from outside: the documents the
+//! database stores, and what each should say rebuilt straight from the
+//! database's tables by this module's own queries (not by the code that
+//! writes them).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 use sqlx::AnyPool;
 
-/// Every document under `stable/index/`, by package; each must be whole
-/// JSON (a torn write would fail here).
-pub fn documents_on_disk(data_dir: &Path) -> BTreeMap<String, Value> {
-    let dir = data_dir.join("stable").join("index");
+/// Every document the database stores and serves (a primary's, or a
+/// follower's copy of its primary's), by package: its bytes and the sha256
+/// stored with them, which must be theirs.
+pub async fn stored_bodies(pool: &AnyPool) -> BTreeMap<String, (String, String)> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT p.name, d.sha256, d.body FROM index_documents d \
+         JOIN packages p ON p.id = d.package_id WHERE d.body IS NOT NULL \
+         UNION ALL SELECT name, sha256, body FROM mirror_documents",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
     let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return out;
-    };
-    for entry in entries {
-        let entry = entry.unwrap();
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(name) = file.strip_suffix(".json").filter(|n| !n.starts_with('.')) else {
-            continue;
-        };
-        let bytes = std::fs::read(entry.path()).unwrap();
-        let document: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("the document of {name} is not whole JSON: {e}"));
-        out.insert(name.to_owned(), document);
+    for (name, sha, body) in rows {
+        let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+        assert_eq!(sha, actual, "the stored sha256 of {name}'s document");
+        assert!(
+            out.insert(name.clone(), (sha, body)).is_none(),
+            "{name} twice"
+        );
     }
     out
+}
+
+/// [`stored_bodies`] parsed; each must be whole JSON.
+pub async fn stored_documents(pool: &AnyPool) -> BTreeMap<String, Value> {
+    stored_bodies(pool)
+        .await
+        .into_iter()
+        .map(|(name, (_, body))| {
+            let document: Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("the document of {name} is not whole JSON: {e}"));
+            (name, document)
+        })
+        .collect()
 }
 
 /// The serial of the last change that names each package, from the log.
@@ -110,26 +125,22 @@ pub async fn expected_documents(pool: &AnyPool) -> BTreeMap<String, Value> {
     out
 }
 
-/// Every document on disk says what the tables say, no other document is
+/// Every stored document says what the tables say, no other document is
 /// there, each one's sha256 is the one its last change recorded, and the
 /// log holds one change per serial up to the current one.
-pub async fn assert_documents_match(pool: &AnyPool, data_dir: &Path) {
+pub async fn assert_documents_match(pool: &AnyPool) {
     let expected = expected_documents(pool).await;
-    let on_disk = documents_on_disk(data_dir);
+    let stored = stored_bodies(pool).await;
     assert_eq!(
-        on_disk.keys().collect::<Vec<_>>(),
+        stored.keys().collect::<Vec<_>>(),
         expected.keys().collect::<Vec<_>>(),
         "the packages with a document"
     );
-    for (name, want) in &expected {
-        assert_eq!(&on_disk[name], want, "the document of {name}");
-    }
     let last = last_changes(pool).await;
-    for name in expected.keys() {
-        let path = data_dir.join("stable/index").join(format!("{name}.json"));
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            std::fs::read(path).unwrap(),
-        ));
+    for (name, want) in &expected {
+        let (sha, body) = &stored[name];
+        let document: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(&document, want, "the document of {name}");
         assert_eq!(
             last[name].1.as_deref(),
             Some(sha.as_str()),

@@ -133,21 +133,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The stable index on disk (every package's document, each of which must
-/// be whole JSON, under the serial of `stable/index-serial`) and whether
-/// every version it names has its archive, with the recorded sha256.
-pub fn index_is_whole(data_dir: &Path) -> (serde_json::Value, bool) {
+/// The stable index the database at `database_url` serves (every
+/// package's document, each of which must be whole JSON, and the stable
+/// serial) and whether every version it names has its archive under
+/// `data_dir`, with the recorded sha256.
+pub async fn index_is_whole(database_url: &str, data_dir: &Path) -> (serde_json::Value, bool) {
     use sha2::Digest;
+    let pool = sqlx::AnyPool::connect(database_url).await.unwrap();
+    let (serial,): (i64,) = sqlx::query_as("SELECT serial FROM stable_state WHERE id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let documents = super::index::stored_documents(&pool).await;
+    pool.close().await;
     let stable: PathBuf = data_dir.join("stable");
-    let serial: i64 = std::fs::read_to_string(stable.join("index-serial"))
-        .map(|s| s.trim().parse().expect("index-serial is a number"))
-        .unwrap_or(0);
-    let mut packages = serde_json::Map::new();
-    for (name, document) in super::index::documents_on_disk(data_dir) {
-        packages.insert(name, document);
-    }
     let mut whole = true;
-    for package in packages.values() {
+    for package in documents.values() {
         for version in package["versions"].as_array().unwrap() {
             let path = stable.join(version["archive"].as_str().unwrap());
             match std::fs::read(&path) {
@@ -159,7 +160,7 @@ pub fn index_is_whole(data_dir: &Path) -> (serde_json::Value, bool) {
             }
         }
     }
-    let index = serde_json::json!({ "serial": serial, "packages": packages });
+    let index = serde_json::json!({ "serial": serial, "packages": documents });
     (index, whole)
 }
 

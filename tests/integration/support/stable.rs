@@ -42,11 +42,11 @@ pub async fn promote_behind_the_queue(app: &TestApp, upload_id: i64) {
     .await
     .unwrap();
     let serial = db::stable::bump_serial(&mut tx).await.unwrap();
-    holdq::service::index::record_promotion(&mut tx, serial, [row.name.as_str()])
+    holdq::service::index::record_promotion(app, &mut tx, serial, [row.name.as_str()])
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    holdq::service::stable::publish_index(app).await.unwrap();
+    holdq::service::index::publish(app, serial).await;
 }
 
 /// Takes the queued uploads out of the queue and runs the checks of
@@ -89,9 +89,9 @@ pub async fn lower_pin(app: &TestApp, dependent: &str, dependency: &str, max: &s
     );
     let serial = db::stable::bump_serial(&mut tx).await.unwrap();
     let kind = holdq::service::index::ChangeKind::Obsolescence;
-    holdq::service::index::record_change(&mut tx, serial, kind, &[dependent])
+    holdq::service::index::record_change(app, &mut tx, serial, kind, &[dependent])
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    holdq::service::stable::publish_index(app).await.unwrap();
+    holdq::service::index::publish(app, serial).await;
 }
