@@ -243,6 +243,11 @@ pub async fn seed(
         std::fs::create_dir_all(path.parent().unwrap())?;
         std::fs::write(path, b"")?;
     }
+    // Statistics, as autovacuum gives a server's tables (this machine's
+    // PostgreSQL runs without it): the planner otherwise guesses.
+    if app.db.backend() == holdq::db::Backend::Postgres {
+        sqlx::query("ANALYZE").execute(app.db.pool()).await?;
+    }
     std::process::Command::new("sync").status()?;
     Ok(ids)
 }
