@@ -424,6 +424,9 @@ pub async fn write_unwritten(app: &App) -> anyhow::Result<usize> {
     let mut written = 0;
     loop {
         let mut tx = app.db.begin_write().await?;
+        // The lock every stable change takes: no change commits a newer
+        // document between these reads and the write.
+        db::stable::lock_serial(&mut tx, app.db.for_update()).await?;
         let names = db::stable::unwritten_documents(&mut tx, PAGE).await?;
         if names.is_empty() {
             tx.commit().await?;
