@@ -78,34 +78,6 @@ where
         .await
 }
 
-/// The rows `SELECT fields FROM rest` selects for `names` (`rest` says
-/// `IN {names}` where they go), aggregated by the database into one JSON
-/// array and decoded here. For thousands of rows: the driver costs about
-/// ten microseconds a row (PostgreSQL: 50 ms for 4,300 rows of two
-/// columns, of which the query is 8 ms), one value costs one. `fields`:
-/// (key, SQL expression).
-pub async fn fetch_json_for_names<T: serde::de::DeserializeOwned>(
-    conn: &mut Conn,
-    fields: &[(&str, &str)],
-    rest: &str,
-    names: &[&str],
-) -> anyhow::Result<Vec<T>> {
-    let pairs: Vec<String> = fields.iter().map(|(k, e)| format!("'{k}', {e}")).collect();
-    let aggregate = match Backend::of_conn(conn) {
-        Backend::Postgres => format!(
-            "COALESCE(json_agg(json_build_object({})), '[]'::json)::text",
-            pairs.join(", ")
-        ),
-        Backend::Sqlite => format!("json_group_array(json_object({}))", pairs.join(", ")),
-    };
-    let sql = format!("SELECT {aggregate} FROM {rest}");
-    let rows: Vec<(String,)> = fetch_for_names(conn, &sql, names).await?;
-    let Some((json,)) = rows.into_iter().next() else {
-        return Ok(Vec::new());
-    };
-    Ok(serde_json::from_str(&json)?)
-}
-
 /// A subquery of the rows of the JSON array of objects bound at `$n`,
 /// with the columns `columns` (name, PostgreSQL type), to `INSERT ...
 /// SELECT` from: thousands of rows in one parameter ([`json_strings`]).

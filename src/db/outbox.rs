@@ -120,26 +120,28 @@ pub async fn of_upload(conn: &mut Conn, upload_id: i64) -> sqlx::Result<Vec<Outb
 /// queues thousands, and a statement of thousands of parameters costs the
 /// driver more than the database takes to insert them.
 pub async fn insert_many(conn: &mut Conn, emails: &[NewEmail<'_>]) -> sqlx::Result<Vec<i64>> {
-    let sql = match Backend::of_conn(conn) {
-        Backend::Postgres => {
-            "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, \
-             message_id, state, attempts, next_attempt_at, created_at) \
-             SELECT r.event_key, r.kind, r.upload_id, r.to_addr, r.subject, r.text_body, r.html_body, \
-             r.message_id, 'pending', 0, $2, $2 FROM json_to_recordset($1::json) AS r(event_key TEXT, \
-             kind TEXT, upload_id BIGINT, to_addr TEXT, subject TEXT, text_body TEXT, html_body TEXT, \
-             message_id TEXT) \
-             ON CONFLICT (event_key) DO NOTHING RETURNING id"
-        }
-        // `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert's.
-        Backend::Sqlite => {
-            "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, \
-             message_id, state, attempts, next_attempt_at, created_at) \
-             SELECT value ->> 'event_key', value ->> 'kind', value ->> 'upload_id', value ->> 'to_addr', \
-             value ->> 'subject', value ->> 'text_body', value ->> 'html_body', value ->> 'message_id', \
-             'pending', 0, $2, $2 FROM json_each($1) WHERE true \
-             ON CONFLICT (event_key) DO NOTHING RETURNING id"
-        }
-    };
+    let rows = super::json_rows(
+        Backend::of_conn(conn),
+        1,
+        &[
+            ("event_key", "TEXT"),
+            ("kind", "TEXT"),
+            ("upload_id", "BIGINT"),
+            ("to_addr", "TEXT"),
+            ("subject", "TEXT"),
+            ("text_body", "TEXT"),
+            ("html_body", "TEXT"),
+            ("message_id", "TEXT"),
+        ],
+    );
+    // `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert's.
+    let sql = format!(
+        "INSERT INTO outbox (event_key, kind, upload_id, to_addr, subject, text_body, html_body, \
+         message_id, state, attempts, next_attempt_at, created_at) \
+         SELECT r.event_key, r.kind, r.upload_id, r.to_addr, r.subject, r.text_body, r.html_body, \
+         r.message_id, 'pending', 0, $2, $2 FROM {rows} AS r WHERE true \
+         ON CONFLICT (event_key) DO NOTHING RETURNING id"
+    );
     let now = now_ms();
     let mut ids = Vec::with_capacity(emails.len());
     for chunk in emails.chunks(1000) {
@@ -158,7 +160,7 @@ pub async fn insert_many(conn: &mut Conn, emails: &[NewEmail<'_>]) -> sqlx::Resu
                 })
             })
             .collect();
-        let rows: Vec<(i64,)> = sqlx::query_as(sql)
+        let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
             .bind(serde_json::Value::Array(rows).to_string())
             .bind(now)
             .fetch_all(&mut *conn)

@@ -6,7 +6,7 @@ use crate::domain::PackageState;
 
 /// A pin as stored: dependent, dependency, highest admitted version, and the
 /// dependent's own requirement when it was pinned.
-#[derive(Clone, Debug, sqlx::FromRow, serde::Deserialize)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PinRow {
     pub dependent: String,
     pub dependency: String,
@@ -178,20 +178,10 @@ const FRESH_STATISTICS: usize = 1000;
 pub async fn ids_of(
     conn: &mut Conn,
     names: &[&str],
-) -> anyhow::Result<std::collections::HashMap<String, i64>> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        name: String,
-        id: i64,
-    }
-    let rows: Vec<Id> = super::fetch_json_for_names(
-        conn,
-        &[("name", "name"), ("id", "id")],
-        "packages WHERE name IN {names}",
-        names,
-    )
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.name, r.id)).collect())
+) -> sqlx::Result<std::collections::HashMap<String, i64>> {
+    let sql = "SELECT name, id FROM packages WHERE name IN {names}";
+    let rows: Vec<(String, i64)> = super::fetch_for_names(conn, sql, names).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The manifests of the given (package name, version) pairs: (name,
@@ -226,16 +216,11 @@ pub async fn manifests_of(
 }
 
 /// The pins on the named dependents' requirements.
-pub async fn of_dependents(conn: &mut Conn, names: &[&str]) -> anyhow::Result<Vec<PinRow>> {
-    super::fetch_json_for_names(
+pub async fn of_dependents(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<PinRow>> {
+    super::fetch_for_names(
         conn,
-        &[
-            ("dependent", "a.name"),
-            ("dependency", "b.name"),
-            ("max_version", "p.max_version"),
-            ("requirement", "p.requirement"),
-        ],
-        "pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \
+        "SELECT a.name AS dependent, b.name AS dependency, p.max_version, p.requirement \
+         FROM pins p JOIN packages a ON a.id = p.dependent_id JOIN packages b ON b.id = p.dependency_id \
          WHERE a.name IN {names}",
         names,
     )

@@ -178,7 +178,7 @@ pub async fn version_lists(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<
 /// What a package's index document says besides its versions: its state,
 /// why it is obsolete, and the serial its document last changed at (none
 /// when it has no document: no stable version, or removed).
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, FromRow)]
 pub struct DocumentHead {
     pub package_id: i64,
     pub name: String,
@@ -189,18 +189,12 @@ pub struct DocumentHead {
 }
 
 /// The document heads of the named packages (those that exist).
-pub async fn document_heads(conn: &mut Conn, names: &[&str]) -> anyhow::Result<Vec<DocumentHead>> {
-    super::fetch_json_for_names(
+pub async fn document_heads(conn: &mut Conn, names: &[&str]) -> sqlx::Result<Vec<DocumentHead>> {
+    super::fetch_for_names(
         conn,
-        &[
-            ("package_id", "p.id"),
-            ("name", "p.name"),
-            ("state", "p.state"),
-            ("obsolete_reason", "p.obsolete_reason"),
-            ("replacement", "p.replacement"),
-            ("serial", "d.serial"),
-        ],
-        "packages p LEFT JOIN index_documents d ON d.package_id = p.id WHERE p.name IN {names}",
+        "SELECT p.id AS package_id, p.name, p.state, p.obsolete_reason, p.replacement, d.serial \
+         FROM packages p LEFT JOIN index_documents d ON d.package_id = p.id \
+         WHERE p.name IN {names}",
         names,
     )
     .await
